@@ -1,0 +1,42 @@
+# Every target bootstraps what it needs: a fresh machine runs `make demo` or `make test` directly.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEMO_SECONDS ?= 5
+
+.PHONY: install test test-unit test-sim test-integration demo bench lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest tests -q
+
+test-unit: $(STAMP)
+	$(PY) -m pytest tests/unit -q
+
+test-sim: $(STAMP)
+	$(PY) -m pytest tests/sim -q
+
+test-integration: $(STAMP)
+	$(PY) -m pytest tests/integration -q
+
+demo: $(STAMP)
+	DEMO_SECONDS=$(DEMO_SECONDS) $(PY) examples/demo.py
+
+bench: $(STAMP)
+	$(PY) -m benchmarks
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check partisan tests benchmarks examples
+	$(VENV)/bin/ruff format --check partisan tests benchmarks examples
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,48 @@
+"""Partisan for Python: membership, distribution layer and actors over ZeroMQ.
+
+Public names are re-exported lazily (PEP 562) so that ``import partisan`` and
+``partisan sim`` never pay for importing zmq or dill until they are used.
+"""
+
+from __future__ import annotations
+
+import importlib
+import typing
+
+__version__ = "0.1.0"
+
+# name -> module that defines it. Each subsystem adds its public names here.
+_EXPORTS: dict[str, str] = {
+    # identity
+    "NodeSpec": "partisan.identity",
+    "Pid": "partisan.identity",
+    # configuration
+    "Config": "partisan.config",
+    "ChannelSpec": "partisan.config",
+    # errors
+    "PartisanError": "partisan.errors",
+    "CallTimeout": "partisan.errors",
+    "CallExit": "partisan.errors",
+    "NotConnected": "partisan.errors",
+    "Overloaded": "partisan.errors",
+    "JoinRefused": "partisan.errors",
+    "SpawnError": "partisan.errors",
+    "ReceiveTimeout": "partisan.errors",
+    "ConfigError": "partisan.errors",
+    "ProtocolError": "partisan.errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> typing.Any:
+    module_name = _EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'partisan' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value  # cache: later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,1 @@
+"""Pids, mailboxes, the actor runtime, GenServer, StateMachine, monitors and links."""

@@ -1,0 +1,430 @@
+"""One frozen `Config` for a node: defaults < TOML < ``PARTISAN_*`` env < keywords.
+
+Keyword arguments are what CLI flags become. Every value is coerced from the
+text forms a TOML file or an environment variable gives, then validated; a bad
+value raises `ConfigError` naming the field, the value and what is allowed.
+Durations are float seconds. Nested sections (``hyparview``, ``plumtree``) are
+TOML tables, ``PARTISAN_HYPARVIEW__ACTIVE_SIZE`` in the environment, and dicts
+(or the section dataclass) as keywords.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from partisan.errors import ConfigError
+
+__all__ = [
+    "MANAGERS",
+    "ChannelSpec",
+    "Config",
+    "HyParViewConfig",
+    "PlumtreeConfig",
+    "parse_channels",
+]
+
+MANAGERS = ("full-mesh", "hyparview", "client-server", "static")
+ROLES = ("server", "client")
+ENV_PREFIX = "PARTISAN_"
+_CHANNEL_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelSpec:
+    """A named channel with `parallelism` lanes; monotonic keeps only the newest."""
+
+    name: str
+    parallelism: int = 1
+    monotonic: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.name}:{self.parallelism}" + (":monotonic" if self.monotonic else "")
+
+
+def parse_channels(text: str, *, field_name: str = "channels") -> tuple[ChannelSpec, ...]:
+    """Parse ``"data:4,gossip:1:monotonic"`` into channel specs."""
+    specs: list[ChannelSpec] = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        bits = item.split(":")
+        name = bits[0]
+        allowed = "name[:parallelism][:monotonic], e.g. 'data:4,gossip:1:monotonic'"
+        if not name or not set(name) <= _CHANNEL_NAME_CHARS or len(bits) > 3:
+            raise ConfigError(f"{field_name}: invalid channel {item!r}; expected {allowed}")
+        parallelism = 1
+        if len(bits) >= 2:
+            try:
+                parallelism = int(bits[1])
+            except ValueError:
+                raise ConfigError(
+                    f"{field_name}: invalid parallelism {bits[1]!r} in {item!r}; expected {allowed}"
+                ) from None
+        monotonic = False
+        if len(bits) == 3:
+            if bits[2] != "monotonic":
+                raise ConfigError(f"{field_name}: invalid flag {bits[2]!r} in {item!r}; {allowed}")
+            monotonic = True
+        specs.append(ChannelSpec(name, parallelism, monotonic))
+    return tuple(specs)
+
+
+@dataclass(frozen=True, slots=True)
+class HyParViewConfig:
+    """HyParView parameters; defaults are the paper's (Leitão et al., DSN 2007).
+
+    Partisan's active_max_size of 6 counts the node itself; our `active_size`
+    does not, so 5 here is the same overlay.
+    """
+
+    active_size: int = 5
+    active_min_size: int = 3
+    passive_size: int = 30
+    arwl: int = 6
+    prwl: int = 3
+    shuffle_ka: int = 3
+    shuffle_kp: int = 4
+    shuffle_ttl: int = 6
+    shuffle_interval: float = 10.0
+    random_promotion_interval: float = 5.0
+    reservations: tuple[str, ...] = ()
+
+    _positive: ClassVar[tuple[str, ...]] = (
+        "active_size",
+        "passive_size",
+        "arwl",
+        "shuffle_interval",
+        "random_promotion_interval",
+    )
+
+    def __post_init__(self) -> None:
+        _check_positive(self, self._positive, prefix="hyparview.")
+        for name in ("active_min_size", "prwl", "shuffle_ka", "shuffle_kp", "shuffle_ttl"):
+            if getattr(self, name) < 0:
+                _bad(f"hyparview.{name}", getattr(self, name), "an integer >= 0")
+        if self.active_min_size > self.active_size:
+            _bad(
+                "hyparview.active_min_size",
+                self.active_min_size,
+                f"<= active_size ({self.active_size})",
+            )
+        if self.prwl > self.arwl:
+            _bad("hyparview.prwl", self.prwl, f"<= arwl ({self.arwl})")
+
+
+@dataclass(frozen=True, slots=True)
+class PlumtreeConfig:
+    """Plumtree broadcast timers (seconds)."""
+
+    lazy_tick: float = 1.0
+    graft_timeout: float = 0.5
+    graft_timeout_retry: float = 0.25
+    message_ttl: float = 60.0
+
+    def __post_init__(self) -> None:
+        _check_positive(self, tuple(f.name for f in dataclasses.fields(self)), prefix="plumtree.")
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Everything a node needs to start. Build it with `Config.load(...)`."""
+
+    name: str = "node"
+    host: str = "127.0.0.1"
+    advertise_host: str | None = None
+    port: int = 0
+    manager: str = "full-mesh"
+    role: str | None = None
+    peers: tuple[str, ...] = ()
+    hidden: bool = False
+    channels: tuple[ChannelSpec, ...] = ()
+    parallelism: int = 1
+    channel_fallback: bool = True
+    gossip_interval: float = 1.0
+    connection_interval: float = 1.0
+    heartbeat_interval: float = 0.5
+    heartbeat_timeout: float = 2.0
+    reconnect_interval: float = 0.1
+    reconnect_interval_max: float = 2.0
+    handshake_timeout: float = 5.0
+    call_timeout: float = 5.0
+    shutdown_timeout: float = 5.0
+    send_buffer_bytes: int = 64 * 1024 * 1024
+    max_frame_bytes: int = 256 * 1024 * 1024
+    key_dir: str | None = None
+    insecure: bool = False
+    allow_remote_insecure: bool = False
+    log_file: str | None = None
+    log_level: str = "INFO"
+    hyparview: HyParViewConfig = field(default_factory=HyParViewConfig)
+    plumtree: PlumtreeConfig = field(default_factory=PlumtreeConfig)
+
+    _positive: ClassVar[tuple[str, ...]] = (
+        "parallelism",
+        "gossip_interval",
+        "connection_interval",
+        "heartbeat_interval",
+        "heartbeat_timeout",
+        "reconnect_interval",
+        "reconnect_interval_max",
+        "handshake_timeout",
+        "call_timeout",
+        "shutdown_timeout",
+        "send_buffer_bytes",
+        "max_frame_bytes",
+    )
+
+    def __post_init__(self) -> None:
+        from partisan.identity import _check_name
+
+        try:
+            _check_name(self.name)
+        except ValueError as exc:
+            raise ConfigError(f"name: {exc}") from None
+        if not 0 <= self.port <= 65535:
+            _bad("port", self.port, "an integer in 0..65535 (0 picks a free port)")
+        if self.manager not in MANAGERS:
+            _bad("manager", self.manager, "one of " + ", ".join(MANAGERS))
+        if self.role is not None and self.role not in ROLES:
+            _bad("role", self.role, "one of server, client (or unset)")
+        _check_positive(self, self._positive)
+        if self.heartbeat_timeout <= self.heartbeat_interval:
+            _bad(
+                "heartbeat_timeout",
+                self.heartbeat_timeout,
+                f"greater than heartbeat_interval ({self.heartbeat_interval})",
+            )
+        if self.reconnect_interval_max < self.reconnect_interval:
+            _bad(
+                "reconnect_interval_max",
+                self.reconnect_interval_max,
+                f">= reconnect_interval ({self.reconnect_interval})",
+            )
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            _bad("log_level", self.log_level, "DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        seen: set[str] = set()
+        for spec in self.channels:
+            if spec.parallelism < 1:
+                _bad("channels", str(spec), "parallelism >= 1 for every channel")
+            if spec.name in seen:
+                _bad("channels", spec.name, "each channel name at most once")
+            seen.add(spec.name)
+        if self.insecure and not self.allow_remote_insecure and not _is_loopback(self.host):
+            raise ConfigError(
+                f"host: {self.host!r} is not a loopback address and insecure=True; "
+                "insecure nodes bind loopback only unless allow_remote_insecure=True"
+            )
+
+    # ------------------------------------------------------------------ views
+
+    @property
+    def advertised_host(self) -> str:
+        """The host peers dial: `advertise_host`, else the bind host."""
+        return self.advertise_host or self.host
+
+    def all_channels(self) -> tuple[ChannelSpec, ...]:
+        """Every channel the node opens: `default` and `membership` always exist."""
+        by_name = {c.name: c for c in self.channels}
+        default = by_name.pop("default", ChannelSpec("default", self.parallelism))
+        membership = by_name.pop("membership", ChannelSpec("membership", 1))
+        return (default, membership, *by_name.values())
+
+    def channel(self, name: str) -> ChannelSpec | None:
+        """The spec of channel `name`, or None if it is not configured."""
+        for spec in self.all_channels():
+            if spec.name == name:
+                return spec
+        return None
+
+    def replace(self, **changes: Any) -> Config:
+        """A copy with `changes` applied (coerced and validated like keywords)."""
+        merged = _as_dict(self)
+        _merge(merged, _coerce_section(Config, changes, "keyword", ""))
+        return _build(Config, merged)
+
+    # ---------------------------------------------------------------- loading
+
+    @classmethod
+    def load(
+        cls,
+        config_file: str | os.PathLike[str] | None = None,
+        *,
+        env: Mapping[str, str] | None = None,
+        **kwargs: Any,
+    ) -> Config:
+        """Merge defaults, the TOML file, the environment and `kwargs`, in that order.
+
+        `config_file` defaults to ``$PARTISAN_CONFIG``. `env` defaults to
+        ``os.environ``; pass ``{}`` to ignore the environment.
+        """
+        environ = os.environ if env is None else env
+        merged: dict[str, Any] = {}
+        path = config_file if config_file is not None else environ.get(ENV_PREFIX + "CONFIG")
+        if path:
+            _merge(merged, _coerce_section(cls, _read_toml(Path(path)), f"config file {path}", ""))
+        _merge(merged, _coerce_section(cls, _from_env(environ), "environment", ""))
+        _merge(
+            merged,
+            _coerce_section(cls, {k: v for k, v in kwargs.items() if v is not None}, "keyword", ""),
+        )
+        return _build(cls, merged)
+
+
+# ----------------------------------------------------------------- internals
+
+_SECTIONS: dict[str, type] = {"hyparview": HyParViewConfig, "plumtree": PlumtreeConfig}
+
+
+def _bad(field_name: str, value: object, allowed: str) -> typing.NoReturn:
+    raise ConfigError(f"{field_name}: invalid value {value!r}; expected {allowed}")
+
+
+def _check_positive(obj: object, names: tuple[str, ...], prefix: str = "") -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if value <= 0:
+            _bad(prefix + name, value, "a number > 0")
+
+
+def _is_loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(path)!r} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
+
+
+def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Collect ``PARTISAN_FIELD`` and ``PARTISAN_SECTION__FIELD`` variables."""
+    out: dict[str, Any] = {}
+    for key, value in environ.items():
+        if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "CONFIG":
+            continue
+        path = key[len(ENV_PREFIX) :].lower().split("__")
+        if len(path) == 1:
+            out[path[0]] = value
+        elif len(path) == 2:
+            out.setdefault(path[0], {})
+            if isinstance(out[path[0]], dict):
+                out[path[0]][path[1]] = value
+        else:
+            raise ConfigError(f"environment variable {key}: too deeply nested (one '__' at most)")
+    return out
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce_section(cls: type, raw: Mapping[str, Any], source: str, prefix: str) -> dict[str, Any]:
+    """Check names and coerce values of one section against `cls`'s fields."""
+    hints = _hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = key.replace("-", "_")
+        if name not in names:
+            raise ConfigError(
+                f"{source}: unknown option {prefix + key!r}; known options: {', '.join(sorted(names))}"
+            )
+        if name in _SECTIONS and cls is Config:
+            if isinstance(value, _SECTIONS[name]):
+                value = _as_dict(value)
+            if not isinstance(value, Mapping):
+                _bad(prefix + name, value, f"a table of {name} options")
+            out[name] = _coerce_section(_SECTIONS[name], value, source, f"{name}.")
+        else:
+            out[name] = _coerce(prefix + name, hints[name], value)
+    return out
+
+
+def _coerce(name: str, hint: Any, value: Any) -> Any:
+    """Turn a TOML, environment or keyword value into the field's type."""
+    args = typing.get_args(hint)
+    optional = isinstance(hint, types.UnionType) and type(None) in args
+    if optional:
+        if value is None or (isinstance(value, str) and value.lower() in ("", "none", "null")):
+            return None
+        hint = next(a for a in args if a is not type(None))
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
+            return False
+        _bad(name, value, "a boolean (true/false, 1/0, yes/no, on/off)")
+    if hint is int:
+        return _number(name, value, int, "an integer")
+    if hint is float:
+        return float(_number(name, value, float, "a number of seconds"))
+    if hint is str:
+        if not isinstance(value, str):
+            _bad(name, value, "a string")
+        return value
+    if hint == tuple[ChannelSpec, ...]:
+        if isinstance(value, str):
+            return parse_channels(value, field_name=name)
+        if isinstance(value, (list, tuple)):
+            return tuple(
+                v if isinstance(v, ChannelSpec) else parse_channels(str(v), field_name=name)[0]
+                for v in value
+            )
+        _bad(name, value, "channels like 'data:4,gossip:1:monotonic'")
+    if hint == tuple[str, ...]:
+        if isinstance(value, str):
+            return tuple(p.strip() for p in value.split(",") if p.strip())
+        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        _bad(name, value, "a list of strings (or a comma-separated string)")
+    raise AssertionError(f"no coercion for {name}: {hint!r}")  # a new field type needs a rule here
+
+
+def _number(name: str, value: Any, kind: Callable[[Any], Any], what: str) -> Any:
+    if isinstance(value, bool):
+        _bad(name, value, what)
+    if isinstance(value, (int, float)) and not (kind is int and isinstance(value, float)):
+        return value
+    if isinstance(value, str):
+        try:
+            return kind(value.strip())
+        except ValueError:
+            pass
+    _bad(name, value, what)
+
+
+def _as_dict(obj: Any) -> dict[str, Any]:
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+
+
+def _merge(into: dict[str, Any], layer: Mapping[str, Any]) -> None:
+    for key, value in layer.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            into[key].update(value)
+        elif isinstance(value, dict):
+            into[key] = dict(value)
+        else:
+            into[key] = value
+
+
+def _build(cls: type[Config], merged: Mapping[str, Any]) -> Config:
+    values = dict(merged)
+    for name, section in _SECTIONS.items():
+        if name in values:
+            sub = values[name]
+            values[name] = section(**sub) if isinstance(sub, Mapping) else sub
+    return cls(**values)

@@ -1,0 +1,1 @@
+"""Membership managers as pure state machines (no I/O), and the simulator that drives them."""

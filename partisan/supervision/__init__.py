@@ -1,0 +1,1 @@
+"""OTP supervisors, and the supervisor of node OS processes."""

@@ -1,0 +1,1 @@
+"""Wire format, codec, ZeroMQ links, channels and CURVE security."""
