@@ -1,0 +1,402 @@
+"""Supervise node OS processes with OTP's vocabulary (a one_for_one supervisor of processes).
+
+Theory of operation
+-------------------
+Each child is an OS process started from a `ProcessSpec` (see
+`partisan.supervision.os_process` for how it is spawned and watched). The
+protocol between supervisor and child is small and is what
+``partisan node start`` speaks:
+
+* the child prints ONE JSON ready line on stdout once it serves; its
+  ``address`` (``host:port``) tells us its port;
+* the child runs until SIGTERM or until its stdin reaches EOF. We hold the
+  write end of that pipe for the child's whole life and never share it, so
+  when this supervisor dies for any reason (even ``kill -9``) the kernel
+  closes it and every child exits: nothing is orphaned.
+
+Children start in order, each once its ready line arrived (OTP's synchronous
+``start_link``), and stop in reverse order, each given its `shutdown` time
+between SIGTERM and SIGKILL (`BRUTAL_KILL`: SIGKILL at once; `INFINITY`: wait).
+An unexpected exit is seen the moment it happens (pidfd readable) and, per
+the child's restart type (permanent: always; transient: unless it exited 0;
+temporary: never, and it is forgotten), the child is restarted at once as a
+new incarnation *on the port it reported*, by substituting ``{port}`` in its
+argv. Each restart is counted against OTP's intensity (default: more than 1
+restart in 5 s is too many); exceeding it makes the supervisor give up: it
+stops every child in reverse order and finishes with a ``shutdown`` reason
+(`wait()` returns it), as an OTP supervisor escalates to its parent. A restart
+whose child fails before its ready line counts as another crash.
+
+Only one_for_one applies to processes: nodes of a cluster are peers, not a
+pipeline, and the actor `Supervisor` offers the other strategies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from types import TracebackType
+
+from partisan.supervision.errors import StartChildError, SupervisorError
+from partisan.supervision.os_process import OsProcess
+from partisan.supervision.policy import (
+    DEFAULT_INTENSITY,
+    DEFAULT_PERIOD,
+    TEMPORARY,
+    RestartIntensity,
+    Shutdown,
+    should_restart,
+)
+from partisan.supervision.process_spec import (
+    ProcessEvent,
+    ProcessExited,
+    ProcessInfo,
+    ProcessSpec,
+    ProcessStarted,
+    ProcessStartFailed,
+    ProcessState,
+    ProcessSupervisorStatistics,
+    ProcessSupervisorStopped,
+    exit_reason,
+    ready_port,
+)
+
+__all__ = ["ProcessSupervisor"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Child:
+    spec: ProcessSpec
+    state: ProcessState = ProcessState.TERMINATED
+    port: int = 0
+    proc: OsProcess | None = None
+    ready: dict[str, object] = field(default_factory=dict)
+    restarts: int = 0
+    started_at: float | None = None
+    last_exit: str | None = None
+    watcher: asyncio.Task[None] | None = None
+
+    def info(self) -> ProcessInfo:
+        inc = self.ready.get("incarnation")
+        address = self.ready.get("address")
+        return ProcessInfo(
+            id=self.spec.id,
+            state=self.state,
+            os_pid=self.proc.pid if self.proc is not None and self.proc.alive else None,
+            address=address if isinstance(address, str) else None,
+            port=self.port,
+            incarnation=inc if isinstance(inc, int) else None,
+            restarts=self.restarts,
+            started_at=self.started_at,
+            last_exit=self.last_exit,
+            ready=dict(self.ready),
+        )
+
+
+class ProcessSupervisor:
+    """Start, watch, restart and stop node processes; an async context manager.
+
+    ``async with ProcessSupervisor(specs, intensity=3, period=10) as sup:``
+    starts every spec in order and stops them all (reverse order) on exit.
+    `clock` is injectable for the intensity rule only; it defaults to
+    `time.monotonic`.
+    """
+
+    def __init__(
+        self,
+        specs: Iterable[ProcessSpec] = (),
+        *,
+        intensity: int = DEFAULT_INTENSITY,
+        period: float = DEFAULT_PERIOD,
+        clock: Callable[[], float] = time.monotonic,
+        history: int = 1000,
+    ) -> None:
+        self._initial = list(specs)
+        self._children: dict[str, _Child] = {}
+        self._intensity = RestartIntensity(intensity, period)
+        self._clock = clock
+        self._lock = asyncio.Lock()
+        self._listeners: list[Callable[[ProcessEvent], None]] = []
+        self._history: deque[ProcessEvent] = deque(maxlen=history)
+        self._restart_count = 0
+        self._stopped_reason: str | None = None
+        self._done: asyncio.Future[str] | None = None
+        self._give_up_task: asyncio.Task[str] | None = None
+
+    # ------------------------------------------------------------- lifecycle
+
+    async def __aenter__(self) -> ProcessSupervisor:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Start the initial specs in order; on a failure stop those started and raise."""
+        self._done = asyncio.get_running_loop().create_future()
+        try:
+            for spec in self._initial:
+                await self.start_child(spec)
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self, reason: str = "shutdown") -> str:
+        """Stop every child in reverse start order; idempotent. Returns the stop reason."""
+        if self._stopped_reason is None:
+            self._stopped_reason = reason
+        async with self._lock:
+            await self._stop_all()
+        if self._done is not None and not self._done.done():
+            self._done.set_result(self._stopped_reason)
+            self._emit(ProcessSupervisorStopped(self._stopped_reason))
+        return self._stopped_reason
+
+    async def wait(self) -> str:
+        """Wait until the supervisor stops (asked to, or gave up); return the reason."""
+        if self._done is None:
+            raise SupervisorError("the supervisor was never started")
+        return await asyncio.shield(self._done)
+
+    @property
+    def stopped(self) -> bool:
+        """True once the supervisor stopped or gave up."""
+        return self._stopped_reason is not None
+
+    # ---------------------------------------------------------- OTP-like API
+
+    async def start_child(self, spec: ProcessSpec) -> ProcessInfo:
+        """Add `spec` and start it; returns once its ready line arrived.
+
+        Raises `StartChildError` (and forgets the spec) if it exits or stays
+        silent past `spec.ready_timeout`; `SupervisorError` for a duplicate id.
+        """
+        async with self._lock:
+            self._check_alive()
+            if spec.id in self._children:
+                raise SupervisorError(f"child {spec.id!r} already exists")
+            child = _Child(spec, port=spec.port)
+            self._children[spec.id] = child
+            try:
+                await self._launch(child)
+            except BaseException:
+                del self._children[spec.id]
+                raise
+            return child.info()
+
+    async def terminate_child(self, child_id: str) -> None:
+        """Stop a child (shutdown rules apply) without restarting it; a temporary one is forgotten."""
+        async with self._lock:
+            child = self._get(child_id)
+            await self._shutdown(child)
+            if child.spec.restart is TEMPORARY:
+                del self._children[child_id]
+
+    async def restart_child(self, child_id: str) -> ProcessInfo:
+        """Start a terminated child again (on its last port)."""
+        async with self._lock:
+            self._check_alive()
+            child = self._get(child_id)
+            if child.state is not ProcessState.TERMINATED:
+                raise SupervisorError(f"child {child_id!r} is {child.state.value}, not terminated")
+            await self._launch(child)
+            return child.info()
+
+    async def delete_child(self, child_id: str) -> None:
+        """Forget a terminated child's spec."""
+        async with self._lock:
+            child = self._get(child_id)
+            if child.state is not ProcessState.TERMINATED:
+                raise SupervisorError(f"child {child_id!r} is {child.state.value}, not terminated")
+            del self._children[child_id]
+
+    def kill_child(self, child_id: str, sig: int = signal.SIGKILL) -> None:
+        """Send `sig` to a child as if it crashed; the restart rules then apply."""
+        child = self._get(child_id)
+        if child.proc is not None:
+            child.proc.signal(sig)
+
+    def which_children(self) -> list[ProcessInfo]:
+        """A snapshot of every child, in start order."""
+        return [c.info() for c in self._children.values()]
+
+    def count_children(self) -> dict[str, int]:
+        """OTP's counts: ``specs``, ``active`` (running) and ``workers``."""
+        active = sum(1 for c in self._children.values() if c.state is ProcessState.RUNNING)
+        n = len(self._children)
+        return {"specs": n, "active": active, "supervisors": 0, "workers": n}
+
+    def statistics(self) -> ProcessSupervisorStatistics:
+        """An immutable snapshot for a live table."""
+        children = tuple(self.which_children())
+        running = sum(1 for c in children if c.state is ProcessState.RUNNING)
+        return ProcessSupervisorStatistics(
+            children, self._restart_count, running, self._stopped_reason
+        )
+
+    # ---------------------------------------------------------------- events
+
+    def subscribe(self, listener: Callable[[ProcessEvent], None]) -> Callable[[], None]:
+        """Call `listener(event)` on the loop for every event; returns an unsubscribe function."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def history(self) -> list[ProcessEvent]:
+        """The most recent events, oldest first."""
+        return list(self._history)
+
+    def _emit(self, event: ProcessEvent) -> None:
+        self._history.append(event)
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:  # a broken listener must not break supervision
+                log.exception("process supervisor listener %r failed", listener)
+
+    # ------------------------------------------------------------- internals
+
+    def _get(self, child_id: str) -> _Child:
+        try:
+            return self._children[child_id]
+        except KeyError:
+            raise SupervisorError(f"no child {child_id!r}") from None
+
+    def _check_alive(self) -> None:
+        if self._stopped_reason is not None:
+            raise SupervisorError(f"the supervisor has stopped ({self._stopped_reason})")
+
+    async def _launch(self, child: _Child) -> None:
+        """Spawn one incarnation and wait for its ready line (caller holds the lock)."""
+        spec = child.spec
+        child.state = ProcessState.STARTING
+        proc = OsProcess.spawn(
+            spec.command(child.port), env=spec.env, cwd=spec.cwd, stderr_path=spec.stderr_path
+        )
+        child.proc = proc
+        try:
+            ready = await asyncio.wait_for(asyncio.shield(proc.ready), spec.ready_timeout)
+        except BaseException as exc:
+            await self._reap_failed(proc)
+            child.state = ProcessState.TERMINATED
+            child.proc = None
+            if isinstance(exc, TimeoutError):
+                reason = f"no ready line within {spec.ready_timeout} s"
+                tail = proc.stderr_tail()
+                reason = f"{reason}; last output:\n{tail}" if tail else reason
+            elif isinstance(exc, ChildProcessError):
+                reason = str(exc)
+            else:
+                raise
+            self._emit(ProcessStartFailed(spec.id, reason))
+            raise StartChildError(spec.id, reason) from None
+        child.ready = ready
+        child.port = ready_port(ready) or child.port
+        child.state = ProcessState.RUNNING
+        child.started_at = time.time()
+        child.watcher = asyncio.get_running_loop().create_task(self._watch(child, proc))
+        log.info("child %s running as os pid %d at %s", spec.id, proc.pid, ready.get("address"))
+        self._emit(
+            ProcessStarted(
+                spec.id, proc.pid, child.info().address, child.info().incarnation, child.restarts
+            )
+        )
+
+    async def _reap_failed(self, proc: OsProcess) -> None:
+        proc.kill()
+        proc.close_stdin()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(proc.exited)
+        proc.close()
+
+    async def _watch(self, child: _Child, proc: OsProcess) -> None:
+        """Wait for this incarnation's death; restart it unless we caused it."""
+        code = await asyncio.shield(proc.exited)
+        if child.proc is not proc or child.state is ProcessState.STOPPING:
+            return  # a stop in progress owns this exit
+        proc.close()
+        child.proc = None
+        reason = exit_reason(code)
+        child.last_exit = reason
+        restart = should_restart(child.spec.restart, "normal" if code == 0 else reason)
+        within = restart and self._intensity.add(self._clock())
+        log.warning("child %s (os pid %d) exited: %s", child.spec.id, proc.pid, reason)
+        self._emit(ProcessExited(child.spec.id, proc.pid, code, reason, False, within))
+        if not restart:
+            child.state = ProcessState.TERMINATED
+            if child.spec.restart is TEMPORARY:
+                self._children.pop(child.spec.id, None)
+            return
+        if not within:
+            self._give_up(f"shutdown: child {child.spec.id!r} exceeded the restart intensity")
+            return
+        child.state = ProcessState.RESTARTING
+        await self._restart(child)
+
+    async def _restart(self, child: _Child) -> None:
+        """Restart after a crash; a failed start is another crash, under the same intensity."""
+        async with self._lock:
+            # A stop or terminate_child while we waited for the lock wins.
+            while self._stopped_reason is None and child.state is ProcessState.RESTARTING:
+                child.restarts += 1
+                self._restart_count += 1
+                try:
+                    await self._launch(child)
+                    return
+                except StartChildError as exc:
+                    log.warning("restart of %s failed: %s", child.spec.id, exc.reason)
+                    child.state = ProcessState.RESTARTING
+                    if not self._intensity.add(self._clock()):
+                        child.state = ProcessState.TERMINATED
+                        self._give_up(
+                            f"shutdown: child {child.spec.id!r} exceeded the restart intensity"
+                        )
+                        return
+
+    def _give_up(self, reason: str) -> None:
+        log.error("process supervisor giving up: %s", reason)
+        self._stopped_reason = reason
+        self._give_up_task = asyncio.get_running_loop().create_task(self.stop(reason))
+
+    async def _stop_all(self) -> None:
+        for child in reversed(list(self._children.values())):
+            await self._shutdown(child)
+
+    async def _shutdown(self, child: _Child) -> None:
+        """Stop one child: SIGTERM, its shutdown time, then SIGKILL (caller holds the lock)."""
+        proc = child.proc
+        if proc is None or child.state is ProcessState.TERMINATED:
+            child.state = ProcessState.TERMINATED
+            return
+        child.state = ProcessState.STOPPING
+        shutdown = child.spec.shutdown
+        if shutdown is Shutdown.BRUTAL_KILL:
+            proc.kill()
+        else:
+            proc.signal(signal.SIGTERM)
+            timeout = None if shutdown is Shutdown.INFINITY else float(shutdown)
+            try:
+                await asyncio.wait_for(asyncio.shield(proc.exited), timeout)
+            except TimeoutError:
+                log.warning("child %s ignored SIGTERM for %s s: killing it", child.spec.id, timeout)
+                proc.kill()
+        proc.close_stdin()
+        code = await asyncio.shield(proc.exited)
+        proc.close()
+        child.proc = None
+        child.last_exit = exit_reason(code)
+        child.state = ProcessState.TERMINATED
+        self._emit(ProcessExited(child.spec.id, proc.pid, code, child.last_exit, True, False))
+        if child.watcher is not None:
+            child.watcher.cancel()
+            child.watcher = None
