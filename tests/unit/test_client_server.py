@@ -154,5 +154,5 @@ def test_registry_builds_every_manager_by_name() -> None:
     for name in ("full-mesh", "client-server", "static"):
         manager = create_manager(name, S1, CONFIG, random.Random(0))
         assert isinstance(manager, Manager) and manager.name == name
-    with pytest.raises(ConfigError, match="'ring'.*full-mesh, hyparview"):
+    with pytest.raises(ConfigError, match=r"'ring'.*full-mesh, hyparview"):
         create_manager("ring", S1, CONFIG, random.Random(0))
