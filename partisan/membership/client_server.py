@@ -22,17 +22,19 @@ The node layer turns either into ``JoinRefused(reason)`` at the caller;
 `join_refusal` gives it the reason from two roles without a manager, so it can
 also refuse at HELLO time.
 
-A server that accepts a join answers `ServerList` with every server it knows
-(itself included); the joiner joins each server it did not know. So a client
-that joins one server connects to all the servers that server knew, and every
-server it reaches adds it: a server's members are all nodes, a client's the
-servers plus itself (Partisan test 29). There is no other gossip (Partisan
-#33): a server that joins later is not announced to clients that joined
-before; they learn of it when they (or it) join explicitly.
+A server answers an accepted join, and every (re)connection to a member, with
+`ServerList`: every server it knows, itself included. When its set of servers
+grows it sends the new list to all its members. A receiver joins each listed
+server it did not know (unless it removed it). So a client that joins any one
+server ends up connected to every server, and every server it reaches adds it:
+a server's members are all nodes, a client's the servers plus itself
+(Partisan test 29). Nothing else is gossiped (Partisan #33): clients never
+hear of each other, and removals are not propagated (each node's leave
+notices reach its own members).
 
 Deviations from Partisan: its undefined-role nodes refuse nodes with a role;
-here no role means server. The `ServerList` answer is ours (Partisan relies
-on the harness making every client join every server).
+here no role means server. `ServerList` is ours (Partisan relies on the
+harness making every client join every server).
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from dataclasses import dataclass
 from partisan.config import Config
 from partisan.identity import NodeSpec
 from partisan.membership.static import DirectPeers, JoinRequest
-from partisan.membership.types import Action, Connect, Send
+from partisan.membership.types import Action, Connect, Event, Send
 
 __all__ = ["CLIENT_CLIENT", "ClientServer", "ServerList", "join_refusal", "role_of"]
 
@@ -94,10 +96,25 @@ class ClientServer(DirectPeers):
         """The servers this node knows, self included if it is one, sorted by name."""
         return tuple(s for s in self.members() if role_of(s) == "server")
 
+    def handle(self, event: Event, now: float) -> list[Action]:
+        """Apply one event; a server whose server set grew announces the new list."""
+        before = self.servers()
+        actions = super().handle(event, now)
+        after = self.servers()
+        if self.role != "server" or set(after) <= set(before):
+            return actions
+        told = {a.peer.name for a in actions if isinstance(a, Send) and a.msg == ServerList(after)}
+        update = ServerList(after)
+        return actions + [Send(p, update) for p in self.active() if p.name not in told]
+
     def _accepted(self, peer: NodeSpec) -> list[Action]:
         if self.role != "server":
             return []
         return [Send(peer, ServerList(self.servers()))]
+
+    def _connected(self, peer: NodeSpec) -> list[Action]:
+        # Covers a lost JoinRequest or ServerList: every (re)connection re-sends it.
+        return self._accepted(peer)
 
     def _on_other_message(self, sender: NodeSpec, msg: object) -> list[Action]:
         if not isinstance(msg, ServerList):
@@ -110,13 +127,15 @@ class ClientServer(DirectPeers):
         before = self.members()
         actions: list[Action] = []
         for spec in sorted(servers, key=lambda s: s.name):
+            known = self._members.get(spec.name)
             if (
                 spec.name == self.self_spec.name
-                or spec.name in self._members
+                or (known is not None and known.incarnation >= spec.incarnation)
                 or role_of(spec) != "server"
                 or self._tombstoned(spec)
             ):
                 continue
+            # A new server, or a newer incarnation of one (it restarted).
             self._put(spec)
             actions += [Connect(spec), Send(spec, JoinRequest())]
         return actions + self._changed(before)

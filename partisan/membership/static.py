@@ -153,6 +153,10 @@ class DirectPeers:
         """Extra actions after accepting `peer`'s JoinRequest."""
         return []
 
+    def _connected(self, peer: NodeSpec) -> list[Action]:
+        """Extra actions when a connection to member `peer` comes up."""
+        return []
+
     def _on_other_message(self, sender: NodeSpec, msg: object) -> list[Action]:
         return self._reject(sender, f"unexpected message type {type(msg).__name__}")
 
@@ -289,7 +293,7 @@ class DirectPeers:
         self._up.add(peer.name)
         before = self.members()
         self._put(peer)  # a newer incarnation replaces the old spec
-        return [Send(peer, Refresh()), *self._changed(before)]
+        return [Send(peer, Refresh()), *self._connected(peer), *self._changed(before)]
 
     # ------------------------------------------------------------- internals
 
