@@ -150,6 +150,12 @@ class Authenticator:
         if self._loop is not None and not self._loop.is_closed():
             self._loop.remove_reader(sock.FD)
         self._loop = None
+        try:
+            # Unbind first: close alone frees the inproc name only when libzmq's
+            # reaper gets to it, so a restarted handler could find it taken.
+            sock.unbind(ZAP_ENDPOINT)
+        except zmq.ZMQError as exc:
+            log.debug("ZAP unbind: %s", exc)
         sock.close(linger=0)
 
     def statistics(self) -> AuthStatistics:
@@ -175,7 +181,7 @@ class Authenticator:
                 log.debug("ZAP socket closed: %s", exc)
                 break
             handled += 1
-            reply = self._decide(request)
+            reply = self.handle_request(request)
             if reply is None:
                 continue
             try:
@@ -185,7 +191,12 @@ class Authenticator:
             sock = self._socket
         return handled
 
-    def _decide(self, request: list[bytes]) -> list[bytes] | None:
+    def handle_request(self, request: list[bytes]) -> list[bytes] | None:
+        """Decide one ZAP request (frames as received by the ROUTER); return the reply.
+
+        Pure policy, no I/O besides the KeyStore refresh: None means the request
+        is too malformed to answer (no envelope).
+        """
         # [routing id, b"", version, request id, domain, address, identity, mechanism, creds...]
         if len(request) < 8 or request[1] != b"":
             self._malformed += 1
