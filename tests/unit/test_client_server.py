@@ -16,7 +16,7 @@ from partisan.membership.client_server import (
     join_refusal,
 )
 from partisan.membership.registry import MANAGER_CLASSES, create_manager
-from partisan.membership.static import JoinRefusal, JoinRequest, Refresh
+from partisan.membership.static import JoinRefusal, JoinRequest, LeaveNotice, Refresh
 from partisan.membership.types import (
     Connect,
     Disconnect,
@@ -24,6 +24,7 @@ from partisan.membership.types import (
     Join,
     Manager,
     MembersChanged,
+    PeerUp,
     Received,
     Send,
 )
@@ -122,6 +123,41 @@ def test_server_list_from_a_non_member_is_ignored_and_garbage_is_rejected() -> N
     assert c1.members() == (C1, S1)
 
 
+def test_server_announces_a_new_server_to_every_member() -> None:
+    s1 = node(S1)
+    s1.handle(Received(C1, JoinRequest()), 0.0)
+    assert s1.handle(Received(S2, JoinRequest()), 0.0) == [
+        Connect(S2),
+        Send(S2, ServerList((S1, S2))),
+        MembersChanged((C1, S1, S2)),
+        Send(C1, ServerList((S1, S2))),
+    ]
+    # A removal is not announced: only growth of the server set is.
+    assert s1.handle(Received(S2, LeaveNotice()), 0.0)[-1] == MembersChanged((C1, S1))
+
+
+def test_server_resends_its_list_on_every_reconnection() -> None:
+    s1 = node(S1)
+    s1.handle(Received(C1, JoinRequest()), 0.0)
+    assert s1.handle(PeerUp(C1), 0.0) == [Send(C1, Refresh()), Send(C1, ServerList((S1,)))]
+    c1 = node(C1)
+    c1.handle(Join(S1), 0.0)
+    assert c1.handle(PeerUp(S1), 0.0) == [Send(S1, Refresh())]
+
+
+def test_client_follows_a_restarted_server_to_its_new_incarnation() -> None:
+    c1 = node(C1)
+    c1.handle(Join(S1), 0.0)
+    c1.handle(Received(S1, ServerList((S1, S2))), 0.0)
+    s2_new = NodeSpec("s2", "127.0.0.1", 9102, role="server", incarnation=2)
+    assert c1.handle(Received(S1, ServerList((S1, s2_new))), 0.0) == [
+        Connect(s2_new),
+        Send(s2_new, JoinRequest()),
+        MembersChanged((C1, S1, s2_new)),
+    ]
+    assert c1.handle(Received(S1, ServerList((S1, S2))), 0.0) == []  # stale list
+
+
 def test_client_accepting_a_server_sends_no_list() -> None:
     c1 = node(C1)
     assert c1.handle(Received(S1, JoinRequest()), 0.0) == [Connect(S1), MembersChanged((C1, S1))]
@@ -151,7 +187,7 @@ def test_star_members_after_joins() -> None:
 
 def test_registry_builds_every_manager_by_name() -> None:
     assert set(MANAGER_CLASSES) == set(MANAGERS)
-    for name in ("full-mesh", "client-server", "static"):
+    for name in MANAGERS:
         manager = create_manager(name, S1, CONFIG, random.Random(0))
         assert isinstance(manager, Manager) and manager.name == name
     with pytest.raises(ConfigError, match=r"'ring'.*full-mesh, hyparview"):
