@@ -8,6 +8,9 @@ deterministically (reliability 100%) at the price of redundancy: on a
 k-regular overlay each node sends k-1 copies, so RMR = k-2 (3 for k = 5).
 
 The neighbours are whatever the driver reports (the manager's active view).
+With `fanout` set it is instead the classic gossip of Cyclon and Scamp: each
+node forwards to `fanout` random neighbours (the HyParView paper's baselines
+use 4), which is probabilistic and never quite reaches everyone.
 Seen ids are kept for `PlumtreeConfig.message_ttl` seconds and forgotten
 lazily (no timer), so memory stays bounded without keeping the simulator busy.
 """
@@ -44,8 +47,12 @@ class Flood:
 
     name = "flood"
 
-    def __init__(self, self_spec: NodeSpec, config: Config, rng: random.Random) -> None:
+    def __init__(
+        self, self_spec: NodeSpec, config: Config, rng: random.Random, *, fanout: int | None = None
+    ) -> None:
         self.spec = self_spec
+        self.rng = rng
+        self.fanout = fanout
         self.ttl = config.plumtree.message_ttl
         self._neighbors: dict[str, NodeSpec] = {}
         self._seen: OrderedDict[Hashable, float] = OrderedDict()
@@ -86,11 +93,10 @@ class Flood:
         self, msg_id: Hashable, payload: Any, hops: int, skip: str | None
     ) -> list[LayerAction]:
         out = FloodMessage(msg_id, payload, hops)
-        return [
-            Send(self._neighbors[name], out, BROADCAST_CHANNEL)
-            for name in sorted(self._neighbors)
-            if name != skip
-        ]
+        targets = [name for name in sorted(self._neighbors) if name != skip]
+        if self.fanout is not None and len(targets) > self.fanout:
+            targets = sorted(self.rng.sample(targets, self.fanout))
+        return [Send(self._neighbors[name], out, BROADCAST_CHANNEL) for name in targets]
 
     def _remember(self, msg_id: Hashable, now: float) -> None:
         seen = self._seen

@@ -27,7 +27,9 @@ Network model (TCP-like, what HyParView's paper assumes):
   (HyParView's temporary connections). ``Disconnect`` closes silently.
 * A crash is silent by default (peers detect it on use); with
   ``crash_detect_delay`` set, peers connected by ``Connect`` get
-  ``PeerDown(spec, "connection_closed")`` after that delay. A restart creates a
+  ``PeerDown(spec, "connection_closed")`` one link delay plus that delay later
+  (0.0 models a process crash whose OS resets its TCP connections; a larger
+  value models a heartbeat timeout). A restart creates a
   fresh manager with the next incarnation. A graceful ``leave`` feeds
   ``Leave()``, lets the node's last messages go out, then stops it; connected
   peers get ``PeerDown(spec, "left")``.
@@ -63,6 +65,7 @@ API (stable; the property tests of every manager use it)::
 
 from __future__ import annotations
 
+import functools
 import heapq
 import logging
 import random
@@ -234,7 +237,7 @@ class Simulator:
 
     def crash(self, name: str) -> None:
         """Kill `name` silently (peers notice on use, or after crash_detect_delay)."""
-        self._stop(self._node(name), "connection_closed" if self.crash_detect_delay else None)
+        self._stop(self._node(name), "connection_closed" if self.crash_detect_delay is not None else None)
 
     def restart(self, name: str, *, join: str | NodeSpec | None = None) -> NodeSpec:
         """Start a crashed or left node again as its next incarnation."""
@@ -396,12 +399,13 @@ class Simulator:
         node.alive = False
         node.timers.clear()
         if notify is not None:
-            delay = self.crash_detect_delay if notify == "connection_closed" else None
+            extra = self.crash_detect_delay if notify == "connection_closed" else 0.0
             for peer in sorted(node.conns):
                 other = self.nodes[peer]
                 if other.alive and node.spec.name in other.conns:
                     other.conns.discard(node.spec.name)
-                    at = self.now + (delay if delay is not None else self._delay(node, peer))
+                    # the reset (or BYE) travels one link delay, plus the detection delay
+                    at = self.now + (extra or 0.0) + self._delay(node, peer)
                     self._push(at, _EVENT, peer, other.spec, PeerDown(node.spec, notify))
         node.conns.clear()
 
@@ -567,20 +571,12 @@ class Simulator:
 def _resolve_manager(manager: str | ManagerFactory) -> ManagerFactory:
     if not isinstance(manager, str):
         return manager
-    name = manager
-    try:
-        from partisan.membership.registry import create_manager
-    except ImportError:  # the registry lands with the mesh managers; fall back to direct imports
-        if name == "hyparview":
-            from partisan.membership.hyparview import HyParView
+    from partisan.membership.registry import MANAGER_CLASSES, create_manager
 
-            return HyParView
-        raise ValueError(f"unknown manager {name!r}") from None
-
-    def factory(spec: NodeSpec, config: Config, rng: random.Random) -> Manager:
-        return create_manager(name, spec, config, rng)
-
-    return factory
+    if manager not in MANAGER_CLASSES:
+        create_manager(manager, NodeSpec("x", "sim", 1), Config(), random.Random(0))  # raises
+    # a partial of a module-level function pickles, so a built Simulator can be snapshotted
+    return functools.partial(create_manager, manager)
 
 
 def _resolve_layer(broadcast: str | LayerFactory | None) -> LayerFactory | None:
