@@ -172,7 +172,7 @@ def fail_and_broadcast(
     sim: Simulator, spec: ExperimentSpec, rng: random.Random
 ) -> list[BroadcastRecord]:
     """Phase 3: crash ``fail * n`` random nodes, then the measured broadcasts."""
-    victims = rng.sample(sim.live_names(), int(round(spec.fail * len(sim.nodes))))
+    victims = rng.sample(sim.live_names(), round(spec.fail * len(sim.nodes)))
     for name in victims:
         sim.crash(name)
     return [_send(sim, rng) for _ in range(spec.broadcasts)]

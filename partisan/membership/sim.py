@@ -237,7 +237,9 @@ class Simulator:
 
     def crash(self, name: str) -> None:
         """Kill `name` silently (peers notice on use, or after crash_detect_delay)."""
-        self._stop(self._node(name), "connection_closed" if self.crash_detect_delay is not None else None)
+        self._stop(
+            self._node(name), "connection_closed" if self.crash_detect_delay is not None else None
+        )
 
     def restart(self, name: str, *, join: str | NodeSpec | None = None) -> NodeSpec:
         """Start a crashed or left node again as its next incarnation."""
