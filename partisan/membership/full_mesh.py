@@ -7,7 +7,8 @@ The membership is an add-wins OR-Set of node specs (`partisan.membership.orset`)
 Each node adds only its own spec, under a tag it mints itself, and gossips the
 whole set:
 
-* ``Join(contact)`` sends our state to the contact at once. The contact merges
+* ``Join(contact)`` sends our state to the contact at once, marked as a join
+  (and again every `connection_interval` until the contact answers). The contact merges
   it, sees a change and floods the merged state to all its members (the joiner
   included); each of them merges, and floods again if it learnt something. The
   flood stops at the fixpoint because a receiver that learns nothing sends
@@ -22,9 +23,10 @@ whole set:
   incarnation, and the OR-Set replaces the old spec (Partisan test 40).
 * ``Leave()``: remove our own tags, send that state to every member, then
   disconnect all with reason LEFT. We keep only ourselves and, until the next
-  explicit ``Join``, answer any gossip with a tombstones-only state that tells
-  the sender we left and can add nothing, so a late or stale gossip neither
-  re-adds us nor drags us back in (Partisan #191). ``Leave(node)`` removes a
+  explicit join (ours, or another node's join-marked gossip), answer any gossip
+  with a tombstones-only state that tells the sender we left and can add
+  nothing, so a late or stale gossip neither re-adds us nor drags us back in
+  (Partisan #191). ``Leave(node)`` removes a
   node's tags and floods; the removed node learns of it from that gossip (we
   send it the state too) and leaves itself.
 * A node that finds its own spec removed or superseded by a newer incarnation
@@ -74,9 +76,14 @@ CONNECT_TIMER = "full-mesh.connect"
 
 @dataclass(frozen=True, slots=True)
 class Gossip:
-    """The sender's whole membership state."""
+    """The sender's whole membership state.
+
+    `join` marks an explicit join (``Join`` and its retries): the only gossip a
+    node that left will merge, since it asks that node to take part again.
+    """
 
     state: ORSet
+    join: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +185,7 @@ class FullMesh:
         # and the tombstones of the old ones: re-joining needs nothing more.
         self._left = False
         self._pending[contact.name] = contact
-        return [Connect(contact), self._gossip_to(contact)]
+        return [Connect(contact), self._gossip_to(contact, join=True)]
 
     def _on_leave(self, node: NodeSpec | None) -> list[Action]:
         if node is None or node.name == self.self_spec.name:
@@ -226,11 +233,14 @@ class FullMesh:
         if not isinstance(msg, Gossip):
             return self._reject(sender, f"unexpected message type {type(msg).__name__}")
         try:
-            theirs = ORSet.check(msg.state)
+            # getattr: a peer's object may lack fields its class declares.
+            theirs = ORSet.check(getattr(msg, "state", None))
         except ValueError as exc:
             return self._reject(sender, str(exc))
         self._gossip_received += 1
         self._pending.pop(sender.name, None)
+        if self._left and getattr(msg, "join", False) is True:
+            self._left = False  # explicitly joined: take part again, fresh tag and all
         if self._left:
             # Tell a sender that still lists us that we left; never merge.
             if theirs.tags_of(self.self_spec.name) and theirs.merge(self._farewell) != theirs:
@@ -278,7 +288,7 @@ class FullMesh:
         if member is None and peer.name not in self._pending:
             return []
         self._up.add(peer.name)
-        return [self._gossip_to(peer)]
+        return [self._gossip_to(peer, join=member is None)]
 
     def _on_timer(self, name: str, now: float) -> list[Action]:
         if name == GOSSIP_TIMER:
@@ -293,7 +303,7 @@ class FullMesh:
                 # A contact that never answered: dial and send the join again.
                 for contact_name in sorted(self._pending):
                     if self._set.lookup(contact_name) is None:
-                        actions.append(self._gossip_to(self._pending[contact_name]))
+                        actions.append(self._gossip_to(self._pending[contact_name], join=True))
             return [*actions, SetTimer(CONNECT_TIMER, now + self.config.connection_interval)]
         logger.warning("full-mesh: ignoring unknown timer %r", name)
         return []
@@ -303,12 +313,12 @@ class FullMesh:
     def _removed_self(self) -> bool:
         return self._set.lookup(self.self_spec.name) != self.self_spec
 
-    def _gossip_to(self, peer: NodeSpec) -> Send:
-        return self._send(peer, self._set)
+    def _gossip_to(self, peer: NodeSpec, *, join: bool = False) -> Send:
+        return self._send(peer, self._set, join=join)
 
-    def _send(self, peer: NodeSpec, state: ORSet) -> Send:
+    def _send(self, peer: NodeSpec, state: ORSet, *, join: bool = False) -> Send:
         self._gossip_sent += 1
-        return Send(peer, Gossip(state))
+        return Send(peer, Gossip(state, join))
 
     def _members_changed(self, before: Sequence[NodeSpec]) -> list[Action]:
         after = tuple(self.members())

@@ -191,6 +191,8 @@ class ORSet:
             _check_tag(tag)
             if not isinstance(spec, NodeSpec):
                 raise ValueError(f"malformed ORSet: dot {tag!r} holds {type(spec).__name__}")
+            if not isinstance(spec.host, str) or type(spec.port) is not int:
+                raise ValueError(f"malformed ORSet: dot {tag!r} has a bad address")
             if (spec.name, spec.incarnation) != tag[:2]:
                 raise ValueError(f"malformed ORSet: tag {tag!r} does not name spec {spec}")
         # Rebuild, so a peer's object never aliases our state and is normalised.

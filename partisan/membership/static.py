@@ -276,7 +276,8 @@ class DirectPeers:
         return [Disconnect(member, DisconnectReason.LEFT), *self._changed(before)]
 
     def _on_refusal(self, sender: NodeSpec, msg: JoinRefusal) -> list[Action]:
-        logger.warning("%s: %s refused our join: %s", self.name, sender, msg.reason)
+        reason = getattr(msg, "reason", None)  # a peer's object may lack the field
+        logger.warning("%s: %s refused our join: %r", self.name, sender, reason)
         self._refused += 1
         member = self._members.get(sender.name)
         if member is None:

@@ -69,7 +69,7 @@ def test_is_a_manager_and_starts_alone() -> None:
 
 def test_join_dials_and_sends_state_to_the_contact_at_once() -> None:
     a = mesh(A)
-    assert a.handle(Join(B), 0.0) == [Connect(B), Send(B, Gossip(a.state))]
+    assert a.handle(Join(B), 0.0) == [Connect(B), Send(B, Gossip(a.state, join=True))]
     assert a.members() == (A,)  # B counts once its state arrives
 
 
@@ -135,9 +135,18 @@ def test_unanswered_contact_is_joined_again_on_the_connection_timer() -> None:
     a.handle(Join(B), 0.0)
     a.handle(PeerDown(B, "unreachable"), 0.1)
     assert a.handle(TimerFired(CONNECT_TIMER), 0.5) == [
-        Send(B, Gossip(a.state)),
+        Send(B, Gossip(a.state, join=True)),
         SetTimer(CONNECT_TIMER, 1.0),
     ]
+    assert a.handle(PeerUp(B), 0.6) == [Send(B, Gossip(a.state, join=True))]
+
+
+def test_removed_contact_is_no_longer_dialled() -> None:
+    """Partisan #116: a node removed before it ever connected is not re-dialled."""
+    a = mesh(A)
+    a.handle(Join(B), 0.0)
+    assert a.handle(Leave(B), 0.1) == []
+    assert a.handle(TimerFired(CONNECT_TIMER), 0.5) == [SetTimer(CONNECT_TIMER, 1.0)]
 
 
 def test_self_leave_gossips_removal_then_disconnects_all() -> None:
@@ -202,7 +211,7 @@ def test_rejoin_after_leave_restores_membership() -> None:
     assert isinstance(removal, Send)
     b.handle(Received(A, removal.msg), 0.0)
     assert b.members() == (B,)
-    assert a.handle(Join(B), 1.0) == [Connect(B), Send(B, Gossip(a.state))]
+    assert a.handle(Join(B), 1.0) == [Connect(B), Send(B, Gossip(a.state, join=True))]
     assert deliver(a, b)[-1] == MembersChanged((A, B))
     deliver(b, a)
     assert a.members() == b.members() == (A, B)
@@ -239,3 +248,22 @@ def test_bad_messages_are_counted_and_dropped() -> None:
 
 def test_unknown_timer_is_ignored() -> None:
     assert mesh(A).handle(TimerFired("nope"), 0.0) == []
+
+
+def test_left_node_can_be_joined_explicitly_again() -> None:
+    a, b = cluster(A, B)
+    a.handle(Leave(), 0.0)
+    c = mesh(C)
+    [_, join] = c.handle(Join(A), 1.0)
+    assert isinstance(join, Send) and join.msg == Gossip(c.state, join=True)
+    actions = a.handle(Received(C, join.msg), 1.0)
+    assert not a.left
+    assert actions == [Connect(C), Send(C, Gossip(a.state)), MembersChanged((A, C))]
+    assert b.members() == (A, B)  # b never heard a's farewell: a stays its crashed member
+
+
+def test_gossip_missing_its_fields_is_rejected() -> None:
+    hollow = object.__new__(Gossip)  # what a buggy peer's pickle could produce
+    a = mesh(A)
+    assert a.handle(Received(B, hollow), 0.0) == []
+    assert a.statistics().rejected == 1

@@ -116,6 +116,13 @@ def raw(dots: object, removed: object = frozenset()) -> ORSet:
     return obj
 
 
+def hostless() -> NodeSpec:
+    """A spec whose host is not a string (unpickling skips __post_init__)."""
+    bad = spec("a")
+    object.__setattr__(bad, "host", 5)
+    return bad
+
+
 @pytest.mark.parametrize(
     ("bad", "message"),
     [
@@ -123,6 +130,7 @@ def raw(dots: object, removed: object = frozenset()) -> ORSet:
         (raw([]), "bad internal fields"),
         (raw({("a", 1, 1): "spec"}), "holds str"),
         (raw({("a", 2, 1): A}), "does not name spec"),
+        (raw({("a", 1, 1): hostless()}), "bad address"),
         (raw({("a", 1): A}), "malformed ORSet tag"),
         (raw({}, frozenset([("a", "1", 1)])), "malformed ORSet tag"),
     ],

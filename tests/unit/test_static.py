@@ -10,6 +10,7 @@ from partisan.config import Config
 from partisan.identity import NodeSpec
 from partisan.membership.static import (
     CONNECT_TIMER,
+    JoinRefusal,
     JoinRequest,
     LeaveNotice,
     Refresh,
@@ -164,3 +165,19 @@ def test_bad_messages_are_counted_and_dropped() -> None:
     assert a.statistics().rejected == 1
     assert a.members() == (A, B)
     assert a.handle(TimerFired("nope"), 0.0) == []
+
+
+def test_refusal_missing_its_reason_still_drops_the_contact() -> None:
+    a = joined(A, B)
+    hollow = object.__new__(JoinRefusal)  # what a buggy peer's pickle could produce
+    assert a.handle(Received(B, hollow), 0.0) == [
+        Disconnect(B, DisconnectReason.REFUSED),
+        MembersChanged((A,)),
+    ]
+
+
+def test_removed_peer_is_no_longer_dialled() -> None:
+    """Partisan #116: after leave(node) the node is not re-dialled."""
+    a = joined(A, B)
+    a.handle(Leave(B), 0.0)
+    assert a.handle(TimerFired(CONNECT_TIMER), 0.5) == [SetTimer(CONNECT_TIMER, 1.0)]
