@@ -1,0 +1,83 @@
+"""`Actor`: subclass it and write ``async def run(self)``; `spawn(MyActor, *args)` starts it.
+
+The runtime creates the instance inside the new actor's task (so ``self.pid``
+already works in ``__init__``), calls ``__init__(*args)``, then awaits
+``run()``. Returning ends the actor with reason ``"normal"``; raising ends it
+with `Crashed`. Set the class attribute ``trap_exit = True`` to receive exit
+signals from links as `Exit` messages instead of dying with them.
+
+Behaviours (`GenServer`, the supervision engineer's `StateMachine`) subclass
+`Actor` and override `_partisan_start`; setting ``waits_for_init = True``
+makes `spawn`/`start` return only once the behaviour called
+``self._partisan_started()`` (or raise what its init raised).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from partisan.actors.process import Process
+from partisan.identity import Pid
+
+__all__ = ["Actor"]
+
+
+class Actor:
+    """Base class of class-based actors: state on ``self``, behaviour in ``run``."""
+
+    #: Receive exit signals from links as `Exit` messages instead of dying.
+    trap_exit: ClassVar[bool] = False
+    #: `spawn` waits until `_partisan_started()` is called (behaviours with an init).
+    waits_for_init: ClassVar[bool] = False
+
+    _process: Process
+
+    @property
+    def pid(self) -> Pid:
+        """This actor's Pid."""
+        return self._process.pid
+
+    @property
+    def node(self) -> str:
+        """The name of the node this actor runs on."""
+        return self._process.runtime.node
+
+    async def run(self) -> None:
+        """The actor's body. Override it."""
+        raise NotImplementedError(f"{type(self).__name__} must define `async def run(self)`")
+
+    # -- runtime protocol (documented in docs/actors.md) ------------------
+
+    async def _partisan_start(self, *args: Any) -> None:
+        """Run the actor: ``__init__(*args)`` then ``run()``."""
+        type(self).__init__(self, *args)
+        await self.run()
+
+    def _partisan_started(self) -> None:
+        """Tell the spawner that initialisation succeeded (behaviours call this)."""
+        started = self._process.started
+        if started is not None and not started.done():
+            started.set_result(None)
+
+    def _partisan_init_failed(self, exc: BaseException) -> None:
+        """Hand `exc` to the spawner, and unlink it so it is not also killed by the crash."""
+        proc = self._process
+        started = proc.started
+        if started is not None and not started.done():
+            started.set_exception(exc)
+            started.exception()  # mark retrieved: the starter may have timed out
+        if proc.parent is not None and proc.links and proc.parent in proc.links:
+            proc.runtime.unlink(proc, proc.parent)
+
+
+async def run_actor_class(cls: type[Actor], args: tuple[Any, ...]) -> None:
+    """The task entry for a class-based actor (runs inside the new actor's task)."""
+    from partisan.actors.process import _current
+
+    proc = _current.get()
+    if cls.trap_exit:
+        proc.trap_exit = True
+    instance = cls.__new__(cls)
+    instance._process = proc
+    proc.actor = instance
+    await instance._partisan_start(*args)

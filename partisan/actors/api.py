@@ -1,0 +1,390 @@
+"""The module functions users call: they act for the current actor (or the main pseudo-actor).
+
+CONTRACT.md: what doesn't wait is a plain function (`send`, `cast`,
+`monitor`, `link`, `exit`, ...); what may wait is ``async def`` with
+``timeout=`` (`spawn`, `call`, `receive`, `ping`, `rpc`). Each function finds
+the acting process with `partisan.actors.process.current`, so the same code
+runs inside an actor, in ``main()`` under `partisan.run`, or in a test body
+inside ``async with partisan.Node(...)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from partisan.actors.actor import Actor, run_actor_class
+from partisan.actors.mailbox import Match
+from partisan.actors.process import ActorExit, current
+from partisan.actors.runtime import Dest, Runtime
+from partisan.actors.signals import Cast, From, Ref
+from partisan.errors import CallTimeout, NotConnected
+from partisan.identity import Pid
+
+__all__ = [
+    "call",
+    "cancel_timer",
+    "cast",
+    "demonitor",
+    "exit",
+    "is_alive",
+    "link",
+    "members",
+    "monitor",
+    "monitor_node",
+    "node",
+    "nodes",
+    "ping",
+    "receive",
+    "register",
+    "reply",
+    "rpc",
+    "self",
+    "send",
+    "send_after",
+    "spawn",
+    "spawn_link",
+    "trap_exit",
+    "unlink",
+    "unregister",
+    "whereis",
+]
+
+
+def check_spawnable(fn: Any) -> None:
+    """Raise TypeError at the call site unless `fn` is an ``async def`` or an Actor class."""
+    if isinstance(fn, type):
+        if issubclass(fn, Actor):
+            return
+        raise TypeError(f"spawn: class {fn.__name__} is not an Actor/GenServer subclass")
+    target = fn.func if isinstance(fn, functools.partial) else fn
+    if inspect.iscoroutinefunction(target):
+        return
+    if callable(target) and inspect.iscoroutinefunction(type(target).__call__):
+        return
+    raise TypeError(
+        f"spawn: {fn!r} is not an `async def` function or an Actor subclass "
+        "(a plain `def` cannot be an actor: it would block the node's event loop)"
+    )
+
+
+async def spawn_local(
+    runtime: Runtime,
+    fn: Any,
+    args: tuple[Any, ...],
+    *,
+    parent: Pid | None,
+    link: bool,
+    name: str | None,
+    timeout: float | None,
+) -> Pid:
+    """Start `fn` on this node; for behaviours, wait for their init (raising what it raised)."""
+    if isinstance(fn, type):
+        proc = runtime.spawn(
+            run_actor_class,
+            (fn, args),
+            parent=parent,
+            link=link,
+            name=name,
+            wants_start=bool(getattr(fn, "waits_for_init", False)),
+        )
+    else:
+        proc = runtime.spawn(fn, args, parent=parent, link=link, name=name)
+    if proc.started is not None:
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(proc.started)
+        except TimeoutError:
+            runtime.kill(proc, "init_timeout")
+            raise CallTimeout(f"{fn!r} did not finish init within {timeout} s") from None
+    return proc.pid
+
+
+async def spawn(
+    fn: Any,
+    *args: Any,
+    node: str | None = None,
+    link: bool = False,
+    monitor: bool = False,
+    name: str | None = None,
+    timeout: float | None = 5.0,
+) -> Pid:
+    """Start an actor running ``fn(*args)`` (an ``async def``, an Actor or GenServer class).
+
+    `node` starts it on another node, shipping the code with pickle (dill when
+    pickle cannot). `link` links it to the caller; `monitor` monitors it (the
+    `Down` carries the Pid). `name` registers it on its node.
+    """
+    check_spawnable(fn)
+    proc = current()
+    runtime = proc.runtime
+    if node is None or node == runtime.node:
+        pid = await spawn_local(
+            runtime, fn, args, parent=proc.pid, link=link, name=name, timeout=timeout
+        )
+        if monitor:
+            runtime.monitor(proc, pid)
+        return pid
+    if runtime.dist is None:
+        raise NotConnected(f"no route to node {node!r}: this node is not distributed")
+    return await runtime.dist.spawn(
+        proc, node, fn, args, link=link, monitor=monitor, name=name, timeout=timeout
+    )
+
+
+async def spawn_link(fn: Any, *args: Any, **options: Any) -> Pid:
+    """`spawn` with ``link=True``."""
+    return await spawn(fn, *args, link=True, **options)
+
+
+def self() -> Pid:
+    """The Pid of the current actor (or of the main pseudo-actor)."""
+    return current().pid
+
+
+def node() -> str:
+    """The name of the current node."""
+    return current().runtime.node
+
+
+def nodes() -> list[str]:
+    """Connected, non-hidden peers (self excluded), sorted."""
+    dist = current().runtime.dist
+    return [] if dist is None else dist.nodes()
+
+
+def members() -> list[str]:
+    """The membership view, self included, sorted."""
+    runtime = current().runtime
+    if runtime.dist is None:
+        return [runtime.node]
+    return runtime.dist.members()
+
+
+def send(
+    dest: Dest,
+    msg: Any,
+    *,
+    channel: str = "default",
+    partition_key: Any = None,
+    transitive: bool = False,
+    wait: bool = False,
+    timeout: float | None = None,
+) -> Any:
+    """Send `msg` to `dest`; never waits unless ``wait=True`` (then await the result).
+
+    Raises `NotConnected` when `dest`'s node has no route, `Overloaded` when
+    the peer's send budget is used up. An unknown local or remote Pid or name
+    is dropped and counted (Erlang semantics: sends never fail on the target).
+    """
+    proc = current()
+    if wait:
+        return _send_wait(proc.runtime, proc, dest, msg, channel, partition_key, timeout)
+    proc.runtime.route(
+        proc, dest, msg, channel=channel, partition_key=partition_key, transitive=transitive
+    )
+    return None
+
+
+async def _send_wait(
+    runtime: Runtime,
+    proc: Any,
+    dest: Dest,
+    msg: Any,
+    channel: str,
+    partition_key: Any,
+    timeout: float | None,
+) -> None:
+    if runtime.is_local(dest) or runtime.dist is None:
+        runtime.route(proc, dest, msg, channel=channel, partition_key=partition_key)
+        return
+    key = proc.pid if partition_key is None else partition_key
+    await runtime.dist.send_wait(dest, msg, channel=channel, partition_key=key, timeout=timeout)
+
+
+def cast(dest: Dest, request: Any, *, channel: str = "default", partition_key: Any = None) -> None:
+    """Send `request` to a GenServer's ``handle_cast`` (wrapped in `Cast`)."""
+    proc = current()
+    proc.runtime.route(proc, dest, Cast(request), channel=channel, partition_key=partition_key)
+
+
+async def call(
+    dest: Dest,
+    request: Any,
+    *,
+    timeout: float | None = 5.0,
+    channel: str = "default",
+    partition_key: Any = None,
+) -> Any:
+    """Send a request and wait for the reply.
+
+    Raises `CallExit(reason)` as soon as the callee is known dead (``noproc``,
+    ``noconnection``, a crash...), `CallTimeout` after `timeout` seconds.
+    """
+    proc = current()
+    return await proc.runtime.call(
+        proc, dest, request, timeout=timeout, channel=channel, partition_key=partition_key
+    )
+
+
+def reply(caller: From, value: Any) -> None:
+    """Answer the `Call` whose ``caller`` is given (for actors that are not GenServers)."""
+    proc = current()
+    proc.runtime.reply(proc, caller, value)
+
+
+async def receive(match: Match = None, timeout: float | None = None) -> Any:
+    """Take the first queued message matching `match` (a type, tuple of types, predicate)."""
+    return await current().receive(match, timeout)
+
+
+def monitor(target: Dest) -> Ref:
+    """Monitor `target`: a `Down(ref, pid, reason)` arrives when it is gone (at once if it is)."""
+    proc = current()
+    return proc.runtime.monitor(proc, target)
+
+
+def demonitor(ref: Ref, *, flush: bool = False) -> bool:
+    """Stop monitoring; with `flush` also drop a `Down` already queued. True if it was active."""
+    proc = current()
+    return proc.runtime.demonitor(proc, ref, flush=flush)
+
+
+def link(pid: Pid) -> None:
+    """Link the current actor with `pid`: when one exits abnormally, so does the other."""
+    if not isinstance(pid, Pid):
+        raise TypeError(f"link: expected a Pid, got {pid!r}")
+    proc = current()
+    proc.runtime.link(proc, pid)
+
+
+def unlink(pid: Pid) -> None:
+    """Remove a link; no exit signal from it arrives afterwards."""
+    proc = current()
+    proc.runtime.unlink(proc, pid)
+
+
+def exit(pid: Pid, reason: Any = "normal") -> None:  # Erlang's name, kept
+    """Send an exit signal to `pid`. ``"kill"`` cannot be trapped; ``"normal"`` is ignored by others."""
+    if not isinstance(pid, Pid):
+        raise TypeError(f"exit: expected a Pid, got {pid!r}")
+    proc = current()
+    runtime = proc.runtime
+    target = runtime.lookup(pid)
+    if target is not None:
+        if target is proc and not proc.is_main and reason != "kill" and not proc.trap_exit:
+            raise ActorExit(reason)
+        runtime.deliver_exit(target, proc.pid, reason, linked=False)
+    elif pid.node != runtime.node and runtime.dist is not None:
+        runtime.dist.send_exit(proc.pid, pid, reason, linked=False)
+
+
+def trap_exit(enabled: bool = True) -> bool:
+    """Turn exit signals into `Exit` messages for the current actor; returns the old flag."""
+    proc = current()
+    old = proc.trap_exit
+    if not proc.is_main:
+        proc.trap_exit = enabled
+    return old
+
+
+def register(name: str, pid: Pid | None = None) -> None:
+    """Register a local actor under `name` (ValueError if taken or not a local live actor)."""
+    proc = current()
+    runtime = proc.runtime
+    target = proc if pid is None else runtime.lookup(pid)
+    if target is None:
+        raise ValueError(f"register: {pid!r} is not a live actor of this node")
+    runtime._check_name_free(name)
+    if target.name is not None:
+        raise ValueError(f"register: {target.pid!r} is already registered as {target.name!r}")
+    target.name = name
+    runtime.names[name] = target
+
+
+def unregister(name: str) -> None:
+    """Remove a registered name (KeyError if unknown)."""
+    runtime = current().runtime
+    target = runtime.names.pop(name)
+    target.name = None
+
+
+def whereis(name: str) -> Pid | None:
+    """The Pid registered locally under `name`, or None."""
+    target = current().runtime.names.get(name)
+    return None if target is None else target.pid
+
+
+def is_alive(pid: Pid) -> bool:
+    """Exact for local pids; for remote ones False on a stale incarnation or a lost node."""
+    runtime = current().runtime
+    if pid.node == runtime.node:
+        return runtime.lookup(pid) is not None
+    return runtime.dist is not None and runtime.dist.may_be_alive(pid)
+
+
+async def ping(target: Pid | str | tuple[str, str], *, timeout: float = 5.0) -> bool:
+    """Ask the owner: True if the actor (or, for a node name, the node) answers in time."""
+    runtime = current().runtime
+    if isinstance(target, Pid) and target.node == runtime.node:
+        return runtime.lookup(target) is not None
+    if isinstance(target, str) and target == runtime.node:
+        return True
+    if isinstance(target, tuple) and target[1] == runtime.node:
+        return target[0] in runtime.names
+    if runtime.dist is None:
+        return False
+    return await runtime.dist.ping(target, timeout=timeout)
+
+
+def monitor_node(node_name: str | None = None, enable: bool = True) -> None:
+    """Subscribe to `NodeUp`/`NodeDown` for `node_name` (None: every non-hidden node).
+
+    One message per transition. Monitoring a node that is not connected gives
+    ``NodeDown(node, "noconnection")`` at once. ``enable=False`` unsubscribes.
+    """
+    proc = current()
+    runtime = proc.runtime
+    if runtime.dist is None:
+        if enable and node_name is not None and node_name != runtime.node:
+            from partisan.actors.signals import NodeDown
+
+            proc.put(NodeDown(node_name, "noconnection"))
+        return
+    runtime.dist.monitor_node(proc, node_name, enable)
+
+
+def send_after(delay: float, dest: Dest, msg: Any) -> Ref:
+    """Send `msg` to `dest` after `delay` seconds; returns a ref for `cancel_timer`."""
+    proc = current()
+    return proc.runtime.send_after(proc, delay, dest, msg)
+
+
+def cancel_timer(ref: Ref) -> bool:
+    """Cancel a `send_after`; False if it already fired or was cancelled."""
+    return current().runtime.cancel_timer(ref)
+
+
+async def rpc(
+    node_name: str,
+    fn: Callable[..., Any] | Callable[..., Awaitable[Any]],
+    *args: Any,
+    timeout: float = 5.0,
+) -> Any:
+    """Run ``fn(*args)`` on `node_name` (sync or async) and return its result.
+
+    The remote exception is re-raised here with the remote traceback as a note;
+    `CallExit("noconnection")` if the node is lost meanwhile.
+    """
+    runtime = current().runtime
+    if node_name == runtime.node:
+        result = fn(*args)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+    if runtime.dist is None:
+        raise NotConnected(f"no route to node {node_name!r}: this node is not distributed")
+    return await runtime.dist.rpc(node_name, fn, args, timeout=timeout)

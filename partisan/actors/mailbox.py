@@ -1,0 +1,134 @@
+"""A lean mailbox: a deque plus at most one waiter Future, with selective receive.
+
+Why not an `asyncio.Queue` per actor: an idle actor with a Queue measured
+4.5 KB against 0.84 KB for a deque and a lazily created Future, and a put on
+a Queue does more work. Here `put` is a plain function call that appends and
+wakes the one waiting receiver, if any; no await on the sending side.
+
+Selective receive (Erlang's ``receive`` with patterns): `receive(match=...)`
+takes the first queued message that matches and leaves the others queued in
+their order. A waiting receiver is woken by every arrival and scans only the
+messages that arrived since its last scan, so a deep mailbox of non-matching
+messages is scanned once per receive, not once per wake-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from partisan.errors import ReceiveTimeout
+
+__all__ = ["Mailbox", "Match", "as_predicate"]
+
+#: A receive pattern: a type, a tuple of types, or a predicate over the message.
+Match = type | tuple[type, ...] | Callable[[Any], bool] | None
+
+_TIMED_OUT = object()
+
+
+def as_predicate(match: Match) -> Callable[[Any], bool] | None:
+    """Turn a receive pattern into a predicate (None means "anything")."""
+    if match is None:
+        return None
+    if isinstance(match, type):
+        cls = match
+        return lambda msg: isinstance(msg, cls)
+    if isinstance(match, tuple):
+        if not all(isinstance(t, type) for t in match):
+            raise TypeError(f"receive(match=...): a tuple must hold only types, got {match!r}")
+        types = match
+        return lambda msg: isinstance(msg, types)
+    if callable(match):
+        return match
+    raise TypeError(
+        f"receive(match=...) takes a type, a tuple of types or a predicate, got {match!r}"
+    )
+
+
+def _wake(fut: asyncio.Future[Any], value: object) -> None:
+    if not fut.done():
+        fut.set_result(value)
+
+
+class Mailbox:
+    """Messages in arrival order and the one coroutine that may be waiting for them."""
+
+    __slots__ = ("_queue", "_waiter")
+
+    def __init__(self) -> None:
+        self._queue: deque[Any] = deque()
+        self._waiter: asyncio.Future[Any] | None = None
+
+    def put(self, msg: Any) -> None:
+        """Append `msg` and wake the receiver; never blocks, never awaits."""
+        self._queue.append(msg)
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def take(self, match: Match = None) -> tuple[bool, Any]:
+        """Remove and return the first matching message without waiting: (found, msg)."""
+        predicate = as_predicate(match)
+        return self._scan(predicate, 0)
+
+    def _scan(self, predicate: Callable[[Any], bool] | None, start: int) -> tuple[bool, Any]:
+        queue = self._queue
+        if predicate is None:
+            if len(queue) > start:
+                if start == 0:
+                    return True, queue.popleft()
+                msg = queue[start]
+                del queue[start]
+                return True, msg
+            return False, None
+        for index in range(start, len(queue)):
+            msg = queue[index]
+            if predicate(msg):
+                del queue[index]
+                return True, msg
+        return False, None
+
+    async def receive(self, match: Match = None, timeout: float | None = None) -> Any:
+        """Wait for the first message matching `match`; `ReceiveTimeout` after `timeout` s."""
+        predicate = as_predicate(match)
+        found, msg = self._scan(predicate, 0)
+        if found:
+            return msg
+        if timeout is not None and timeout <= 0:
+            raise ReceiveTimeout(f"no matching message (timeout={timeout})")
+        if self._waiter is not None and not self._waiter.done():
+            raise RuntimeError("two coroutines are receiving from one mailbox at once")
+        loop = asyncio.get_running_loop()
+        timer: asyncio.TimerHandle | None = None
+        scanned = len(self._queue)
+        try:
+            while True:
+                fut: asyncio.Future[Any] = loop.create_future()
+                self._waiter = fut
+                if timeout is not None and timer is None:
+                    timer = loop.call_later(timeout, _wake_timeout, self)
+                if await fut is _TIMED_OUT:
+                    raise ReceiveTimeout(f"no matching message within {timeout} s")
+                found, msg = self._scan(predicate, scanned)
+                if found:
+                    return msg
+                scanned = len(self._queue)
+        finally:
+            self._waiter = None
+            if timer is not None:
+                timer.cancel()
+
+
+def _wake_timeout(mailbox: Mailbox) -> None:
+    waiter = mailbox._waiter
+    if waiter is not None:
+        mailbox._waiter = None
+        _wake(waiter, _TIMED_OUT)

@@ -1,0 +1,436 @@
+"""Distribution: the actor runtime across nodes (the node's `LinkHandler`).
+
+Theory of operation
+-------------------
+`Distribution` sits between one `Runtime` and the transport (`Links`, or the
+in-memory `MemoryNetwork` in tests). Outbound, the runtime hands it whatever
+concerns another node: user messages (sent to ``str(pid)`` or a name), and
+the envelopes of `partisan.actors.envelopes` for monitors, links, exit
+signals, calls, replies, spawn, rpc and ping (sent to ``"$runtime"``).
+Inbound, `on_message` turns them back into local runtime operations.
+
+Failure handling is where Partisan has gaps we close (reference §4.4-4.5):
+
+* Every remote monitor, pending call, link and request is indexed by the
+  node it depends on. When the transport reports `on_peer_down`, each one
+  fires exactly once with ``noconnection`` — a pending call raises
+  `CallExit("noconnection")` immediately, not at its timeout — and
+  `monitor_node` subscribers get one `NodeDown`.
+* Pids carry the incarnation. A peer's new incarnation (a HELLO from a
+  restarted node, possibly without a down in between) is a down of the old
+  one with reason ``restarted``; Pids of the old incarnation are dead:
+  messages to them are dropped and counted, monitors give ``noproc``.
+* Links work across nodes (Partisan has none), monitors work whatever the
+  membership manager, and an unknown target answers a monitor, link or call
+  with ``noproc`` instead of silence.
+
+Up/down transitions are de-duplicated here so that `NodeUp`/`NodeDown`
+arrive exactly once per transition whatever the transport reports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from typing import TYPE_CHECKING, Any
+
+from partisan.actors import envelopes as env
+from partisan.actors.process import Process
+from partisan.actors.runtime import Dest, Runtime, Watch
+from partisan.actors.signals import Call, From, NodeDown, NodeUp, Ref
+from partisan.errors import CallExit, NotConnected, Overloaded
+from partisan.identity import NodeSpec, Pid
+
+if TYPE_CHECKING:
+    from partisan.actors.remote_requests import Requests
+
+__all__ = ["RUNTIME_DEST", "Distribution"]
+
+logger = logging.getLogger(__name__)
+
+RUNTIME_DEST = "$runtime"
+_PID_PREFIX = "partisan:pid:"
+_PID_CACHE_MAX = 10_000
+
+
+class Distribution:
+    """One node's remote half of the actor runtime; implements LinkHandler."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.links: Any = None  # the transport, set by the Node before start
+        runtime.dist = self
+        self.up: dict[str, NodeSpec] = {}
+        self.hidden: set[str] = set()
+        self.incarnations: dict[str, int] = {}
+        #: node -> refs of monitors/calls held here on that node's actors
+        self.watch_index: defaultdict[str, set[Ref]] = defaultdict(set)
+        #: ref -> local process monitored by a remote watcher; and by watcher node
+        self.in_monitors: dict[Ref, Process] = {}
+        self.in_by_node: defaultdict[str, set[Ref]] = defaultdict(set)
+        #: node -> {(local pid, remote pid)} links that cross to that node
+        self.remote_links: defaultdict[str, set[tuple[Pid, Pid]]] = defaultdict(set)
+        #: monitor_node subscribers: node name (None = all visible) -> processes
+        self.node_subs: defaultdict[str | None, set[Process]] = defaultdict(set)
+        self._pid_cache: dict[str, Pid] = {}
+        from partisan.actors.remote_requests import Requests
+
+        self.requests: Requests = Requests(self)
+
+    # ---------------------------------------------------------- views
+
+    def nodes(self) -> list[str]:
+        return sorted(name for name in self.up if name not in self.hidden)
+
+    def members(self) -> list[str]:
+        return sorted({self.runtime.node, *self.nodes()})
+
+    def is_up(self, node: str) -> bool:
+        return node in self.up
+
+    def may_be_alive(self, pid: Pid) -> bool:
+        spec = self.up.get(pid.node)
+        return spec is not None and spec.incarnation == pid.incarnation
+
+    def _stale(self, pid: Pid) -> bool:
+        known = self.incarnations.get(pid.node)
+        return known is not None and pid.incarnation < known
+
+    # ------------------------------------------------------- outbound
+
+    def post(self, node: str, envelope: Any, partition_key: Any, channel: str = "default") -> bool:
+        """Send a control envelope; a failure is counted and logged, never raised."""
+        if node not in self.up:
+            self.runtime.drops["control_not_connected"] += 1
+            return False
+        try:
+            self.links.send(node, channel, RUNTIME_DEST, envelope, partition_key=partition_key)
+        except Exception as exc:
+            self.runtime.drops["control_send_failed"] += 1
+            logger.warning("could not send %s to %s: %s", type(envelope).__name__, node, exc)
+            return False
+        return True
+
+    def send(
+        self, dest: Dest, msg: Any, *, channel: str, partition_key: Any, transitive: bool = False
+    ) -> None:
+        """Send a user message to an actor on another node (raises NotConnected/Overloaded)."""
+        if isinstance(dest, Pid):
+            if self._stale(dest):
+                self.runtime.drops["stale_incarnation"] += 1
+                return
+            node, wire_dest = dest.node, str(dest)
+        else:
+            node, wire_dest = dest[1], dest[0]
+        if node not in self.up:
+            raise NotConnected(f"no route to node {node!r}")
+        self.links.send(node, channel, wire_dest, msg, partition_key=partition_key)
+        self.runtime.routed_remote += 1
+
+    async def send_wait(
+        self, dest: Dest, msg: Any, *, channel: str, partition_key: Any, timeout: float | None
+    ) -> None:
+        """Like `send`, waiting for room in the peer's send budget."""
+        if isinstance(dest, Pid):
+            if self._stale(dest):
+                self.runtime.drops["stale_incarnation"] += 1
+                return
+            node, wire_dest = dest.node, str(dest)
+        else:
+            node, wire_dest = dest[1], dest[0]
+        if node not in self.up:
+            raise NotConnected(f"no route to node {node!r}")
+        await self.links.send_wait(
+            node, channel, wire_dest, msg, partition_key=partition_key, timeout=timeout
+        )
+        self.runtime.routed_remote += 1
+
+    def index_watch(self, ref: Ref, node: str) -> None:
+        self.watch_index[node].add(ref)
+
+    def unindex_watch(self, ref: Ref, node: str) -> None:
+        refs = self.watch_index.get(node)
+        if refs is not None:
+            refs.discard(ref)
+
+    def monitor(self, ref: Ref, owner: Process, target: Dest) -> None:
+        """Ask `target`'s node to monitor it for `owner` (the Watch is already registered)."""
+        node = self.runtime.node_of(target)
+        if node not in self.up:
+            self.runtime.fire(ref, target, "noconnection")
+        elif isinstance(target, Pid) and self._stale(target):
+            self.runtime.fire(ref, target, "noproc")
+        else:
+            wire = target if isinstance(target, Pid) else target[0]
+            self.post(node, env.MonitorReq(ref, owner.pid, wire), owner.pid)
+
+    def demonitor(self, ref: Ref, node: str, target: Any) -> None:
+        self.post(node, env.DemonitorReq(ref), target if isinstance(target, Pid) else None)
+
+    def send_down(self, watcher: Pid, ref: Ref, pid: Any, reason: Any) -> None:
+        """A local actor monitored from another node is gone: tell the watcher's node."""
+        self.in_monitors.pop(ref, None)
+        refs = self.in_by_node.get(watcher.node)
+        if refs is not None:
+            refs.discard(ref)
+        self.post(watcher.node, env.DownSig(ref, pid, reason), pid)
+
+    def link(self, proc: Process, other: Pid) -> None:
+        self.remote_links[other.node].add((proc.pid, other))
+        if other.node not in self.up:
+            self.runtime.deliver_exit(proc, other, "noconnection", linked=True)
+        elif self._stale(other):
+            self.runtime.deliver_exit(proc, other, "noproc", linked=True)
+        else:
+            self.post(other.node, env.LinkReq(proc.pid, other), proc.pid)
+
+    def unlink(self, proc: Process, other: Pid) -> None:
+        self.remote_links[other.node].discard((proc.pid, other))
+        self.post(other.node, env.UnlinkReq(proc.pid, other), proc.pid)
+
+    def send_exit(self, src: Pid, dst: Pid, reason: Any, *, linked: bool) -> None:
+        if linked:
+            self.remote_links[dst.node].discard((src, dst))
+        if dst.node in self.up and not self._stale(dst):
+            self.post(dst.node, env.ExitSig(src, dst, reason, linked), src)
+
+    async def call(
+        self,
+        ref: Ref,
+        caller: Process,
+        dest: Dest,
+        request: Any,
+        future: asyncio.Future[Any],
+        *,
+        channel: str,
+        partition_key: Any,
+        timeout: float | None,
+    ) -> None:
+        """Register the call's monitor and send the `CallReq` (waiting for room if Overloaded)."""
+        node = self.runtime.node_of(dest)
+        if isinstance(dest, Pid) and self._stale(dest):
+            self.runtime.drops["stale_incarnation"] += 1
+            raise CallExit("noproc")
+        if node not in self.up:
+            raise NotConnected(f"no route to node {node!r}")
+        wire: env.Target = dest if isinstance(dest, Pid) else dest[0]
+        self.runtime._add_watch(ref, Watch(caller, dest, node, future), caller)
+        envelope = env.CallReq(ref, caller.pid, wire, request)
+        try:
+            try:
+                self.links.send(node, channel, RUNTIME_DEST, envelope, partition_key=partition_key)
+            except Overloaded:
+                await self.links.send_wait(
+                    node,
+                    channel,
+                    RUNTIME_DEST,
+                    envelope,
+                    partition_key=partition_key,
+                    timeout=timeout,
+                )
+        except BaseException:
+            self.runtime.demonitor_any(ref)
+            raise
+        self.runtime.routed_remote += 1
+
+    def send_reply(self, caller: From, value: Any, *, partition_key: Any) -> None:
+        demonitored = False
+        proc = self.in_monitors.pop(caller.ref, None)
+        if proc is not None:
+            demonitored = True
+            if proc.monitored_by is not None:
+                proc.monitored_by.pop(caller.ref, None)
+            self.in_by_node[caller.pid.node].discard(caller.ref)
+        if self._stale(caller.pid):
+            self.runtime.drops["stale_incarnation"] += 1
+            return
+        self.post(caller.pid.node, env.ReplyMsg(caller.ref, value, demonitored), partition_key)
+
+    def forget_process(self, proc: Process) -> None:
+        """`proc` exited: drop its node subscriptions (its links and monitors are handled)."""
+        if self.node_subs:
+            for subs in self.node_subs.values():
+                subs.discard(proc)
+
+    # -------------------------------------------------------- node events
+
+    def monitor_node(self, proc: Process, node: str | None, enable: bool) -> None:
+        if not enable:
+            self.node_subs[node].discard(proc)
+            return
+        self.node_subs[node].add(proc)
+        if node is not None and node not in self.up and node != self.runtime.node:
+            proc.put(NodeDown(node, "noconnection"))
+
+    def _notify(self, node: str, event: Any, hidden: bool) -> None:
+        targets = set(self.node_subs.get(node, ()))
+        if not hidden:
+            targets |= self.node_subs.get(None, set())
+        for proc in targets:
+            if proc.alive:
+                proc.put(event)
+
+    def on_peer_up(self, peer: NodeSpec, hidden: bool) -> None:
+        """The transport has a session with `peer` (LinkHandler)."""
+        current = self.up.get(peer.name)
+        if current is not None:
+            if current.incarnation >= peer.incarnation:
+                return  # the same session reported twice, or an older one
+            self._node_down(peer.name, "restarted")
+        self.up[peer.name] = peer
+        if hidden:
+            self.hidden.add(peer.name)
+        self.incarnations[peer.name] = max(peer.incarnation, self.incarnations.get(peer.name, 0))
+        logger.info("node up: %s%s", peer, " (hidden)" if hidden else "")
+        self._notify(peer.name, NodeUp(peer.name), hidden)
+
+    def on_peer_down(self, peer: NodeSpec, reason: str) -> None:
+        """The session with `peer` ended (LinkHandler)."""
+        current = self.up.get(peer.name)
+        if current is None or current.incarnation > peer.incarnation:
+            return  # already down, or news about an older incarnation
+        self._node_down(peer.name, reason)
+
+    def _node_down(self, node: str, reason: str) -> None:
+        """Fire everything that depends on `node`, exactly once."""
+        self.up.pop(node, None)
+        hidden = node in self.hidden
+        self.hidden.discard(node)
+        logger.info("node down: %s (%s)", node, reason)
+        runtime = self.runtime
+        for ref in list(self.watch_index.pop(node, ())):
+            watch = runtime.watches.get(ref)
+            if watch is not None:
+                runtime.fire(ref, watch.target, "noconnection")
+        for ref in self.in_by_node.pop(node, ()):
+            proc = self.in_monitors.pop(ref, None)
+            if proc is not None and proc.monitored_by is not None:
+                proc.monitored_by.pop(ref, None)
+        for local, remote in self.remote_links.pop(node, ()):
+            target = runtime.lookup(local)
+            if target is not None:
+                runtime.deliver_exit(target, remote, "noconnection", linked=True)
+        self.requests.node_down(node)
+        self._notify(node, NodeDown(node, reason), hidden)
+
+    async def spawn(
+        self, proc: Process, node: str, fn: Any, args: tuple[Any, ...], **kw: Any
+    ) -> Pid:
+        return await self.requests.spawn(proc, node, fn, args, **kw)
+
+    async def rpc(self, node: str, fn: Any, args: tuple[Any, ...], *, timeout: float | None) -> Any:
+        return await self.requests.rpc(node, fn, args, timeout)
+
+    async def ping(self, target: Any, *, timeout: float | None) -> bool:
+        return await self.requests.ping(target, timeout)
+
+    def disconnected(self, node: str, reason: str) -> None:
+        """We closed the session ourselves (leave): same effects as a peer down."""
+        if node in self.up:
+            self._node_down(node, reason)
+
+    # ---------------------------------------------------------- inbound
+
+    def on_message(self, sender: NodeSpec, channel: str, dest: str, payload: Any) -> None:
+        """A frame for an actor (or ``$runtime``) arrived from `sender` (LinkHandler)."""
+        runtime = self.runtime
+        if dest == RUNTIME_DEST:
+            self._control(sender, payload)
+            return
+        runtime.received_remote += 1
+        if dest.startswith(_PID_PREFIX):
+            pid = self._pid_cache.get(dest)
+            if pid is None:
+                try:
+                    pid = Pid.parse(dest)
+                except ValueError:
+                    runtime.drops["bad_destination"] += 1
+                    return
+                if len(self._pid_cache) >= _PID_CACHE_MAX:
+                    self._pid_cache.clear()
+                self._pid_cache[dest] = pid
+            if pid.node != runtime.node or pid.incarnation != runtime.incarnation:
+                runtime.drops["stale_incarnation"] += 1
+                return
+            proc = runtime.processes.get(pid.id)
+            if proc is None:
+                runtime.drops["noproc"] += 1
+                return
+        else:
+            proc = runtime.names.get(dest)
+            if proc is None:
+                runtime.drops["unknown_name"] += 1
+                return
+        proc.put(payload)
+
+    def _resolve(self, target: Any) -> Process | None:
+        if isinstance(target, Pid):
+            return self.runtime.lookup(target)
+        if isinstance(target, str):
+            return self.runtime.names.get(target)
+        return None
+
+    def _shown(self, target: Any) -> Any:
+        return target if isinstance(target, Pid) else (target, self.runtime.node)
+
+    def _add_in_monitor(self, ref: Ref, proc: Process, watcher: Pid) -> None:
+        if proc.monitored_by is None:
+            proc.monitored_by = {}
+        proc.monitored_by[ref] = watcher
+        self.in_monitors[ref] = proc
+        self.in_by_node[watcher.node].add(ref)
+
+    def _control(self, sender: NodeSpec, msg: Any) -> None:
+        runtime = self.runtime
+        kind = type(msg)
+        if kind is env.CallReq:
+            proc = self._resolve(msg.target)
+            if proc is None:
+                runtime.drops["noproc" if isinstance(msg.target, Pid) else "unknown_name"] += 1
+                self.post(
+                    sender.name, env.DownSig(msg.ref, self._shown(msg.target), "noproc"), None
+                )
+                return
+            self._add_in_monitor(msg.ref, proc, msg.caller)
+            proc.put(Call(From(msg.caller, msg.ref), msg.request))
+            runtime.received_remote += 1
+        elif kind is env.ReplyMsg:
+            runtime.on_reply(msg.ref, msg.value, demonitored=msg.demonitored)
+        elif kind is env.MonitorReq:
+            proc = self._resolve(msg.target)
+            if proc is None:
+                self.post(
+                    sender.name, env.DownSig(msg.ref, self._shown(msg.target), "noproc"), None
+                )
+            else:
+                self._add_in_monitor(msg.ref, proc, msg.watcher)
+        elif kind is env.DemonitorReq:
+            proc = self.in_monitors.pop(msg.ref, None)
+            if proc is not None and proc.monitored_by is not None:
+                proc.monitored_by.pop(msg.ref, None)
+            self.in_by_node[sender.name].discard(msg.ref)
+        elif kind is env.DownSig:
+            runtime.fire(msg.ref, msg.pid, msg.reason)
+        elif kind is env.LinkReq:
+            proc = runtime.lookup(msg.dst)
+            if proc is None:
+                self.post(sender.name, env.ExitSig(msg.dst, msg.src, "noproc", True), msg.dst)
+            else:
+                proc.add_link(msg.src)
+                self.remote_links[sender.name].add((proc.pid, msg.src))
+        elif kind is env.UnlinkReq:
+            proc = runtime.lookup(msg.dst)
+            if proc is not None and proc.links is not None:
+                proc.links.discard(msg.src)
+            self.remote_links[sender.name].discard((msg.dst, msg.src))
+        elif kind is env.ExitSig:
+            proc = runtime.lookup(msg.dst)
+            if proc is None:
+                runtime.drops["noproc"] += 1
+                return
+            if msg.linked:
+                self.remote_links[sender.name].discard((msg.dst, msg.src))
+            runtime.deliver_exit(proc, msg.src, msg.reason, linked=msg.linked)
+        else:
+            self.requests.handle(sender, msg)

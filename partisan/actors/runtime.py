@@ -1,0 +1,594 @@
+"""The actor runtime of one node: processes, routing, exits, links, monitors and calls.
+
+Theory of operation
+-------------------
+Every actor is an asyncio Task running `_run`, and a `Process` record held in
+``Runtime.processes`` (a strong reference: a Task nobody references can be
+garbage collected mid-flight). A done-callback observes every exit, whatever
+ended the task (return, exception, cancellation before it even started), and
+runs `_exit`, which is the single place where an actor's death is turned into
+signals, as in Erlang:
+
+* to each linked actor an *exit signal*: a trapping actor gets an `Exit`
+  message; a non-trapping one dies with the same reason unless the reason is
+  ``"normal"``. ``exit(pid, "kill")`` is untrappable and ends the target with
+  ``"killed"``.
+* to each monitor holder a `Down(ref, pid, reason)` message, or, for a pending
+  `call`, a `CallExit(reason)` raised in the caller at once (a call is a
+  monitor whose holder is a Future: OTP's gen:call does the same).
+
+Killing an actor cancels its task; the reason is kept in ``kill_reason``.
+
+Local sends are plain function calls (`route`): resolve the destination and
+append to the mailbox. Anything for another node goes to ``self.dist``, the
+distribution layer (`partisan.actors.remote`), which implements the same
+signals over the wire and turns a lost node into ``noconnection``.
+
+Erlang semantics we keep: a link to a dead or unknown actor gives an exit
+signal ``noproc``; unlink guarantees no later exit signal from that link;
+the monitors an actor holds vanish with it; ``demonitor`` before the exit
+means no `Down`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import logging
+import traceback
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from partisan.actors.process import ActorExit, Process, _current
+from partisan.actors.signals import Call, Crashed, Down, Exit, From, Ref, make_ref
+from partisan.errors import CallExit, CallTimeout
+from partisan.identity import Pid
+
+if TYPE_CHECKING:
+    from partisan.actors.remote import Distribution
+
+__all__ = ["Dest", "Runtime", "RuntimeStatistics", "Watch", "crashed_from"]
+
+logger = logging.getLogger(__name__)
+
+#: Where a message can go: a Pid, a local registered name, or (name, node).
+Dest = Pid | str | tuple[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeStatistics:
+    """An immutable snapshot of the runtime's counters."""
+
+    actors: int
+    deepest_mailboxes: tuple[tuple[Pid, int], ...]
+    routed_local: int
+    routed_remote: int
+    received_remote: int
+    drops: dict[str, int] = field(default_factory=dict)
+    timers: int = 0
+    monitors: int = 0
+
+
+class Watch:
+    """A monitor (or pending call) this node holds on `target`, living on `node`."""
+
+    __slots__ = ("future", "node", "owner", "target")
+
+    def __init__(
+        self,
+        owner: Process,
+        target: Any,
+        node: str,
+        future: asyncio.Future[Any] | None = None,
+    ) -> None:
+        self.owner = owner
+        self.target = target
+        self.node = node
+        self.future = future
+
+
+def crashed_from(exc: BaseException) -> Crashed:
+    """The `Crashed` exit reason for `exc` (type, message, formatted traceback)."""
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return Crashed(type(exc).__name__, str(exc), text)
+
+
+class Runtime:
+    """All actors of one node incarnation. Create one per Node; never share."""
+
+    def __init__(self, node: str, incarnation: int, *, call_timeout: float = 5.0) -> None:
+        self.node = node
+        self.incarnation = incarnation
+        self.call_timeout = call_timeout
+        self.running = True
+        self.processes: dict[int, Process] = {}
+        self.names: dict[str, Process] = {}
+        self.watches: dict[Ref, Watch] = {}
+        self.timers: dict[Ref, asyncio.TimerHandle] = {}
+        self.dist: Distribution | None = None
+        self.routed_local = 0
+        self.routed_remote = 0
+        self.received_remote = 0
+        self.drops: collections.Counter[str] = collections.Counter()
+        self._ids = itertools.count(1)
+        self.main = Process(Pid(node, incarnation, 0), self, trap_exit=True)
+        self.processes[0] = self.main
+
+    # ------------------------------------------------------------ lookups
+
+    def lookup(self, pid: Pid) -> Process | None:
+        """The live local process for `pid` (None for another node or incarnation)."""
+        if pid.node != self.node or pid.incarnation != self.incarnation:
+            return None
+        return self.processes.get(pid.id)
+
+    def resolve_local(self, dest: Dest) -> Process | None:
+        """The local process `dest` names, if it is local and alive."""
+        if isinstance(dest, Pid):
+            return self.lookup(dest)
+        if isinstance(dest, str):
+            return self.names.get(dest)
+        if isinstance(dest, tuple) and len(dest) == 2 and dest[1] == self.node:
+            return self.names.get(dest[0])
+        return None
+
+    def is_local(self, dest: Dest) -> bool:
+        if isinstance(dest, Pid):
+            return dest.node == self.node
+        if isinstance(dest, str):
+            return True
+        return dest[1] == self.node
+
+    def node_of(self, dest: Dest) -> str:
+        if isinstance(dest, Pid):
+            return dest.node
+        if isinstance(dest, str):
+            return self.node
+        if isinstance(dest, tuple) and len(dest) == 2:
+            return dest[1]
+        raise TypeError(f"bad destination {dest!r}: use a Pid, a name, or (name, node)")
+
+    # ------------------------------------------------------------- spawn
+
+    def spawn(
+        self,
+        entry: Callable[..., Coroutine[Any, Any, Any]],
+        args: tuple[Any, ...] = (),
+        *,
+        parent: Pid | None = None,
+        link: bool = False,
+        name: str | None = None,
+        wants_start: bool = False,
+    ) -> Process:
+        """Start `entry(*args)` as a new actor; `link` links it to `parent` first."""
+        if not self.running:
+            raise RuntimeError(f"node {self.node} is stopping: cannot spawn")
+        if name is not None:
+            self._check_name_free(name)
+        proc = Process(Pid(self.node, self.incarnation, next(self._ids)), self)
+        proc.parent = parent
+        self.processes[proc.pid.id] = proc
+        if name is not None:
+            proc.name = name
+            self.names[name] = proc
+        loop = asyncio.get_running_loop()
+        if wants_start:
+            proc.started = loop.create_future()
+        task = loop.create_task(self._run(proc, entry, args))
+        proc.task = task
+        task.add_done_callback(lambda t, p=proc: self._on_done(p, t))  # type: ignore[misc]
+        if link and parent is not None:
+            self.link(proc, parent)  # after the task exists: a noproc exit must cancel it
+        return proc
+
+    async def _run(
+        self, proc: Process, entry: Callable[..., Coroutine[Any, Any, Any]], args: tuple[Any, ...]
+    ) -> Any:
+        _current.set(proc)
+        reason: Any = "normal"
+        try:
+            await entry(*args)
+        except asyncio.CancelledError:
+            reason = proc.kill_reason if proc.kill_reason is not None else "killed"
+        except ActorExit as exc:
+            reason = exc.reason
+        except Exception as exc:
+            reason = crashed_from(exc)
+            logger.error("actor %r crashed:\n%s", proc.pid, reason.traceback_text.rstrip())
+        # exit now, inside the task, so nobody sees a finished actor as alive
+        self._exit(proc, reason)
+        return reason
+
+    def _on_done(self, proc: Process, task: asyncio.Task[Any]) -> None:
+        if task.cancelled():  # cancelled before its first step: _run never ran
+            reason = proc.kill_reason if proc.kill_reason is not None else "killed"
+        else:
+            exc = task.exception()
+            reason = crashed_from(exc) if exc is not None else task.result()
+        self._exit(proc, reason)
+
+    def _check_name_free(self, name: str) -> None:
+        if not isinstance(name, str) or not name or name.startswith(("$", "partisan:")):
+            raise ValueError(f"invalid name {name!r}: a non-empty str not starting with '$'")
+        if name in self.names:
+            raise ValueError(f"name {name!r} is already registered to {self.names[name].pid!r}")
+
+    # ------------------------------------------------------------- exits
+
+    def _exit(self, proc: Process, reason: Any) -> None:
+        """Turn `proc`'s death into exit signals and Down messages (runs exactly once)."""
+        if not proc.alive:
+            return
+        proc.alive = False
+        self.processes.pop(proc.pid.id, None)
+        if proc.name is not None and self.names.get(proc.name) is proc:
+            del self.names[proc.name]
+        if proc.started is not None and not proc.started.done():
+            proc.started.set_exception(CallExit(reason))
+            proc.started.exception()  # mark retrieved: the starter may have given up
+        for ref in list(proc.watching or ()):
+            self.demonitor(proc, ref)
+        links, proc.links = proc.links, None
+        for other in links or ():
+            self.send_exit(proc.pid, other, reason, linked=True)
+        monitored_by, proc.monitored_by = proc.monitored_by, None
+        for ref, watcher in (monitored_by or {}).items():
+            self.notify_down(ref, watcher, proc.pid, reason, via_name=None)
+        if self.dist is not None:
+            self.dist.forget_process(proc)
+        proc._queue.clear()
+        after, proc.after_exit = proc.after_exit, None
+        for callback in after or ():
+            callback()
+
+    def kill(self, proc: Process, reason: Any) -> None:
+        """End `proc` with `reason` (cancelling its task); the first reason wins."""
+        if not proc.alive or proc.is_main:
+            return
+        if proc.kill_reason is None:
+            proc.kill_reason = reason
+        task = proc.task
+        if task is not None and task is asyncio.current_task():
+            raise ActorExit(reason)
+        if task is not None:
+            task.cancel()
+
+    def send_exit(self, src: Pid, dst: Pid, reason: Any, *, linked: bool) -> None:
+        """Send an exit signal from `src` to `dst` (local or remote)."""
+        target = self.lookup(dst)
+        if target is not None:
+            self.deliver_exit(target, src, reason, linked=linked)
+        elif dst.node != self.node and self.dist is not None:
+            self.dist.send_exit(src, dst, reason, linked=linked)
+
+    def deliver_exit(self, target: Process, src: Pid, reason: Any, *, linked: bool) -> None:
+        """Act on an exit signal that reached local `target`."""
+        if linked:
+            if target.links is None or src not in target.links:
+                return  # unlinked meanwhile: an unlink guarantees no signal
+            target.links.discard(src)
+        if target.is_main:
+            target.put(Exit(src, reason))
+        elif reason == "kill" and not linked:
+            self.kill(target, "killed")
+        elif target.trap_exit:
+            target.put(Exit(src, reason))
+        elif reason != "normal" or src == target.pid:
+            self.kill(target, reason)
+
+    # ------------------------------------------------------------- links
+
+    def link(self, proc: Process, other: Pid) -> None:
+        """Link `proc` and `other`; an unknown or dead `other` sends `proc` an exit ``noproc``."""
+        if other == proc.pid:
+            return
+        target = self.lookup(other)
+        if target is not None:
+            proc.add_link(other)
+            target.add_link(proc.pid)
+            return
+        if other.node != self.node and self.dist is not None:
+            proc.add_link(other)
+            self.dist.link(proc, other)
+            return
+        proc.add_link(other)
+        self.deliver_exit(proc, other, "noproc", linked=True)
+
+    def unlink(self, proc: Process, other: Pid) -> None:
+        if proc.links is not None:
+            proc.links.discard(other)
+        target = self.lookup(other)
+        if target is not None:
+            if target.links is not None:
+                target.links.discard(proc.pid)
+        elif other.node != self.node and self.dist is not None:
+            self.dist.unlink(proc, other)
+
+    # ---------------------------------------------------------- monitors
+
+    def monitor(
+        self, owner: Process, target: Dest, *, future: asyncio.Future[Any] | None = None
+    ) -> Ref:
+        """Monitor `target` for `owner`: a `Down` (or the future's `CallExit`) follows its death."""
+        ref = make_ref(self.node, self.incarnation)
+        node = self.node_of(target)
+        if isinstance(target, str):
+            target = (target, self.node)
+        watch = Watch(owner, target, node, future)
+        if node == self.node:
+            proc = self.resolve_local(target)
+            if proc is None:
+                self._add_watch(ref, watch, owner)
+                self.fire(ref, target, "noproc")
+                return ref
+            self._add_watch(ref, watch, owner)
+            if proc.monitored_by is None:
+                proc.monitored_by = {}
+            proc.monitored_by[ref] = owner.pid
+            return ref
+        self._add_watch(ref, watch, owner)
+        if self.dist is None:
+            self.fire(ref, target, "noconnection")
+        else:
+            self.dist.monitor(ref, owner, target)
+        return ref
+
+    def _add_watch(self, ref: Ref, watch: Watch, owner: Process) -> None:
+        self.watches[ref] = watch
+        if owner.watching is None:
+            owner.watching = set()
+        owner.watching.add(ref)
+        if self.dist is not None and watch.node != self.node:
+            self.dist.index_watch(ref, watch.node)
+
+    def demonitor(self, owner: Process, ref: Ref, *, flush: bool = False) -> bool:
+        """Remove monitor `ref`; True if it was active. `flush` drops a queued Down too."""
+        watch = self.watches.get(ref)
+        active = watch is not None and watch.owner is owner
+        if active:
+            self.demonitor_any(ref)
+        if flush:
+            queue = owner._queue
+            for index, msg in enumerate(queue):
+                if isinstance(msg, Down) and msg.ref == ref:
+                    del queue[index]
+                    break
+        return active
+
+    def _unwatch(self, ref: Ref, watch: Watch) -> None:
+        if watch.owner.watching is not None:
+            watch.owner.watching.discard(ref)
+        if self.dist is not None and watch.node != self.node:
+            self.dist.unindex_watch(ref, watch.node)
+
+    def notify_down(self, ref: Ref, watcher: Pid, pid: Any, reason: Any, via_name: Any) -> None:
+        """Tell `watcher` (local or remote) that the actor it monitors with `ref` is gone."""
+        if watcher.node == self.node:
+            self.fire(ref, pid, reason)
+        elif self.dist is not None:
+            self.dist.send_down(watcher, ref, pid, reason)
+
+    def fire(self, ref: Ref, pid: Any, reason: Any) -> None:
+        """A monitored target is gone: deliver `Down` or fail the pending call."""
+        watch = self.watches.pop(ref, None)
+        if watch is None:
+            return  # demonitored meanwhile
+        self._unwatch(ref, watch)
+        if watch.future is not None:
+            if not watch.future.done():
+                watch.future.set_exception(CallExit(reason))
+        elif watch.owner.alive:
+            shown = watch.target if not isinstance(watch.target, Pid) else pid
+            watch.owner.put(Down(ref, shown, reason))
+
+    # ------------------------------------------------------------- sends
+
+    def route(
+        self,
+        sender: Process,
+        dest: Dest,
+        msg: Any,
+        *,
+        channel: str = "default",
+        partition_key: Any = None,
+        transitive: bool = False,
+    ) -> None:
+        """Deliver `msg` to `dest` now (local) or hand it to the distribution layer."""
+        if isinstance(dest, Pid):
+            if dest.node == self.node:
+                if dest.incarnation != self.incarnation:
+                    self.drops["stale_incarnation"] += 1
+                    return
+                proc = self.processes.get(dest.id)
+                if proc is None:
+                    self.drops["noproc"] += 1
+                    return
+                proc.put(msg)
+                self.routed_local += 1
+                return
+        elif isinstance(dest, str):
+            proc = self.names.get(dest)
+            if proc is None:
+                self.drops["unknown_name"] += 1
+                return
+            proc.put(msg)
+            self.routed_local += 1
+            return
+        elif isinstance(dest, tuple) and len(dest) == 2:
+            if dest[1] == self.node:
+                self.route(sender, dest[0], msg)
+                return
+        else:
+            raise TypeError(f"bad destination {dest!r}: use a Pid, a name, or (name, node)")
+        if self.dist is None:
+            from partisan.errors import NotConnected
+
+            raise NotConnected(
+                f"no route to node {self.node_of(dest)!r}: this node is not distributed"
+            )
+        key = sender.pid if partition_key is None else partition_key
+        self.dist.send(dest, msg, channel=channel, partition_key=key, transitive=transitive)
+
+    # ------------------------------------------------------------- calls
+
+    async def call(
+        self,
+        caller: Process,
+        dest: Dest,
+        request: Any,
+        *,
+        timeout: float | None,
+        channel: str = "default",
+        partition_key: Any = None,
+    ) -> Any:
+        """Send `Call(From, request)` to `dest` and wait for `reply`; fail fast if it dies."""
+        loop = asyncio.get_running_loop()
+        if self.is_local(dest):
+            target = self.resolve_local(dest)
+            if target is None:
+                self.drops["noproc" if isinstance(dest, Pid) else "unknown_name"] += 1
+                raise CallExit("noproc")
+            if target is caller:
+                raise CallExit("calling_self")
+            future: asyncio.Future[Any] = loop.create_future()
+            ref = self.monitor(caller, target.pid, future=future)
+            target.put(Call(From(caller.pid, ref), request))
+            self.routed_local += 1
+        else:
+            if self.dist is None:
+                from partisan.errors import NotConnected
+
+                raise NotConnected(f"no route to node {self.node_of(dest)!r}")
+            future = loop.create_future()
+            ref = make_ref(self.node, self.incarnation)
+            key = caller.pid if partition_key is None else partition_key
+            await self.dist.call(
+                ref,
+                caller,
+                dest,
+                request,
+                future,
+                channel=channel,
+                partition_key=key,
+                timeout=timeout,
+            )
+        try:
+            if timeout is None:
+                return await future
+            async with asyncio.timeout(timeout):
+                return await future
+        except TimeoutError:
+            raise CallTimeout(f"call to {dest!r} got no reply within {timeout} s") from None
+        finally:
+            if ref in self.watches:
+                self.demonitor(caller, ref)
+
+    def reply(self, replier: Process | None, caller: From, value: Any) -> None:
+        """Answer the call `caller` with `value` (from any actor, on any node)."""
+        if caller.pid.node == self.node:
+            if caller.pid.incarnation != self.incarnation:
+                self.drops["stale_incarnation"] += 1
+                return
+            self.on_reply(caller.ref, value, demonitored=False)
+        elif self.dist is not None:
+            key = replier.pid if replier is not None else None
+            self.dist.send_reply(caller, value, partition_key=key)
+
+    def on_reply(self, ref: Ref, value: Any, *, demonitored: bool) -> None:
+        """A reply reached this node: resolve the pending call or count a late reply."""
+        watch = self.watches.get(ref)
+        if watch is None or watch.future is None:
+            self.drops["late_reply"] += 1
+            return
+        future = watch.future
+        if demonitored:
+            # the callee's node already dropped its side of the monitor
+            del self.watches[ref]
+            self._unwatch(ref, watch)
+        else:
+            self.demonitor_any(ref)
+        if not future.done():
+            future.set_result(value)
+
+    def demonitor_any(self, ref: Ref) -> None:
+        """Remove monitor `ref` whoever holds it."""
+        watch = self.watches.get(ref)
+        if watch is None:
+            return
+        del self.watches[ref]
+        self._unwatch(ref, watch)
+        if watch.node == self.node:
+            proc = self.resolve_local(watch.target)
+            if proc is not None and proc.monitored_by is not None:
+                proc.monitored_by.pop(ref, None)
+        elif self.dist is not None:
+            self.dist.demonitor(ref, watch.node, watch.target)
+
+    # ------------------------------------------------------------ timers
+
+    def send_after(self, sender: Process, delay: float, dest: Dest, msg: Any) -> Ref:
+        """Send `msg` to `dest` after `delay` seconds; returns a ref for `cancel_timer`."""
+        ref = make_ref(self.node, self.incarnation)
+        loop = asyncio.get_running_loop()
+        self.timers[ref] = loop.call_later(
+            max(0.0, delay), self._fire_timer, ref, sender, dest, msg
+        )
+        return ref
+
+    def _fire_timer(self, ref: Ref, sender: Process, dest: Dest, msg: Any) -> None:
+        self.timers.pop(ref, None)
+        try:
+            self.route(sender, dest, msg)
+        except Exception as exc:  # a timer has nobody to raise to: count and log
+            self.drops["timer_send_failed"] += 1
+            logger.warning("send_after to %r failed: %s", dest, exc)
+
+    def cancel_timer(self, ref: Ref) -> bool:
+        """Cancel a pending `send_after`; False if it already fired or was cancelled."""
+        handle = self.timers.pop(ref, None)
+        if handle is None:
+            return False
+        handle.cancel()
+        return True
+
+    # --------------------------------------------------------- lifecycle
+
+    async def shutdown(self, timeout: float) -> None:
+        """Kill every actor (reason ``"shutdown"``) and wait for their tasks, up to `timeout`."""
+        self.running = False
+        for handle in self.timers.values():
+            handle.cancel()
+        self.timers.clear()
+        procs = [p for p in self.processes.values() if not p.is_main]
+        for proc in reversed(procs):
+            self.kill(proc, "shutdown")
+        tasks = [p.task for p in procs if p.task is not None]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=timeout)
+            if pending:
+                logger.warning("%d actors did not stop within %.1f s", len(pending), timeout)
+        for watch in list(self.watches.values()):
+            if watch.future is not None and not watch.future.done():
+                watch.future.set_exception(CallExit("shutdown"))
+                watch.future.exception()
+        self.watches.clear()
+        self.main.alive = False
+
+    def statistics(self) -> RuntimeStatistics:
+        """Snapshot: actor count, the five deepest mailboxes, routing and drop counters."""
+        deepest = sorted(
+            ((p.pid, len(p._queue)) for p in self.processes.values() if p._queue),
+            key=lambda item: -item[1],
+        )[:5]
+        return RuntimeStatistics(
+            actors=len(self.processes) - 1,
+            deepest_mailboxes=tuple(deepest),
+            routed_local=self.routed_local,
+            routed_remote=self.routed_remote,
+            received_remote=self.received_remote,
+            drops=dict(self.drops),
+            timers=len(self.timers),
+            monitors=len(self.watches),
+        )

@@ -1,0 +1,264 @@
+"""`Node`: one OS process's membership in a cluster — config, links and actor runtime on one loop.
+
+::
+
+    async with partisan.Node("a", port=0, key_dir="keys") as node:
+        await node.join("b@127.0.0.1:9101")
+        pid = await partisan.spawn(worker, node="b")
+
+Composition: `Config.load(...)` from the keywords; a `Runtime` (actors,
+named after the node, with this start's incarnation ``time.time_ns()``); a
+`Distribution` (the remote half of the runtime, which is the transport's
+`LinkHandler`); and the transport `Links`. Until the membership managers are
+wired in (a later issue) a node connects exactly to the peers it joins.
+
+Inside the ``async with`` block, code outside any actor acts as the node's
+main pseudo-actor: `partisan.self()` is its Pid and `partisan.receive()`
+reads its mailbox. Leaving the block stops gracefully: actors are stopped
+(reason ``"shutdown"``), outgoing queues are flushed within
+``shutdown_timeout``, sockets close.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import time
+import types
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from partisan.actors.process import _current, set_default_runtime
+from partisan.actors.remote import Distribution
+from partisan.actors.runtime import Runtime, RuntimeStatistics
+from partisan.config import Config
+from partisan.identity import NodeSpec, Pid
+
+__all__ = ["Node", "NodeStatistics", "run"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStatistics:
+    """An immutable snapshot of a node: its actors, routing, drops and transport."""
+
+    name: str
+    incarnation: int
+    hidden: bool
+    nodes: tuple[str, ...]
+    actors: int
+    deepest_mailboxes: tuple[tuple[Pid, int], ...]
+    routed_local: int
+    routed_remote: int
+    received_remote: int
+    drops: dict[str, int] = field(default_factory=dict)
+    runtime: RuntimeStatistics | None = None
+    links: Any = None
+
+
+class Node:
+    """A partisan node: use as ``async with Node(name, **config) as node``."""
+
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        config: Config | None = None,
+        config_file: str | None = None,
+        links_factory: Callable[..., Any] | None = None,
+        **options: Any,
+    ) -> None:
+        if name is not None:
+            options["name"] = name
+        if config is None:
+            config = Config.load(config_file, **options)
+        elif options:
+            config = config.replace(**options)
+        self.config = config
+        self.incarnation = time.time_ns()
+        self._links_factory = links_factory
+        self.runtime: Runtime | None = None
+        self.dist: Distribution | None = None
+        self.links: Any = None
+        self.spec: NodeSpec | None = None
+        self._token: Any = None
+
+    # ----------------------------------------------------------- lifecycle
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def pid(self) -> Pid:
+        """The main pseudo-actor's Pid."""
+        return self._runtime().main.pid
+
+    @property
+    def running(self) -> bool:
+        return self.runtime is not None and self.runtime.running
+
+    def _runtime(self) -> Runtime:
+        if self.runtime is None:
+            raise RuntimeError(f"node {self.name} is not started")
+        return self.runtime
+
+    async def start(self) -> Node:
+        """Bind, start the runtime, and become the default node for code outside actors."""
+        if self.runtime is not None:
+            raise RuntimeError(f"node {self.name} was already started")
+        runtime = Runtime(self.name, self.incarnation, call_timeout=self.config.call_timeout)
+        dist = Distribution(runtime)
+        factory = self._links_factory
+        if factory is None:
+            from partisan.transport.links import Links
+
+            factory = Links
+        links = factory(self.config, incarnation=self.incarnation, handler=dist)
+        dist.links = links
+        self.spec = await links.start()
+        self.runtime, self.dist, self.links = runtime, dist, links
+        set_default_runtime(runtime, True)
+        self._token = _current.set(runtime.main)
+        logger.info("node %s started (incarnation %d)", self.spec, self.incarnation)
+        return self
+
+    async def stop(self) -> None:
+        """Stop actors, flush and close the transport (idempotent)."""
+        runtime, dist = self.runtime, self.dist
+        if runtime is None or dist is None or not runtime.running:
+            return
+        try:
+            await runtime.shutdown(self.config.shutdown_timeout)
+            await dist.requests.close()
+            await self.links.close(flush_timeout=self.config.shutdown_timeout)
+        finally:
+            set_default_runtime(runtime, False)
+            if self._token is not None:
+                with contextlib.suppress(ValueError):  # entered in another context
+                    _current.reset(self._token)
+                self._token = None
+        logger.info("node %s stopped", self.name)
+
+    async def __aenter__(self) -> Node:
+        return await self.start()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    @contextlib.contextmanager
+    def as_current(self) -> Iterator[Node]:
+        """Make this node's main pseudo-actor the caller of module functions in this block."""
+        token = _current.set(self._runtime().main)
+        try:
+            yield self
+        finally:
+            _current.reset(token)
+
+    # ---------------------------------------------------------- membership
+
+    async def join(self, contact: NodeSpec | str, *, timeout: float | None = None) -> NodeSpec:
+        """Connect to `contact` (``name@host:port`` or a NodeSpec); returns its spec.
+
+        Raises `JoinRefused(reason)` or `CallTimeout`.
+        """
+        if self.links is None:
+            raise RuntimeError(f"node {self.name} is not started")
+        timeout = self.config.handshake_timeout if timeout is None else timeout
+        spec: NodeSpec = await self.links.connect(contact, timeout=timeout)
+        return spec
+
+    async def sync_join(self, contact: NodeSpec | str, *, timeout: float | None = None) -> NodeSpec:
+        """`join`, then wait until every channel x lane to the contact is open."""
+        spec = await self.join(contact, timeout=timeout)
+        timeout = self.config.handshake_timeout if timeout is None else timeout
+        await self.links.open_all_lanes(spec.name, timeout=timeout)
+        return spec
+
+    async def leave(self, other: NodeSpec | str | None = None) -> None:
+        """Leave the cluster (close every session), or drop `other` from our connections."""
+        if self.links is None or self.dist is None:
+            return
+        if other is None:
+            names = [spec.name for spec in self.links.peers()]
+        else:
+            names = [other.name if isinstance(other, NodeSpec) else other.split("@", 1)[0]]
+        for name in names:
+            self.links.disconnect(name)
+            self.dist.disconnected(name, "left")
+
+    def nodes(self) -> list[str]:
+        """Connected, non-hidden peers (self excluded)."""
+        return [] if self.dist is None else self.dist.nodes()
+
+    def members(self) -> list[str]:
+        """The membership view, self included."""
+        return [self.name] if self.dist is None else self.dist.members()
+
+    # ---------------------------------------------------------- statistics
+
+    def statistics(self) -> NodeStatistics:
+        """Actor count, deepest mailboxes, messages routed locally/remotely, drops by cause."""
+        runtime = self._runtime()
+        stats = runtime.statistics()
+        links_stats = None
+        if self.links is not None:
+            try:
+                links_stats = self.links.statistics()
+            except Exception:  # statistics must never take a caller down
+                logger.exception("links.statistics() failed")
+        return NodeStatistics(
+            name=self.name,
+            incarnation=self.incarnation,
+            hidden=self.config.hidden,
+            nodes=tuple(self.nodes()),
+            actors=stats.actors,
+            deepest_mailboxes=stats.deepest_mailboxes,
+            routed_local=stats.routed_local,
+            routed_remote=stats.routed_remote,
+            received_remote=stats.received_remote,
+            drops=stats.drops,
+            runtime=stats,
+            links=links_stats,
+        )
+
+    def __repr__(self) -> str:
+        return f"<Node {self.spec or self.name} running={self.running}>"
+
+
+def run(main: Any, **node_options: Any) -> Any:
+    """Run ``main()`` (a coroutine function or coroutine) inside a fresh Node; return its result.
+
+    `node_options` are `Node`'s keywords (``name``, ``port``, ``key_dir``, ...).
+    """
+    import asyncio
+    import inspect
+
+    async def _run() -> Any:
+        async with Node(**node_options):
+            result = main() if callable(main) else main
+            if inspect.isawaitable(result):
+                result = await result
+            return result
+
+    return asyncio.run(_run())
+
+
+class _NodeModule(types.ModuleType):
+    """`partisan.node` is this module *and* CONTRACT.md's function `partisan.node()`.
+
+    Importing the submodule ``partisan.node`` rebinds the package attribute
+    ``partisan.node`` to the module, which would shadow the module function
+    `node()`; making the module callable keeps both spellings working.
+    """
+
+    def __call__(self) -> str:
+        from partisan.actors.api import node
+
+        return node()
+
+
+sys.modules[__name__].__class__ = _NodeModule
