@@ -1,0 +1,608 @@
+"""The receiving half of `Links`: socket readiness, frame dispatch, handshake, teardown.
+
+Theory of operation
+-------------------
+Every socket's ZeroMQ FD is registered with ``loop.add_reader``. The FD is
+edge-triggered: a wake-up means "EVENTS may have changed", so each callback
+drains with NOBLOCK until EAGAIN (bounded per call, then rescheduled with
+``call_soon`` so one busy peer cannot starve the loop). Sending on a socket can
+consume the edge of a pending receive, so every socket we send on is marked
+dirty and re-checked once per loop iteration (`_recheck`).
+
+Nothing a peer sends can raise out of a callback: a bad header or payload is a
+`ProtocolError` that is counted (`LinkStatistics.rejected`) and logged, and the
+frame is dropped. Payloads are decoded only for DATA of a live session, whose
+sender was authenticated by CURVE and tied to its name at HELLO; frames of
+unknown or closed sessions are dropped before their payload is looked at.
+
+After each batch, the receiver returns a cumulative CREDIT for what it
+delivered (see `backpressure`), on the path the data came by.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from typing import TYPE_CHECKING, Any, cast
+
+import zmq
+from zmq.utils.monitor import recv_monitor_message
+
+from partisan.errors import JoinRefused, ProtocolError
+from partisan.transport.codec import decode_payload
+from partisan.transport.lanes import OutLane
+from partisan.transport.peer import OutState, Peer
+from partisan.transport.session import (
+    Greeting,
+    InboundLane,
+    SeqVerdict,
+    decode_refusal,
+    encode_refusal,
+    parse_routing_id,
+    refusal,
+)
+from partisan.transport.wire import (
+    WIRE_VERSION,
+    Header,
+    Kind,
+    WireVersionError,
+    decode_header,
+    encode_header,
+)
+
+if TYPE_CHECKING:
+    from partisan.config import Config
+    from partisan.transport.keys import KeyStore
+    from partisan.transport.links import LinkHandler
+
+__all__ = ["Receiver"]
+
+log = logging.getLogger(__name__)
+
+_BATCH = 1024  # messages per callback before yielding to the loop
+_BYE_REASONS = {"left": "left", "disconnected": "disconnected"}
+_FAILED_EVENTS: dict[int, str] = {
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH: "auth",
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "no_detail",
+    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "protocol",
+}
+
+
+def _events(sock: zmq.Socket[bytes]) -> int:
+    return cast(int, sock.getsockopt(zmq.EVENTS))
+
+
+class Receiver:
+    """Inbound machinery of `Links` (a mixin: it shares Links' state)."""
+
+    # State owned by Links.__init__.
+    config: Config
+    name: str
+    incarnation: int
+    handler: LinkHandler
+    keystore: KeyStore | None
+    _peers: dict[str, Peer]
+    _sessions: dict[int, Peer]
+    _rid_cache: dict[bytes, tuple[Peer, Any]]
+    _rejected: Counter[str]
+    _refused: int
+    _handshakes: int
+    _decoded: int
+    _credit_due: set[Peer]
+    _router: zmq.Socket[bytes] | None
+    _loop: asyncio.AbstractEventLoop | None
+    _router_scheduled: bool
+    _dirty: dict[OutLane, Peer]
+    _dirty_scheduled: bool
+    _flushed: asyncio.Event
+
+    if TYPE_CHECKING:  # implemented by Links
+
+        def _running(self) -> asyncio.AbstractEventLoop: ...
+        def _new_peer(self, name: str, host: str, port: int) -> Peer: ...
+        def _open_out(self, peer: Peer, *, reply_to: int | None) -> None: ...
+        def _open_default_lanes(self, peer: Peer) -> None: ...
+        def _flush(self, peer: Peer, lane: OutLane) -> None: ...
+        def _close_lane(self, lane: OutLane, linger: int = 0) -> None: ...
+        def _send_control(
+            self, peer: Peer, kind: Kind, payload: bytes = b"", seq: int = 0
+        ) -> bool: ...
+        def _greeting(
+            self, session: int, *, target: str | None, reply_to: int | None
+        ) -> Greeting: ...
+        def _down_reason(self, peer: Peer) -> str: ...
+        def _backoff_address(self, peer: Peer, reason: str) -> None: ...
+
+    # ------------------------------------------------------------ readiness
+
+    def _on_router_readable(self) -> None:
+        self._router_scheduled = False
+        sock = self._router
+        if sock is None:
+            return
+        count = 0
+        try:
+            while count < _BATCH:
+                try:
+                    frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    break
+                count += 1
+                self._on_router_message(frames)
+        finally:
+            self._send_credits()
+        if self._router is not None and (count >= _BATCH or _events(self._router) & zmq.POLLIN):
+            self._schedule_router()
+
+    def _schedule_router(self) -> None:
+        if not self._router_scheduled and self._loop is not None:
+            self._router_scheduled = True
+            self._loop.call_soon(self._on_router_readable)
+
+    def _on_dealer_readable(self, peer: Peer, lane: OutLane) -> None:
+        sock = lane.sock
+        count = 0
+        try:
+            while count < _BATCH and not sock.closed:
+                try:
+                    frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    break
+                count += 1
+                self._on_dealer_message(peer, lane, frames)
+        finally:
+            self._send_credits()
+        if sock.closed:
+            return
+        events = _events(sock)
+        if events & zmq.POLLOUT and lane.queue:
+            self._flush(peer, lane)
+            events = _events(sock) if not sock.closed else 0
+        if count >= _BATCH or events & zmq.POLLIN:
+            self._running().call_soon(self._on_dealer_readable, peer, lane)
+
+    def _recheck_router(self) -> None:
+        """After sending on the ROUTER: if a receive is pending, make sure it is read."""
+        if self._router is not None and _events(self._router) & zmq.POLLIN:
+            self._schedule_router()
+
+    def _mark_dirty(self, peer: Peer, lane: OutLane) -> None:
+        """After sending on a lane: re-check its EVENTS once this loop iteration ends."""
+        if lane.routed:
+            self._recheck_router()
+            return
+        self._dirty[lane] = peer
+        if not self._dirty_scheduled:
+            self._dirty_scheduled = True
+            self._running().call_soon(self._check_dirty)
+
+    def _check_dirty(self) -> None:
+        self._dirty_scheduled = False
+        dirty, self._dirty = self._dirty, {}
+        for lane, peer in dirty.items():
+            sock = lane.sock
+            if not sock.closed and _events(sock) & zmq.POLLIN:
+                self._on_dealer_readable(peer, lane)
+
+    def _on_monitor(self, peer: Peer, lane: OutLane) -> None:
+        monitor = lane.monitor
+        while monitor is not None and not monitor.closed:
+            try:
+                event = recv_monitor_message(monitor, zmq.NOBLOCK)
+            except (zmq.Again, zmq.ZMQError):
+                return
+            if self._peers.get(peer.name) is not peer or lane.sock.closed:
+                return
+            kind = event["event"]
+            if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                lane.up = True
+                if peer.out_state is OutState.HANDSHAKING and lane is peer.control_lane():
+                    self._send_hello(peer, lane)
+                else:
+                    self._flush(peer, lane)
+                peer.room.set()
+            elif kind == zmq.EVENT_DISCONNECTED:
+                lane.up = False
+                if peer.out_state is OutState.UP:
+                    self._teardown(peer, self._down_reason(peer))
+                    return
+                # Still handshaking: libzmq re-dials and HELLO is sent again.
+            elif kind in _FAILED_EVENTS:
+                self._handshake_failed(peer, _FAILED_EVENTS[kind])
+                return
+
+    def _handshake_failed(self, peer: Peer, how: str) -> None:
+        where = f"{peer.name}@{peer.address}"
+        if how == "auth":
+            reason = f"{where} rejected our key: is {self.name}'s public key in its key directory?"
+        elif how == "protocol":
+            reason = f"security handshake with {where} failed: is one side insecure?"
+        else:
+            reason = (
+                f"could not authenticate {where}: the node there does not hold {peer.name}'s "
+                "key (did another node take that address?)"
+            )
+        log.warning("%s: %s", self.name, reason)
+        self._rejected["handshake_failed"] += 1
+        if peer.out_state is OutState.UP:
+            self._teardown(peer, "connection_closed")
+            return
+        self._backoff_address(peer, reason)
+        self._teardown(peer, "unreachable", notify=peer.up_reported, error=JoinRefused(reason))
+
+    def _send_hello(self, peer: Peer, lane: OutLane) -> None:
+        try:
+            lane.sock.send_multipart(peer.hello, zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            log.debug("cannot send HELLO to %s yet: %s", peer.name, exc)
+
+    # ------------------------------------------------------------ dispatch
+
+    def _reject(self, reason: str, peer: Peer | None = None, detail: object = None) -> None:
+        self._rejected[reason] += 1
+        if peer is not None:
+            peer.counters.rejects += 1
+        if detail is not None:
+            log.warning("%s dropped a frame (%s): %s", self.name, reason, detail)
+
+    def _on_router_message(self, frames: list[zmq.Frame]) -> None:
+        if len(frames) < 2:
+            self._reject("protocol_error", detail=f"{len(frames)} frame(s), no header")
+            return
+        rid = frames[0].bytes
+        try:
+            header = decode_header(frames[1].buffer)
+        except WireVersionError as exc:
+            parsed = parse_routing_id(rid)
+            if parsed is not None:
+                self._refuse(rid, str(exc), parsed[0])
+            self._reject("protocol_error", detail=exc)
+            return
+        except ProtocolError as exc:
+            self._reject("protocol_error", detail=exc)
+            return
+        kind = header.kind
+        if kind is Kind.HELLO:
+            self._handle_hello(rid, header, frames)
+            return
+        entry = self._rid_cache.get(rid) or self._lookup_rid(rid)
+        if entry is None:
+            self._reject("unknown_session")
+            return
+        peer, inbound = entry
+        spec = peer.spec
+        if spec is None or header.sender != peer.name or header.incarnation != spec.incarnation:
+            self._reject("stale_incarnation", peer)
+            return
+        if kind is Kind.DATA:
+            size = sum(len(f) for f in frames) - len(frames[0])
+            peer.credit_rid = rid
+            self._deliver(peer, inbound, header, frames[2:], size)
+        else:
+            self._handle_control(peer, header, frames[2:])
+
+    def _lookup_rid(self, rid: bytes) -> tuple[Peer, InboundLane] | None:
+        parsed = parse_routing_id(rid)
+        peer = self._sessions.get(parsed[0]) if parsed is not None else None
+        if peer is None or peer.in_session != parsed[0]:  # type: ignore[index]  # parsed is set when peer is
+            return None
+        inbound = peer.in_lanes[rid] = InboundLane()
+        self._rid_cache[rid] = (peer, inbound)
+        return peer, inbound
+
+    def _on_dealer_message(self, peer: Peer, lane: OutLane, frames: list[zmq.Frame]) -> None:
+        try:
+            header = decode_header(frames[0].buffer)
+        except ProtocolError as exc:
+            if peer.out_state is OutState.HANDSHAKING and isinstance(exc, WireVersionError):
+                self._teardown(peer, "unreachable", notify=False, error=JoinRefused(str(exc)))
+            self._reject("protocol_error", peer, exc)
+            return
+        if header.sender != peer.name:
+            self._reject("wrong_sender", peer, f"{header.sender!r} on a link to {peer.name!r}")
+            return
+        kind = header.kind
+        if kind is Kind.WELCOME:
+            self._handle_welcome(peer, frames[1:])
+            return
+        if kind is Kind.REFUSE:
+            self._handle_refuse(peer, frames[1:])
+            return
+        if peer.spec is None or header.incarnation != peer.spec.incarnation:
+            self._reject("stale_incarnation", peer)
+            return
+        if kind is Kind.DATA:
+            inbound = peer.in_lanes.get(lane.rid)
+            if inbound is None:
+                inbound = peer.in_lanes[lane.rid] = InboundLane()
+            peer.credit_lane = lane
+            self._deliver(peer, inbound, header, frames[1:], sum(len(f) for f in frames))
+        else:
+            self._handle_control(peer, header, frames[1:])
+
+    def _deliver(
+        self,
+        peer: Peer,
+        inbound: InboundLane,
+        header: Header,
+        payload: list[zmq.Frame],
+        size: int,
+    ) -> None:
+        peer.last_heard = self._running().time()
+        peer.consumed += size
+        self._credit_due.add(peer)
+        verdict = inbound.check(header.seq)
+        if verdict is not SeqVerdict.OK:
+            if verdict is SeqVerdict.DUPLICATE:
+                self._reject("duplicate", peer)
+                return
+            self._reject("gap", peer, f"lane of {peer.name} skipped to seq {header.seq}")
+            self._teardown(peer, "connection_closed")
+            return
+        try:
+            value = decode_payload(header.flags, [f.buffer for f in payload])
+        except ProtocolError as exc:
+            self._reject("decode_error", peer, exc)
+            return
+        self._decoded += 1
+        counts = peer.counters.channel(header.channel)
+        counts[2] += 1
+        counts[3] += size
+        spec = peer.spec
+        assert spec is not None
+        try:
+            self.handler.on_message(spec, header.channel, header.dest, value)
+        except Exception:  # the handler's bug must not stop the links
+            log.exception("on_message handler failed for a message from %s", peer.name)
+
+    def _handle_control(self, peer: Peer, header: Header, payload: list[zmq.Frame]) -> None:
+        peer.last_heard = self._running().time()
+        kind = header.kind
+        if kind is Kind.CREDIT:
+            if peer.budget.credit(header.seq):
+                peer.room.set()
+                self._flushed.set()
+        elif kind is Kind.BYE:
+            said = payload[0].bytes.decode("utf-8", "replace") if payload else ""
+            self._teardown(peer, _BYE_REASONS.get(said, "connection_closed"), tell=False)
+        elif kind is Kind.PING:
+            pass
+        else:
+            self._reject("protocol_error", peer, f"unexpected {kind.name}")
+
+    # ------------------------------------------------------------ handshake
+
+    def _handle_hello(self, rid: bytes, header: Header, frames: list[zmq.Frame]) -> None:
+        parsed = parse_routing_id(rid)
+        if parsed is None or len(frames) != 3:
+            self._reject("protocol_error", detail="HELLO without our routing id or greeting")
+            return
+        session = parsed[0]
+        try:
+            hello = Greeting.from_bytes(frames[2].buffer)
+        except ProtocolError as exc:
+            self._reject("protocol_error", detail=exc)
+            self._refuse(rid, f"malformed HELLO: {exc}", session)
+            return
+        if (
+            hello.session != session
+            or hello.name != header.sender
+            or hello.incarnation != header.incarnation
+        ):
+            self._refuse(rid, "HELLO header and greeting disagree", session)
+            return
+        key_owner = None
+        if self.keystore is not None:
+            user_id = frames[1].get("User-Id")
+            key_owner = self.keystore.name_for(str(user_id)) if user_id else None
+        reason = refusal(
+            hello,
+            local_name=self.name,
+            local_incarnation=self.incarnation,
+            local_manager=self.config.manager,
+            wire_version=WIRE_VERSION,
+            key_owner=key_owner,
+            secure=self.keystore is not None,
+        )
+        if reason is not None:
+            self._refuse(rid, reason, session)
+            return
+        peer = self._peers.get(hello.name)
+        if peer is not None:
+            known = peer.spec
+            if known is not None and known.incarnation > hello.incarnation:
+                self._refuse(rid, f"stale incarnation of {hello.name}", session)
+                return
+            if known is not None and known.incarnation < hello.incarnation:
+                self._teardown(peer, "restarted")
+                peer = None
+            elif peer.in_session == session:
+                self._welcome(rid, session)  # a repeated HELLO (the dialer re-connected)
+                return
+            elif hello.reply_to is not None and hello.reply_to != peer.out_session:
+                self._refuse(rid, "stale session", session)
+                return
+            elif peer.in_session is not None or peer.closing:
+                # The peer started a new session: whatever we had is over.
+                self._teardown(peer, "connection_closed")
+                peer = None
+        if peer is None:
+            if hello.reply_to is not None:
+                self._refuse(rid, "stale session", session)
+                return
+            peer = self._new_peer(hello.name, hello.host, hello.port)
+        peer.spec = hello.spec()
+        peer.hidden = hello.hidden
+        peer.in_session = session
+        peer.credit_rid = rid
+        peer.last_heard = self._running().time()
+        self._sessions[session] = peer
+        self._handshakes += 1
+        self._welcome(rid, session)
+        if hello.hidden:
+            assert self._router is not None
+            peer.router_lane = OutLane(
+                channel="membership",
+                index=0,
+                slot=0,
+                rid=rid,
+                sock=self._router,
+                monitor=None,
+                monotonic=False,
+                prefix=[rid],
+                up=True,
+            )
+            peer.out_state = OutState.UP
+        elif peer.out_state is OutState.NONE:
+            self._open_out(peer, reply_to=session)
+        self._maybe_up(peer)
+
+    def _welcome(self, rid: bytes, session: int) -> None:
+        header = encode_header(Header(Kind.WELCOME, self.name, self.incarnation, "", "", 0, 0))
+        greeting = self._greeting(session, target=None, reply_to=None).to_bytes()
+        self._router_send([rid, header, greeting])
+
+    def _refuse(self, rid: bytes, reason: str, session: int) -> None:
+        self._refused += 1
+        log.warning("%s refused a HELLO: %s", self.name, reason)
+        header = encode_header(Header(Kind.REFUSE, self.name, self.incarnation, "", "", 0, 0))
+        self._router_send([rid, header, encode_refusal(reason, session)])
+
+    def _router_send(self, frames: list[bytes]) -> bool:
+        if self._router is None:
+            return False
+        try:
+            self._router.send_multipart(frames, zmq.NOBLOCK)
+        except zmq.ZMQError as exc:  # the dialer went away, or its pipe is full
+            log.debug("%s: ROUTER send failed: %s", self.name, exc)
+            return False
+        self._recheck_router()
+        return True
+
+    def _handle_welcome(self, peer: Peer, payload: list[zmq.Frame]) -> None:
+        try:
+            welcome = Greeting.from_bytes(payload[0].buffer if payload else b"")
+        except ProtocolError as exc:
+            self._reject("protocol_error", peer, exc)
+            return
+        if welcome.session != peer.out_session or peer.out_state is not OutState.HANDSHAKING:
+            return  # an answer to an earlier HELLO of this session, or of an older one
+        error = None
+        if welcome.name != peer.name:
+            error = f"{peer.address} answered as {welcome.name!r}, not {peer.name!r} (did another node take the address?)"
+        elif peer.spec is not None and peer.spec.incarnation != welcome.incarnation:
+            error = f"{peer.name} restarted during the handshake"
+        elif welcome.manager != self.config.manager:
+            error = f"manager mismatch: {peer.name} runs {welcome.manager}, {self.name} runs {self.config.manager}"
+        if error is not None:
+            self._teardown(peer, "unreachable", notify=peer.up_reported, error=JoinRefused(error))
+            return
+        peer.spec = welcome.spec()
+        peer.hidden = welcome.hidden
+        peer.out_state = OutState.UP
+        peer.deadline = 0.0
+        self._open_default_lanes(peer)
+        for lane in list(peer.lanes.values()):
+            self._flush(peer, lane)
+        self._maybe_up(peer)
+
+    def _handle_refuse(self, peer: Peer, payload: list[zmq.Frame]) -> None:
+        try:
+            reason, session = decode_refusal(payload[0].buffer if payload else b"")
+        except ProtocolError as exc:
+            self._reject("protocol_error", peer, exc)
+            return
+        if session != peer.out_session:
+            return
+        log.warning("%s: %s refused us: %s", self.name, peer.name, reason)
+        self._teardown(peer, "unreachable", notify=peer.up_reported, error=JoinRefused(reason))
+
+    def _maybe_up(self, peer: Peer) -> None:
+        spec = peer.spec
+        if peer.up_reported or spec is None or self._peers.get(peer.name) is not peer:
+            return
+        if peer.out_state is OutState.UP or peer.in_session is not None:
+            peer.up_reported = True
+            peer.counters.sessions += 1
+            if not peer.ready.done():
+                peer.ready.set_result(spec)
+            log.info("%s: link to %s up (hidden=%s)", self.name, spec, peer.hidden)
+            try:
+                self.handler.on_peer_up(spec, peer.hidden)
+            except Exception:
+                log.exception("on_peer_up handler failed for %s", spec)
+
+    # ------------------------------------------------------------ teardown
+
+    def _teardown(
+        self,
+        peer: Peer,
+        reason: str,
+        *,
+        notify: bool = True,
+        error: BaseException | None = None,
+        linger: int = 0,
+        tell: bool = True,
+    ) -> None:
+        """End the link to `peer`: close its lanes, drop its sessions, report it once."""
+        if self._peers.get(peer.name) is not peer:
+            return
+        if tell and peer.up_reported and reason not in ("left", "disconnected"):
+            # Best effort: a live peer must not keep sending into a dead session.
+            self._send_control(peer, Kind.BYE, b"connection_closed")
+        del self._peers[peer.name]
+        lanes = list(peer.lanes.values())
+        for lane in lanes:
+            self._close_lane(lane, linger)
+        dropped = sum(len(lane.queue) for lane in lanes)
+        if peer.router_lane is not None:
+            dropped += len(peer.router_lane.queue)
+        peer.counters.dropped += dropped
+        if peer.in_session is not None:
+            self._sessions.pop(peer.in_session, None)
+        for rid in peer.in_lanes:
+            self._rid_cache.pop(rid, None)
+        self._credit_due.discard(peer)
+        if not peer.ready.done():
+            peer.ready.set_exception(error or JoinRefused(f"link to {peer.name} closed: {reason}"))
+            peer.ready.exception()  # retrieved: connect() may not be waiting
+        peer.room.set()
+        self._flushed.set()
+        if peer.up_reported and notify and peer.spec is not None:
+            log.info("%s: link to %s down (%s)", self.name, peer.spec, reason)
+            try:
+                self.handler.on_peer_down(peer.spec, reason)
+            except Exception:
+                log.exception("on_peer_down handler failed for %s", peer.spec)
+
+    def _defer_teardown(self, peer: Peer, reason: str) -> None:
+        """Tear down from a send path (after the caller's bookkeeping)."""
+        self._running().call_soon(self._teardown, peer, reason)
+
+    def _send_credits(self) -> None:
+        if not self._credit_due:
+            return
+        router_used = False
+        for peer in list(self._credit_due):
+            if peer.consumed <= peer.credited:
+                self._credit_due.discard(peer)
+                continue
+            header = encode_header(
+                Header(Kind.CREDIT, self.name, self.incarnation, "", "", peer.consumed, 0)
+            )
+            try:
+                if peer.credit_rid is not None and self._router is not None:
+                    self._router.send_multipart([peer.credit_rid, header], zmq.NOBLOCK)
+                    router_used = True
+                elif peer.credit_lane is not None and not peer.credit_lane.sock.closed:
+                    peer.credit_lane.sock.send_multipart([header], zmq.NOBLOCK)
+                    self._mark_dirty(peer, peer.credit_lane)
+            except zmq.Again:
+                continue  # retried after the next batch or at housekeeping
+            except zmq.ZMQError as exc:
+                log.debug("credit to %s not sent: %s", peer.name, exc)
+            peer.credited = peer.consumed
+            self._credit_due.discard(peer)
+        if router_used:
+            self._recheck_router()

@@ -1,0 +1,124 @@
+"""Link statistics: cheap mutable counters inside, immutable records outside.
+
+The hot path bumps plain list slots (`ChannelCounters`); `Links.statistics()`
+copies them into frozen records that the CLI and tests render or compare.
+Counters are kept per peer *name*, across sessions, so reconnects and rejects
+of a flapping peer stay visible after its session is gone.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+__all__ = [
+    "ChannelStatistics",
+    "LinkStatistics",
+    "PeerCounters",
+    "PeerStatistics",
+]
+
+# Slots of a channel counter list.
+MSGS_OUT, BYTES_OUT, MSGS_IN, BYTES_IN = range(4)
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelStatistics:
+    """Traffic on one channel with one peer (all lanes, all sessions)."""
+
+    channel: str
+    messages_out: int = 0
+    bytes_out: int = 0
+    messages_in: int = 0
+    bytes_in: int = 0
+    lanes_open: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PeerStatistics:
+    """One peer as this node sees it.
+
+    `sessions` counts sessions established (so reconnects = sessions - 1);
+    `rejects` counts frames from this peer dropped unread (stale session or
+    incarnation, duplicates, gaps, undecodable payloads); `dropped` counts
+    messages of ours lost when a session ended (each such loss was reported as
+    PeerDown); `queue_messages`/`queue_bytes` wait in our queues and
+    `outstanding_bytes` is everything not yet credited by the peer.
+    """
+
+    name: str
+    connected: bool
+    incarnation: int | None
+    hidden: bool
+    sessions: int
+    reconnects: int
+    queue_messages: int
+    queue_bytes: int
+    outstanding_bytes: int
+    rejects: int
+    dropped: int
+    channels: tuple[ChannelStatistics, ...] = ()
+
+    def channel(self, name: str) -> ChannelStatistics:
+        """The record of channel `name` (zeros if nothing was exchanged on it)."""
+        for record in self.channels:
+            if record.channel == name:
+                return record
+        return ChannelStatistics(name)
+
+
+@dataclass(frozen=True, slots=True)
+class LinkStatistics:
+    """A snapshot of one node's links.
+
+    `rejected` counts inbound frames dropped before delivery, by reason
+    (``protocol_error``, ``unknown_session``, ``stale_incarnation``,
+    ``duplicate``, ``gap``, ``decode_error``, ``wrong_sender``); `refused`
+    counts HELLOs refused; `decoded` counts payloads handed to the decoder
+    (only ever for frames of a live, authenticated session).
+    """
+
+    node: str
+    peers: tuple[PeerStatistics, ...] = ()
+    rejected: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    refused: int = 0
+    handshakes: int = 0
+    decoded: int = 0
+
+    def peer(self, name: str) -> PeerStatistics | None:
+        """The record of peer `name`, if it was ever seen."""
+        for record in self.peers:
+            if record.name == name:
+                return record
+        return None
+
+    @property
+    def total_rejected(self) -> int:
+        """All inbound frames dropped before delivery."""
+        return sum(self.rejected.values())
+
+
+class PeerCounters:
+    """Mutable counters for one peer name; survives its sessions."""
+
+    __slots__ = ("channels", "dropped", "rejects", "sessions")
+
+    def __init__(self) -> None:
+        self.channels: dict[str, list[int]] = {}
+        self.sessions = 0
+        self.rejects = 0
+        self.dropped = 0
+
+    def channel(self, name: str) -> list[int]:
+        """The counter list of channel `name` (created on first use)."""
+        slot = self.channels.get(name)
+        if slot is None:
+            slot = self.channels[name] = [0, 0, 0, 0]
+        return slot
+
+
+def freeze_rejected(counter: Counter[str]) -> Mapping[str, int]:
+    """An immutable copy of the rejection counter."""
+    return MappingProxyType(dict(counter))
