@@ -1,0 +1,226 @@
+"""``partisan node start NAME ...``: run one node process in the foreground.
+
+The process binds (``--port 0`` picks a free port), prints exactly one JSON
+*ready line* on stdout — ``{"name", "address", "incarnation", "public_key",
+"pid"}`` — and serves until SIGTERM/SIGINT or until its stdin closes, so a
+parent that dies (even by SIGKILL) never leaves it orphaned. Stdin is watched
+only when it is a pipe or a socket: a node started from a terminal or with
+``< /dev/null`` runs until it is signalled.
+
+`serve` is the one function that runs a node; it takes a `Config` and the
+peers to join, so the serving code can be swapped for a full `partisan.Node`
+without touching argument parsing or the ready-line protocol. It runs a
+Links-only node for now: it joins, logs what it receives and exits 0 on a
+graceful stop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import stat
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+__all__ = ["config_from_args", "ready_line", "register", "serve", "stop_signals"]
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers: Any) -> None:
+    """Add ``node start`` to the CLI."""
+    node = subparsers.add_parser("node", help="run a node process")
+    sub = node.add_subparsers(dest="node_command", metavar="SUBCOMMAND")
+    start = sub.add_parser(
+        "start",
+        help="start a node in the foreground; prints one JSON ready line",
+        description=__doc__.split("\n\n")[1] if __doc__ else None,
+    )
+    add_node_arguments(start)
+    start.set_defaults(func=_start)
+    node.set_defaults(func=lambda args: node.print_help(sys.stderr) or 2)
+
+
+def add_node_arguments(parser: argparse.ArgumentParser) -> None:
+    """The node options shared by ``node start`` and the test node."""
+    parser.add_argument("name", help="node name (letters, digits, '_', '-', '.')")
+    parser.add_argument("--host", help="bind address (default 127.0.0.1)")
+    parser.add_argument("--advertise-host", help="address peers dial (default: --host)")
+    parser.add_argument("--port", type=int, help="listen port (default 0: any free port)")
+    parser.add_argument(
+        "--join", action="append", default=[], metavar="SPEC", help="name@host:port to join"
+    )
+    parser.add_argument("--manager", help="full-mesh, hyparview, client-server or static")
+    parser.add_argument("--role", help="server or client (client-server manager)")
+    parser.add_argument("--keys", dest="key_dir", help="CURVE key directory")
+    parser.add_argument("--channels", help="e.g. data:4,gossip:1:monotonic")
+    parser.add_argument("--parallelism", type=int, help="lanes of the default channel")
+    parser.add_argument("--config", dest="config_file", help="TOML config file")
+    parser.add_argument("--log-file", help="write this node's log here")
+    parser.add_argument("--hidden", action="store_true", default=None, help="a hidden node")
+    parser.add_argument("--insecure", action="store_true", default=None, help="no CURVE (loud)")
+    parser.add_argument(
+        "--allow-remote-insecure",
+        action="store_true",
+        default=None,
+        help="allow --insecure on a non-loopback address",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="any other Config field, e.g. --set heartbeat_timeout=0.5",
+    )
+
+
+def config_from_args(args: argparse.Namespace) -> Any:
+    """Build the node's `Config` from parsed arguments (flags beat TOML and environment)."""
+    from partisan.config import Config
+    from partisan.errors import ConfigError
+
+    kwargs: dict[str, Any] = {
+        "name": args.name,
+        "host": args.host,
+        "advertise_host": args.advertise_host,
+        "port": args.port,
+        "manager": args.manager,
+        "role": args.role,
+        "key_dir": args.key_dir,
+        "channels": args.channels,
+        "parallelism": args.parallelism,
+        "log_file": args.log_file,
+        "hidden": args.hidden,
+        "insecure": args.insecure,
+        "allow_remote_insecure": args.allow_remote_insecure,
+    }
+    for item in args.set:
+        field, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r}: expected FIELD=VALUE")
+        kwargs[field.strip().replace("-", "_")] = value
+    return Config.load(config_file=args.config_file, **kwargs)
+
+
+def ready_line(spec: Any) -> str:
+    """The one JSON line a node prints when it serves."""
+    return json.dumps(
+        {
+            "name": spec.name,
+            "address": spec.address,
+            "incarnation": spec.incarnation,
+            "public_key": spec.public_key,
+            "pid": os.getpid(),
+        }
+    )
+
+
+def configure_logging(config: Any) -> None:
+    """Log to the node's own file when one is given (CONTRACT: a file per node)."""
+    if not config.log_file:
+        return
+    handler = logging.FileHandler(config.log_file)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(config.log_level.upper())
+
+
+def stop_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> Callable[[], None]:
+    """Set `stop` on SIGTERM, SIGINT or EOF of a piped stdin; return an undo function."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    watched: list[int] = []
+    try:
+        fd = sys.stdin.fileno()
+        mode = os.fstat(fd).st_mode
+    except (OSError, ValueError, AttributeError):
+        fd, mode = -1, 0
+    if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+
+        def on_stdin() -> None:
+            try:
+                data = os.read(fd, 65536)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                loop.remove_reader(fd)
+                stop.set()
+
+        os.set_blocking(fd, False)
+        loop.add_reader(fd, on_stdin)
+        watched.append(fd)
+
+    def undo() -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        for fd in watched:
+            loop.remove_reader(fd)
+
+    return undo
+
+
+class _LoggingHandler:
+    """The Links-only node's handler: log what arrives and who comes and goes."""
+
+    def __init__(self) -> None:
+        self.received = 0
+
+    def on_message(self, sender: Any, channel: str, dest: str, payload: object) -> None:
+        self.received += 1
+        log.debug("message from %s on %s to %s: %.200r", sender.name, channel, dest, payload)
+
+    def on_peer_up(self, peer: Any, hidden: bool) -> None:
+        log.info("peer up: %s%s", peer, " (hidden)" if hidden else "")
+
+    def on_peer_down(self, peer: Any, reason: str) -> None:
+        log.info("peer down: %s (%s)", peer, reason)
+
+
+async def serve(
+    config: Any,
+    join: Sequence[str] = (),
+    *,
+    on_ready: Callable[[str], None] = lambda line: print(line, flush=True),
+) -> int:
+    """Run a node until SIGTERM/SIGINT or stdin EOF; return the exit code.
+
+    Prints the ready line through `on_ready` once the node listens and every
+    `join` contact answered (a refused or silent contact is logged; the node
+    keeps serving).
+    """
+    import time
+
+    from partisan.errors import PartisanError
+    from partisan.transport.links import Links
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    undo = stop_signals(loop, stop)
+    links = Links(config, incarnation=time.time_ns(), handler=_LoggingHandler())
+    try:
+        spec = await links.start()
+        for contact in join:
+            try:
+                await links.connect(contact)
+            except PartisanError as exc:
+                log.error("could not join %s: %s", contact, exc)
+        on_ready(ready_line(spec))
+        await stop.wait()
+    finally:
+        undo()
+        await links.close(flush_timeout=config.shutdown_timeout)
+    return 0
+
+
+def _start(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    configure_logging(config)
+    return asyncio.run(serve(config, args.join))
