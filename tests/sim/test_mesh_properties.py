@@ -26,7 +26,7 @@ from partisan.config import Config
 from partisan.identity import NodeSpec
 from partisan.membership.client_server import ClientServer, role_of
 from partisan.membership.full_mesh import FullMesh
-from partisan.membership.sim import Simulator
+from partisan.membership.sim import LinkModel, Simulator
 from partisan.membership.static import DirectPeers
 
 CONFIG = Config(gossip_interval=1.0, connection_interval=0.5)
@@ -97,7 +97,8 @@ class MeshRun:
             gone |= self.removed - view
 
 
-def mesh_schedule(schedule: list[Op], seed: int) -> MeshRun:
+def mesh_schedule(schedule: list[Op], seed: int, link: LinkModel | None = None) -> MeshRun:
+    """Run `schedule` (over `link` if given, e.g. lossy); settle on a clean network."""
     sim = Simulator(seed, manager="full-mesh", config=CONFIG)
     run = MeshRun(sim)
     for _ in range(N):
@@ -106,7 +107,8 @@ def mesh_schedule(schedule: list[Op], seed: int) -> MeshRun:
         sim.join(f"n{k}", "n1")
     sim.run_for(SETTLE)
     run.check()
-    partitioned = False
+    if link is not None:
+        sim.link = link
     for kind, k, mask in schedule:
         name = f"n{k}"
         if kind == "crash" and sim.is_alive(name):
@@ -120,7 +122,7 @@ def mesh_schedule(schedule: list[Op], seed: int) -> MeshRun:
             )
             sim.leave(name)
             run.removed.add((was.name, was.incarnation))
-            if reaches_anchor:
+            if reaches_anchor and link is None:  # a lossy link may eat the farewell
                 run.durable.add((was.name, was.incarnation))
         elif kind == "remove" and is_member(sim, name):
             target = f"n{(mask % (N - 1)) + 2}"
@@ -129,21 +131,23 @@ def mesh_schedule(schedule: list[Op], seed: int) -> MeshRun:
                 sim.leave(name, seen or sim.spec(target))
                 if seen is not None:
                     run.removed.add((seen.name, seen.incarnation))
-                    if sim.reachable(name, "n1") and "n1" in names(sim.manager(name).members()):
+                    if (
+                        link is None
+                        and sim.reachable(name, "n1")
+                        and "n1" in names(sim.manager(name).members())
+                    ):
                         run.durable.add((seen.name, seen.incarnation))
         elif kind == "partition":
             side = [f"n{i + 1}" for i in range(N) if mask >> i & 1]
             sim.partition(side, [f"n{i + 1}" for i in range(N) if not mask >> i & 1])
-            partitioned = True
         elif kind == "heal":
             sim.heal()
-            partitioned = False
         elif kind == "run":
             sim.run_for(mask % 7 * 0.3)
         sim.run_for(STEP)
         run.check()
-    del partitioned
     sim.heal()
+    sim.link = LinkModel()
     sim.run_for(SETTLE)
     run.check()
     return run
@@ -178,6 +182,20 @@ def check_mesh_converged(run: MeshRun) -> None:
 )
 def test_full_mesh_converges_and_left_nodes_never_return(schedule: list[Op], seed: int) -> None:
     run = mesh_schedule(schedule, seed)
+    check_mesh_converged(run)
+
+
+@settings(PROPERTY, max_examples=25)
+@given(
+    schedule=ops,
+    seed=st.integers(0, 2**16),
+    loss=st.sampled_from([0.05, 0.2]),
+    duplicate=st.sampled_from([0.0, 0.1]),
+)
+def test_full_mesh_converges_despite_loss_and_duplication(
+    schedule: list[Op], seed: int, loss: float, duplicate: float
+) -> None:
+    run = mesh_schedule(schedule, seed, LinkModel(loss=loss, duplicate=duplicate))
     check_mesh_converged(run)
 
 
