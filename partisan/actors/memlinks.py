@@ -138,6 +138,7 @@ class MemoryLinks:
                 del other.sessions[self.spec.name]
                 other.handler.on_peer_down(self.spec, reason)
             del self.sessions[name]
+            self.handler.on_peer_down(other.spec, reason)  # the dead side loses them too
 
     def is_connected(self, peer: str) -> bool:
         return peer in self.sessions

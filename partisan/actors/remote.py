@@ -106,6 +106,9 @@ class Distribution:
             return False
         try:
             self.links.send(node, channel, RUNTIME_DEST, envelope, partition_key=partition_key)
+        except NotConnected:
+            self.runtime.drops["control_not_connected"] += 1
+            return False
         except Exception as exc:
             self.runtime.drops["control_send_failed"] += 1
             logger.warning("could not send %s to %s: %s", type(envelope).__name__, node, exc)

@@ -12,13 +12,14 @@ of a silent timeout.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import logging
 import traceback
 from typing import TYPE_CHECKING, Any
 
 from partisan.actors import envelopes as env
-from partisan.actors.process import Process
+from partisan.actors.process import Process, _current
 from partisan.actors.runtime import Watch, crashed_from
 from partisan.actors.signals import Ref, make_ref
 from partisan.errors import CallExit, CallTimeout, NotConnected, SpawnError
@@ -169,7 +170,10 @@ class Requests:
             logger.warning("dropped unknown control message %s from %s", kind.__name__, sender)
 
     def _start(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
+        # run as the node's main pseudo-actor, whatever context the transport calls us in
+        context = contextvars.copy_context()
+        context.run(_current.set, self.dist.runtime.main)
+        task = asyncio.get_running_loop().create_task(coro, context=context)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
@@ -223,7 +227,9 @@ class Requests:
             if not isinstance(exc, CallExit):
                 crash_text = crashed_from(exc).traceback_text
             dist.post(
-                sender.name, env.SpawnReply(req.ref, None, f"spawn failed: {exc!r}", crash_text), None
+                sender.name,
+                env.SpawnReply(req.ref, None, f"spawn failed: {exc!r}", crash_text),
+                None,
             )
             return
         if req.monitor_ref is not None:

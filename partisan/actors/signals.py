@@ -34,7 +34,7 @@ __all__ = [
 _ref_counter = itertools.count(1)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, order=True)
 class Ref:
     """A unique reference (Erlang's ``make_ref()``), made on `node` in `incarnation`."""
 
