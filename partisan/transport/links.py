@@ -118,6 +118,7 @@ class Links(Receiver):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._router_scheduled = False
+        self._paused = False
         self._dirty: dict[OutLane, Peer] = {}
         self._dirty_scheduled = False
         self._closed = False
@@ -646,6 +647,23 @@ class Links(Receiver):
         previous = self._backoff.get(key)
         interval = min(60.0, previous[1] * 2) if previous else 1.0
         self._backoff[key] = (self._running().time() + interval, interval, reason)
+
+    def pause_receiving(self) -> None:
+        """Stop reading the ROUTER: peers' budgets fill and their sends hit `Overloaded`.
+
+        For tests and for a node that must shed load; nothing is lost, the
+        kernel and ZeroMQ hold what peers already sent (bounded by their budgets).
+        """
+        self._paused = True
+        if self._router is not None and self._loop is not None:
+            self._loop.remove_reader(self._router.FD)
+
+    def resume_receiving(self) -> None:
+        """Undo `pause_receiving`."""
+        self._paused = False
+        if self._router is not None and self._loop is not None:
+            self._loop.add_reader(self._router.FD, self._on_router_readable)
+            self._schedule_router()
 
     # ------------------------------------------------------------ statistics
 

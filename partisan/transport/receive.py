@@ -93,6 +93,7 @@ class Receiver:
     _router: zmq.Socket[bytes] | None
     _loop: asyncio.AbstractEventLoop | None
     _router_scheduled: bool
+    _paused: bool
     _dirty: dict[OutLane, Peer]
     _dirty_scheduled: bool
     _flushed: asyncio.Event
@@ -119,7 +120,7 @@ class Receiver:
     def _on_router_readable(self) -> None:
         self._router_scheduled = False
         sock = self._router
-        if sock is None:
+        if sock is None or self._paused:
             return
         count = 0
         try:

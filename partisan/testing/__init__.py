@@ -1,0 +1,36 @@
+"""Helpers for testing partisan and the applications built on it.
+
+- `NodeProcess`: start node processes with the ready-line protocol (ports are
+  whatever the node bound — never guessed), script them, stop them cleanly.
+- `wait_until` / `async_wait_until`: wait on a condition with a deadline
+  instead of sleeping and hoping.
+- `detection_deadline(config)` / `handshake_deadline(config)`: deadlines
+  derived from the configuration under test.
+- `Snapshot`: leak checks for child processes, sockets and descriptors.
+- `partisan.testing.plugin`: pytest fixtures (``no_leaks``, ``node_factory``,
+  ``key_dir``, ``fast_heartbeats``); load it with ``-p partisan.testing.plugin``
+  or import the fixtures in a conftest.
+"""
+
+from __future__ import annotations
+
+from partisan.testing.leaks import Snapshot
+from partisan.testing.process import NodeProcess, NodeProcessError
+from partisan.testing.waiting import (
+    WaitTimeout,
+    async_wait_until,
+    detection_deadline,
+    handshake_deadline,
+    wait_until,
+)
+
+__all__ = [
+    "NodeProcess",
+    "NodeProcessError",
+    "Snapshot",
+    "WaitTimeout",
+    "async_wait_until",
+    "detection_deadline",
+    "handshake_deadline",
+    "wait_until",
+]
