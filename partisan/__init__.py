@@ -70,6 +70,24 @@ _EXPORTS: dict[str, str] = {
     "send_after": "partisan.actors.api",
     "cancel_timer": "partisan.actors.api",
     "rpc": "partisan.actors.api",
+    # behaviours and supervision
+    "StateMachine": "partisan.actors.state_machine",
+    "Supervisor": "partisan.supervision.supervisor",
+    "ChildSpec": "partisan.supervision.child_spec",
+    "SupervisorSpec": "partisan.supervision.child_spec",
+    "ProcessSupervisor": "partisan.supervision.processes",
+    "ProcessSpec": "partisan.supervision.process_spec",
+    "PERMANENT": "partisan.supervision.policy",
+    "TRANSIENT": "partisan.supervision.policy",
+    "TEMPORARY": "partisan.supervision.policy",
+    "BRUTAL_KILL": "partisan.supervision.policy",
+    "INFINITY": "partisan.supervision.policy",
+    "WORKER": "partisan.supervision.policy",
+    "SUPERVISOR": "partisan.supervision.policy",
+    "ONE_FOR_ONE": "partisan.supervision.policy",
+    "ONE_FOR_ALL": "partisan.supervision.policy",
+    "REST_FOR_ONE": "partisan.supervision.policy",
+    "SIMPLE_ONE_FOR_ONE": "partisan.supervision.policy",
 }
 
 __all__ = sorted(_EXPORTS)
