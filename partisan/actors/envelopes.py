@@ -20,6 +20,10 @@ the remote traceback, rather than being a dropped frame.
 
 from __future__ import annotations
 
+import importlib
+import io
+import pickle
+import types
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,25 +56,70 @@ Target = Pid | str
 
 @dataclass(frozen=True, slots=True)
 class Shipped:
-    """An object encoded with the payload codec (pickle, dill fallback): flags + frames."""
+    """Code and arguments, pre-encoded (pickle, or dill by value): flags + frames."""
 
     flags: int
     frames: tuple[bytes, ...]
 
 
-def ship(obj: object) -> Shipped:
-    """Encode `obj` (code and arguments) for `unship` on another node."""
-    from partisan.transport import codec
+_PICKLED = 0
+_DILLED = 1
 
-    flags, frames = codec.encode_payload(obj)
-    return Shipped(flags, tuple(bytes(f) for f in frames))
+
+def ship(obj: object) -> Shipped:
+    """Encode `obj` (code and arguments) for `unship` on another node.
+
+    Plain pickle when it can (by reference: the receiving node imports the
+    module); dill with ``recurse=True`` for closures, lambdas and anything
+    defined in ``__main__``. ``recurse=True`` matters: without it dill ships a
+    ``__main__`` function with *the receiver's* ``__main__`` globals, so a
+    script's function fails remotely with NameError on its own imports.
+    """
+    try:
+        data = pickle.dumps(obj, protocol=5)
+    except Exception:
+        data = None
+    if data is not None and b"__main__" not in data:
+        return Shipped(_PICKLED, (data,))
+    buffer = io.BytesIO()
+    _by_value_pickler()(buffer, protocol=5, recurse=True).dump(obj)
+    return Shipped(_DILLED, (buffer.getvalue(),))
+
+
+_pickler_class: Any = None
+
+
+def _by_value_pickler() -> Any:
+    """A dill pickler that ships functions by value but modules by name.
+
+    dill's default saves a module that is not in site-packages *with its whole
+    ``__dict__``* (an editable install of partisan, a user's package), which
+    drags in locks and context variables; a module is importable on the other
+    side or the code could not run there anyway.
+    """
+    global _pickler_class
+    if _pickler_class is None:
+        import dill
+
+        class ByValuePickler(dill.Pickler):
+            def reducer_override(self, obj: Any) -> Any:
+                if isinstance(obj, types.ModuleType) and obj.__name__ != "__main__":
+                    return importlib.import_module, (obj.__name__,)
+                return NotImplemented
+
+        _pickler_class = ByValuePickler
+    return _pickler_class
 
 
 def unship(shipped: Shipped) -> Any:
     """Decode what `ship` encoded; raises whatever loading the code raises."""
-    from partisan.transport import codec
+    if shipped.flags == _PICKLED:
+        return pickle.loads(shipped.frames[0])
+    if shipped.flags == _DILLED:
+        import dill
 
-    return codec.decode_payload(shipped.flags, list(shipped.frames))
+        return dill.loads(shipped.frames[0])
+    raise ValueError(f"unknown shipped-code encoding {shipped.flags}")
 
 
 @dataclass(frozen=True, slots=True)
