@@ -8,10 +8,9 @@ only when it is a pipe or a socket: a node started from a terminal or with
 ``< /dev/null`` runs until it is signalled.
 
 `serve` is the one function that runs a node; it takes a `Config` and the
-peers to join, so the serving code can be swapped for a full `partisan.Node`
-without touching argument parsing or the ready-line protocol. It runs a
-Links-only node for now: it joins, logs what it receives and exits 0 on a
-graceful stop.
+peers to join. It runs a full `partisan.Node` (links + actor runtime): peers
+can spawn actors in it, call its registered names and monitor them; it exits
+0 on a graceful stop (actors stopped, queues flushed, sockets closed).
 """
 
 from __future__ import annotations
@@ -196,27 +195,25 @@ async def serve(
     `join` contact answered (a refused or silent contact is logged; the node
     keeps serving).
     """
-    import time
-
     from partisan.errors import PartisanError
-    from partisan.transport.links import Links
+    from partisan.node import Node
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     undo = stop_signals(loop, stop)
-    links = Links(config, incarnation=time.time_ns(), handler=_LoggingHandler())
+    node = Node(config=config)
     try:
-        spec = await links.start()
+        await node.start()
         for contact in join:
             try:
-                await links.connect(contact)
+                await node.join(contact)
             except PartisanError as exc:
                 log.error("could not join %s: %s", contact, exc)
-        on_ready(ready_line(spec))
+        on_ready(ready_line(node.spec))
         await stop.wait()
     finally:
         undo()
-        await links.close(flush_timeout=config.shutdown_timeout)
+        await node.stop()
     return 0
 
 
