@@ -69,6 +69,7 @@ class Node:
         config: Config | None = None,
         config_file: str | None = None,
         links_factory: Callable[..., Any] | None = None,
+        root: Any = None,
         **options: Any,
     ) -> None:
         if name is not None:
@@ -85,6 +86,10 @@ class Node:
         self.links: Any = None
         self.spec: NodeSpec | None = None
         self._token: Any = None
+        #: The application's supervision tree (docs/supervision.md): started
+        #: after the transport, stopped first. `self.root` is its RootTree.
+        self._root_spec = root
+        self.root: Any = None
 
     # ----------------------------------------------------------- lifecycle
 
@@ -124,6 +129,14 @@ class Node:
         set_default_runtime(runtime, True)
         self._token = _current.set(runtime.main)
         logger.info("node %s started (incarnation %d)", self.spec, self.incarnation)
+        if self._root_spec is not None:
+            from partisan.supervision.root import start_root
+
+            try:
+                self.root = await start_root(self._root_spec)
+            except BaseException:
+                await self.stop()
+                raise
         return self
 
     async def stop(self) -> None:
@@ -132,6 +145,8 @@ class Node:
         if runtime is None or dist is None or not runtime.running:
             return
         try:
+            if self.root is not None:  # the tree first, in order, while links still work
+                await self.root.stop(self.config.shutdown_timeout)
             await runtime.shutdown(self.config.shutdown_timeout)
             await dist.requests.close()
             await self.links.close(flush_timeout=self.config.shutdown_timeout)
@@ -232,17 +247,46 @@ class Node:
 def run(main: Any, **node_options: Any) -> Any:
     """Run ``main()`` (a coroutine function or coroutine) inside a fresh Node; return its result.
 
-    `node_options` are `Node`'s keywords (``name``, ``port``, ``key_dir``, ...).
+    `node_options` are `Node`'s keywords (``name``, ``port``, ``key_dir``,
+    ``root``, ...). SIGTERM cancels ``main``; the node then stops gracefully
+    (root tree in order, flush, close) and `run` returns None, so a script
+    ending in ``partisan.run(main)`` exits 0.
     """
     import asyncio
     import inspect
+    import signal
 
     async def _run() -> Any:
         async with Node(**node_options):
             result = main() if callable(main) else main
-            if inspect.isawaitable(result):
-                result = await result
-            return result
+            if not inspect.isawaitable(result):
+                return result
+            # SIGTERM cancels main; the node then stops gracefully and run returns None
+            # (exit status 0), as CONTRACT.md asks of a node.
+            task = asyncio.ensure_future(result)
+            loop = asyncio.get_running_loop()
+            terminated = False
+
+            def on_sigterm() -> None:
+                nonlocal terminated
+                terminated = True
+                task.cancel()
+
+            try:
+                loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+                installed = True
+            except (ValueError, RuntimeError, NotImplementedError):  # not the main thread
+                installed = False
+            try:
+                return await task
+            except asyncio.CancelledError:
+                if not terminated:
+                    raise
+                logger.info("SIGTERM: stopping node gracefully")
+                return None
+            finally:
+                if installed:
+                    loop.remove_signal_handler(signal.SIGTERM)
 
     return asyncio.run(_run())
 
