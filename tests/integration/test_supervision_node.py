@@ -125,8 +125,18 @@ async def _remote_child() -> None:
     settings = [f"--set={k}={v}" for k, v in HEARTBEAT.items()]
     node_b = ProcessSpec(
         "b",
-        [sys.executable, "-m", "partisan", "node", "start", "b", "--insecure", "--port", "{port}"]
-        + settings,
+        [
+            sys.executable,
+            "-m",
+            "partisan",
+            "node",
+            "start",
+            "b",
+            "--insecure",
+            "--port",
+            "{port}",
+            *settings,
+        ],
         env={"PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])},
         ready_timeout=20,
     )
