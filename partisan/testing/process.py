@@ -157,9 +157,9 @@ class NodeProcess:
             raise NodeProcessError(f"{self}: {answer.get('error')}: {answer.get('message')}")
         return answer
 
-    def request(self, cmd: str, *, timeout: float = 20.0, **args: Any) -> dict[str, Any]:
-        """Send a command and wait for its answer."""
-        return self.reply(self.send_command(cmd, **args), timeout)
+    def request(self, cmd: str, *, reply_timeout: float = 20.0, **args: Any) -> dict[str, Any]:
+        """Send a command and wait (up to `reply_timeout`) for its answer."""
+        return self.reply(self.send_command(cmd, **args), reply_timeout)
 
     # ------------------------------------------------------------ signals and stopping
 

@@ -109,7 +109,7 @@ class Links(Receiver):
         self._handshakes = 0
         self._decoded = 0
         self._credit_due: set[Peer] = set()
-        self._backoff: dict[tuple[str, int], tuple[float, float, str]] = {}
+        self._backoff: dict[tuple[str, str, int], tuple[float, float, str]] = {}
         self._templates: dict[tuple[str, str], tuple[bytes, bytes, bytes]] = {}
         self._name_b = self.name.encode()
         self._context: zmq.Context[Any] | None = None
@@ -234,7 +234,7 @@ class Links(Receiver):
         if peer is not None and peer.up_reported and not peer.closing:
             assert peer.spec is not None
             return peer.spec
-        backoff = self._backoff.get((spec.host, spec.port))
+        backoff = self._backoff.get((spec.name, spec.host, spec.port))
         if backoff is not None and backoff[0] > loop.time() and peer is None:
             raise JoinRefused(f"{backoff[2]} (backing off for {backoff[0] - loop.time():.1f} s)")
         if peer is not None and peer.closing:
@@ -594,7 +594,7 @@ class Links(Receiver):
                     self._open_lane(peer, name, index)
 
     def _send_bye(self, peer: Peer, reason: str) -> None:
-        self._send_control(peer, Kind.BYE, reason.encode())
+        self._say_bye(peer, reason)
 
     def _send_control(self, peer: Peer, kind: Kind, payload: bytes = b"", seq: int = 0) -> bool:
         """Send a control frame on the control lane, bypassing the data queues."""
@@ -642,8 +642,13 @@ class Links(Receiver):
         return "heartbeat_timeout" if silent >= threshold else "connection_closed"
 
     def _backoff_address(self, peer: Peer, reason: str) -> None:
-        """Stop re-dialling an address that failed authentication for a growing while."""
-        key = (peer.host, peer.port)
+        """Stop re-dialling (name, address) after an authentication failure, for a growing while.
+
+        libzmq would retry a CURVE handshake with the wrong server key every
+        100 ms forever (reliability.md §1); we close the DEALER instead and
+        refuse further dials of that combination for 1, 2, 4 ... 60 s.
+        """
+        key = (peer.name, peer.host, peer.port)
         previous = self._backoff.get(key)
         interval = min(60.0, previous[1] * 2) if previous else 1.0
         self._backoff[key] = (self._running().time() + interval, interval, reason)

@@ -300,15 +300,17 @@ class Receiver:
                 self._teardown(peer, "unreachable", notify=False, error=JoinRefused(str(exc)))
             self._reject("protocol_error", peer, exc)
             return
-        if header.sender != peer.name:
-            self._reject("wrong_sender", peer, f"{header.sender!r} on a link to {peer.name!r}")
-            return
         kind = header.kind
+        # Answers to our HELLO may come from whoever holds the address (#251);
+        # the session id they echo is what ties them to our dial.
         if kind is Kind.WELCOME:
             self._handle_welcome(peer, frames[1:])
             return
         if kind is Kind.REFUSE:
             self._handle_refuse(peer, frames[1:])
+            return
+        if header.sender != peer.name:
+            self._reject("wrong_sender", peer, f"{header.sender!r} on a link to {peer.name!r}")
             return
         if peer.spec is None or header.incarnation != peer.spec.incarnation:
             self._reject("stale_incarnation", peer)
@@ -551,7 +553,7 @@ class Receiver:
             return
         if tell and peer.up_reported and reason not in ("left", "disconnected"):
             # Best effort: a live peer must not keep sending into a dead session.
-            self._send_control(peer, Kind.BYE, b"connection_closed")
+            self._say_bye(peer, "connection_closed")
         del self._peers[peer.name]
         lanes = list(peer.lanes.values())
         for lane in lanes:
@@ -576,6 +578,14 @@ class Receiver:
                 self.handler.on_peer_down(peer.spec, reason)
             except Exception:
                 log.exception("on_peer_down handler failed for %s", peer.spec)
+
+    def _say_bye(self, peer: Peer, reason: str) -> None:
+        """Send BYE by the path most likely alive: our ROUTER to the peer's DEALER, else ours."""
+        if peer.credit_rid is not None and self._router is not None:
+            header = encode_header(Header(Kind.BYE, self.name, self.incarnation, "", "", 0, 0))
+            if self._router_send([peer.credit_rid, header, reason.encode()]):
+                return
+        self._send_control(peer, Kind.BYE, reason.encode())
 
     def _defer_teardown(self, peer: Peer, reason: str) -> None:
         """Tear down from a send path (after the caller's bookkeeping)."""

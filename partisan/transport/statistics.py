@@ -9,9 +9,7 @@ of a flapping peer stay visible after its session is gone.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 
 __all__ = [
     "ChannelStatistics",
@@ -82,7 +80,7 @@ class LinkStatistics:
 
     node: str
     peers: tuple[PeerStatistics, ...] = ()
-    rejected: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    rejected: dict[str, int] = field(default_factory=dict)  # a copy, safe to keep
     refused: int = 0
     handshakes: int = 0
     decoded: int = 0
@@ -119,6 +117,6 @@ class PeerCounters:
         return slot
 
 
-def freeze_rejected(counter: Counter[str]) -> Mapping[str, int]:
-    """An immutable copy of the rejection counter."""
-    return MappingProxyType(dict(counter))
+def freeze_rejected(counter: Counter[str]) -> dict[str, int]:
+    """A copy of the rejection counter for a snapshot (plain dict: `dataclasses.asdict` works)."""
+    return dict(counter)
