@@ -158,6 +158,33 @@ async def test_kill_9_restarts_new_incarnation_on_old_port(no_orphans: list[int]
         assert sup.statistics().restarts == 1
 
 
+@pytest.mark.timeout(60)
+@run_async
+async def test_real_node_kill_9_is_restarted_within_2_s_on_its_old_port(
+    no_orphans: list[int],
+) -> None:
+    node = ProcessSpec(
+        "n1",
+        [sys.executable, "-m", "partisan", "node", "start", "n1", "--insecure", "--port", "{port}"],
+        ready_timeout=20,
+    )
+    sup = ProcessSupervisor([node], intensity=1, period=30)
+    rec = Recorder(sup)
+    async with sup:
+        old = sup.which_children()[0]
+        assert old.os_pid is not None and old.incarnation is not None
+        no_orphans.append(old.os_pid)
+        killed_at = time.monotonic()
+        os.kill(old.os_pid, signal.SIGKILL)
+        await wait_until(lambda: len(rec.of(ProcessStarted)) == 2, RESTART_DEADLINE, "restart")
+        assert time.monotonic() - killed_at < RESTART_DEADLINE
+        new = sup.which_children()[0]
+        no_orphans.append(new.os_pid or 0)
+        assert new.address == old.address and new.os_pid != old.os_pid
+        assert new.incarnation is not None and new.incarnation > old.incarnation
+        assert _port_is_listening(new.port)
+
+
 @pytest.mark.timeout(30)
 @run_async
 async def test_gives_up_after_intensity_and_stops_everyone(no_orphans: list[int]) -> None:
