@@ -205,6 +205,10 @@ class TestNode:
             pad = b"x" * size
             while True:
                 tag = self.recorder.ups.get(peer, 0)
+                if not self.links.is_connected(peer):
+                    counters["skipped"] += 1
+                    await asyncio.sleep(interval)
+                    continue
                 try:
                     payload = ("m", self.config.name, channel, None, tag, i, pad)
                     self.links.send(peer, channel, "sink", payload)

@@ -1,0 +1,96 @@
+"""Failure detection and sessions: kill -9, SIGSTOP/SIGCONT, no frame of an old session."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from partisan.config import Config
+from partisan.testing import NodeProcess, detection_deadline, wait_until
+
+
+def _downs(node: NodeProcess, peer: str) -> list[dict[str, Any]]:
+    return [
+        e for e in node.request("events")["events"] if e["event"] == "down" and e["peer"] == peer
+    ]
+
+
+def _ups(node: NodeProcess, peer: str) -> list[dict[str, Any]]:
+    return [e for e in node.request("events")["events"] if e["event"] == "up" and e["peer"] == peer]
+
+
+@pytest.mark.timeout(30)
+def test_kill_9_is_reported_within_heartbeat_timeout_plus_1s(
+    node_factory: Callable[..., NodeProcess],
+    key_dir: Callable[..., Path],
+    fast_heartbeats: dict[str, float],
+) -> None:
+    keys = key_dir("a", "b")
+    deadline = detection_deadline(Config(**fast_heartbeats))
+    a = node_factory("a", keys=keys, settings=fast_heartbeats)
+    b = node_factory("b", keys=keys, settings=fast_heartbeats)
+    a.request("connect", target=str(b.spec))
+    killed_at = time.monotonic()  # CLOCK_MONOTONIC is one clock for every process
+    b.kill()
+    down = wait_until(lambda: _downs(a, "b"), deadline, message="a to report b down")[0]
+    assert down["t"] - killed_at <= deadline
+    assert down["reason"] in ("connection_closed", "heartbeat_timeout")
+    assert a.request("stats")["stats"]["peers"][0]["connected"] is False
+
+
+@pytest.mark.timeout(60)
+def test_sigstop_is_detected_and_sigcont_brings_a_new_session_without_old_frames(
+    node_factory: Callable[..., NodeProcess],
+    key_dir: Callable[..., Path],
+    fast_heartbeats: dict[str, float],
+) -> None:
+    keys = key_dir("a", "b")
+    deadline = detection_deadline(Config(**fast_heartbeats))
+    a = node_factory("a", keys=keys, settings=fast_heartbeats)
+    b = node_factory("b", keys=keys, settings=fast_heartbeats)
+    a.request("keep_connected", target=str(b.spec))
+    wait_until(lambda: _ups(a, "b") and _ups(b, "a"), 5, message="the first session")
+    # Both stream, tagging each message with their count of link-ups (= the session).
+    a.request("stream", peer="b", interval=0.002)
+    b.request("stream", peer="a", interval=0.002)
+    wait_until(lambda: a.request("received")["counts"].get("b/default", 0) > 50, 5)
+
+    stopped_at = time.monotonic()
+    b.signal(signal.SIGSTOP)
+    try:
+        down = wait_until(lambda: _downs(a, "b"), deadline, message="a to see b frozen")[0]
+        assert down["t"] - stopped_at <= deadline
+        assert down["reason"] == "heartbeat_timeout"
+    finally:
+        b.signal(signal.SIGCONT)
+
+    # a keeps re-dialling; after SIGCONT the link comes back as a new session.
+    wait_until(lambda: len(_ups(a, "b")) >= 2, deadline + 5, message="a new session")
+    wait_until(lambda: len(_ups(b, "a")) >= 2, deadline + 5, message="b to see the new session")
+
+    def new_session_traffic() -> bool:
+        tags_at_a = {e[3] for e in a.request("received")["log"] if e[0] == "msg"}
+        tags_at_b = {e[3] for e in b.request("received")["log"] if e[0] == "msg"}
+        return 2 in tags_at_a and 2 in tags_at_b
+
+    wait_until(new_session_traffic, 10, message="messages of the new session both ways")
+    a.request("stop_stream")
+    b.request("stop_stream")
+
+    for node, peer in ((a, "b"), (b, "a")):
+        received = node.request("received")
+        assert received["disorder"] == 0
+        log = received["log"]
+        # Find where this node saw the old session end: nothing tagged with the
+        # old session may be delivered after that point.
+        ends = [i for i, entry in enumerate(log) if entry[0] == "down" and entry[1] == peer]
+        assert ends, f"{node.name} never saw the old session end: {log}"
+        late = [e for e in log[ends[0] :] if e[0] == "msg" and e[1] == peer and e[3] < 2]
+        assert not late, (
+            f"{node.name} delivered frames of the old session after it ended: {late} {log}"
+        )
