@@ -362,3 +362,27 @@ def test_no_orphans_after_the_supervisor_dies(
             proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+@pytest.mark.timeout(30)
+@run_async
+async def test_concurrent_start_keeps_spec_order_and_fails_as_a_whole(
+    no_orphans: list[int],
+) -> None:
+    sup = ProcessSupervisor([spec(f"n{i}") for i in range(4)], start_concurrency=4)
+    rec = Recorder(sup)
+    async with sup:
+        infos = sup.which_children()
+        no_orphans.extend(i.os_pid for i in infos if i.os_pid)
+        assert [i.id for i in infos] == ["n0", "n1", "n2", "n3"]
+        assert all(i.state is ProcessState.RUNNING for i in infos)
+    assert [e.id for e in rec.of(ProcessExited)] == ["n3", "n2", "n1", "n0"]
+
+    bad = ProcessSpec("bad", [sys.executable, "-c", "raise SystemExit('no such config')"])
+    sup = ProcessSupervisor([spec("ok1"), bad, spec("ok2")], start_concurrency=3)
+    rec = Recorder(sup)
+    with pytest.raises(StartChildError, match="no such config"):
+        await sup.start()
+    started = [e for e in rec.of(ProcessStarted) if isinstance(e, ProcessStarted)]
+    no_orphans.extend(e.os_pid for e in started)
+    assert sup.stopped and gone(no_orphans)
