@@ -236,9 +236,15 @@ def reply(caller: From, value: Any) -> None:
     proc.runtime.reply(proc, caller, value)
 
 
-async def receive(match: Match = None, timeout: float | None = None) -> Any:
-    """Take the first queued message matching `match` (a type, tuple of types, predicate)."""
-    return await current().receive(match, timeout)
+def receive(match: Match = None, timeout: float | None = None) -> Awaitable[Any]:
+    """``await receive(...)``: the first queued message matching `match`.
+
+    `match` is a type, a tuple of types or a predicate; non-matching messages
+    stay queued in order; `ReceiveTimeout` after `timeout` seconds. (A plain
+    function returning the awaitable, to save a coroutine frame per waiting
+    actor.)
+    """
+    return current().receive(match, timeout)
 
 
 def monitor(target: Dest) -> Ref:

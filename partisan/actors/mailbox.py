@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
 from partisan.errors import ReceiveTimeout
@@ -54,17 +54,25 @@ def _wake(fut: asyncio.Future[Any], value: object) -> None:
 
 
 class Mailbox:
-    """Messages in arrival order and the one coroutine that may be waiting for them."""
+    """Messages in arrival order and the one coroutine that may be waiting for them.
+
+    The deque exists only while messages are queued (an empty deque costs
+    ~760 bytes, most of an idle actor's footprint); it is dropped again when
+    the receiver finds it empty and goes to sleep.
+    """
 
     __slots__ = ("_queue", "_waiter")
 
     def __init__(self) -> None:
-        self._queue: deque[Any] = deque()
+        self._queue: deque[Any] | None = None
         self._waiter: asyncio.Future[Any] | None = None
 
     def put(self, msg: Any) -> None:
         """Append `msg` and wake the receiver; never blocks, never awaits."""
-        self._queue.append(msg)
+        queue = self._queue
+        if queue is None:
+            queue = self._queue = deque()
+        queue.append(msg)
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None
@@ -72,15 +80,23 @@ class Mailbox:
                 waiter.set_result(None)
 
     def __len__(self) -> int:
-        return len(self._queue)
+        return 0 if self._queue is None else len(self._queue)
+
+    def messages(self) -> list[Any]:
+        """A copy of the queued messages, oldest first (for inspection and tests)."""
+        return [] if self._queue is None else list(self._queue)
 
     def take(self, match: Match = None) -> tuple[bool, Any]:
         """Remove and return the first matching message without waiting: (found, msg)."""
-        predicate = as_predicate(match)
-        return self._scan(predicate, 0)
+        return self._scan(as_predicate(match), 0)
+
+    def clear(self) -> None:
+        self._queue = None
 
     def _scan(self, predicate: Callable[[Any], bool] | None, start: int) -> tuple[bool, Any]:
         queue = self._queue
+        if queue is None:
+            return False, None
         if predicate is None:
             if len(queue) > start:
                 if start == 0:
@@ -96,35 +112,60 @@ class Mailbox:
                 return True, msg
         return False, None
 
-    async def receive(self, match: Match = None, timeout: float | None = None) -> Any:
-        """Wait for the first message matching `match`; `ReceiveTimeout` after `timeout` s."""
+    def receive(self, match: Match = None, timeout: float | None = None) -> Awaitable[Any]:
+        """Wait for the first message matching `match`; `ReceiveTimeout` after `timeout` s.
+
+        A plain function returning an awaitable: when a message is already
+        queued no coroutine is created at all.
+        """
         predicate = as_predicate(match)
         found, msg = self._scan(predicate, 0)
         if found:
-            return msg
+            return _ready(msg)
         if timeout is not None and timeout <= 0:
             raise ReceiveTimeout(f"no matching message (timeout={timeout})")
         if self._waiter is not None and not self._waiter.done():
             raise RuntimeError("two coroutines are receiving from one mailbox at once")
+        return self._wait(predicate, timeout)
+
+    async def _wait(self, predicate: Callable[[Any], bool] | None, timeout: float | None) -> Any:
         loop = asyncio.get_running_loop()
-        timer: asyncio.TimerHandle | None = None
-        scanned = len(self._queue)
+        timer = None if timeout is None else loop.call_later(timeout, _wake_timeout, self)
+        queue = self._queue
+        if queue is not None and not queue:
+            self._queue = queue = None  # idle: give the empty deque back
+        scanned = 0 if queue is None else len(queue)
         try:
             while True:
                 fut: asyncio.Future[Any] = loop.create_future()
                 self._waiter = fut
-                if timeout is not None and timer is None:
-                    timer = loop.call_later(timeout, _wake_timeout, self)
                 if await fut is _TIMED_OUT:
                     raise ReceiveTimeout(f"no matching message within {timeout} s")
                 found, msg = self._scan(predicate, scanned)
                 if found:
                     return msg
-                scanned = len(self._queue)
+                scanned = len(self)
         finally:
             self._waiter = None
             if timer is not None:
                 timer.cancel()
+
+
+class _Ready:
+    """An already-completed awaitable (cheaper than a coroutine or a Future)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self.value
+        yield  # pragma: no cover  # makes this a generator
+
+
+def _ready(value: Any) -> Awaitable[Any]:
+    return _Ready(value)
 
 
 def _wake_timeout(mailbox: Mailbox) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from partisan.actors.mailbox import Mailbox
@@ -40,7 +39,6 @@ class Process(Mailbox):
 
     __slots__ = (
         "actor",
-        "after_exit",
         "alive",
         "kill_reason",
         "links",
@@ -50,6 +48,7 @@ class Process(Mailbox):
         "pid",
         "runtime",
         "started",
+        "stepped",
         "task",
         "trap_exit",
         "watching",
@@ -75,8 +74,8 @@ class Process(Mailbox):
         self.actor: Any = None
         #: Resolved once a GenServer's init returned (start waits on it).
         self.started: asyncio.Future[None] | None = None
-        #: Callbacks run once the exit has been processed (e.g. a stop reply).
-        self.after_exit: list[Callable[[], None]] | None = None
+        #: True once the actor's task took its first step (a kill before that must not cancel).
+        self.stepped = False
 
     @property
     def is_main(self) -> bool:
@@ -89,7 +88,7 @@ class Process(Mailbox):
         self.links.add(pid)
 
     def __repr__(self) -> str:
-        return f"<Process {self.pid!r} alive={self.alive} queued={len(self._queue)}>"
+        return f"<Process {self.pid!r} alive={self.alive} queued={len(self)}>"
 
 
 _current: contextvars.ContextVar[Process] = contextvars.ContextVar("partisan_current_process")

@@ -4,10 +4,10 @@ Theory of operation
 -------------------
 Every actor is an asyncio Task running `_run`, and a `Process` record held in
 ``Runtime.processes`` (a strong reference: a Task nobody references can be
-garbage collected mid-flight). A done-callback observes every exit, whatever
-ended the task (return, exception, cancellation before it even started), and
-runs `_exit`, which is the single place where an actor's death is turned into
-signals, as in Erlang:
+garbage collected mid-flight). `_run` observes every exit, whatever ended the
+actor (return, exception, cancellation, a kill before it even started), and
+runs `_exit` inside the task, the single place where an actor's death is
+turned into signals, as in Erlang:
 
 * to each linked actor an *exit signal*: a trapping actor gets an `Exit`
   message; a non-trapping one dies with the same reason unless the reason is
@@ -176,9 +176,7 @@ class Runtime:
         loop = asyncio.get_running_loop()
         if wants_start:
             proc.started = loop.create_future()
-        task = loop.create_task(self._run(proc, entry, args))
-        proc.task = task
-        task.add_done_callback(lambda t, p=proc: self._on_done(p, t))  # type: ignore[misc]
+        proc.task = loop.create_task(self._run(proc, entry, args))
         if link and parent is not None:
             self.link(proc, parent)  # after the task exists: a noproc exit must cancel it
         return proc
@@ -187,8 +185,11 @@ class Runtime:
         self, proc: Process, entry: Callable[..., Coroutine[Any, Any, Any]], args: tuple[Any, ...]
     ) -> Any:
         _current.set(proc)
+        proc.stepped = True
         reason: Any = "normal"
         try:
+            if proc.kill_reason is not None:  # killed before it ever ran
+                raise ActorExit(proc.kill_reason)
             await entry(*args)
         except asyncio.CancelledError:
             reason = proc.kill_reason if proc.kill_reason is not None else "killed"
@@ -200,14 +201,6 @@ class Runtime:
         # exit now, inside the task, so nobody sees a finished actor as alive
         self._exit(proc, reason)
         return reason
-
-    def _on_done(self, proc: Process, task: asyncio.Task[Any]) -> None:
-        if task.cancelled():  # cancelled before its first step: _run never ran
-            reason = proc.kill_reason if proc.kill_reason is not None else "killed"
-        else:
-            exc = task.exception()
-            reason = crashed_from(exc) if exc is not None else task.result()
-        self._exit(proc, reason)
 
     def _check_name_free(self, name: str) -> None:
         if not isinstance(name, str) or not name or name.startswith(("$", "partisan:")):
@@ -238,10 +231,7 @@ class Runtime:
             self.notify_down(ref, watcher, proc.pid, reason, via_name=None)
         if self.dist is not None:
             self.dist.forget_process(proc)
-        proc._queue.clear()
-        after, proc.after_exit = proc.after_exit, None
-        for callback in after or ():
-            callback()
+        proc.clear()
 
     def kill(self, proc: Process, reason: Any) -> None:
         """End `proc` with `reason` (cancelling its task); the first reason wins."""
@@ -250,10 +240,11 @@ class Runtime:
         if proc.kill_reason is None:
             proc.kill_reason = reason
         task = proc.task
-        if task is not None and task is asyncio.current_task():
+        if task is None or not proc.stepped:
+            return  # _run sees kill_reason on its first step (a cancel now would skip _run)
+        if task is asyncio.current_task():
             raise ActorExit(reason)
-        if task is not None:
-            task.cancel()
+        task.cancel()
 
     def send_exit(self, src: Pid, dst: Pid, reason: Any, *, linked: bool) -> None:
         """Send an exit signal from `src` to `dst` (local or remote)."""
@@ -350,11 +341,7 @@ class Runtime:
         if active:
             self.demonitor_any(ref)
         if flush:
-            queue = owner._queue
-            for index, msg in enumerate(queue):
-                if isinstance(msg, Down) and msg.ref == ref:
-                    del queue[index]
-                    break
+            owner.take(lambda msg: isinstance(msg, Down) and msg.ref == ref)
         return active
 
     def _unwatch(self, ref: Ref, watch: Watch) -> None:
@@ -579,7 +566,7 @@ class Runtime:
     def statistics(self) -> RuntimeStatistics:
         """Snapshot: actor count, the five deepest mailboxes, routing and drop counters."""
         deepest = sorted(
-            ((p.pid, len(p._queue)) for p in self.processes.values() if p._queue),
+            ((p.pid, len(p)) for p in self.processes.values() if p._queue),
             key=lambda item: -item[1],
         )[:5]
         return RuntimeStatistics(
