@@ -31,7 +31,8 @@ from partisan.actors.signals import Ref
 from partisan.identity import Pid
 
 __all__ = [
-    "CallReq",
+    "CALL",
+    "REPLY",
     "DemonitorReq",
     "DownSig",
     "ExitSig",
@@ -39,13 +40,14 @@ __all__ = [
     "MonitorReq",
     "PingReply",
     "PingReq",
-    "ReplyMsg",
     "RpcReply",
     "RpcReq",
     "Shipped",
     "SpawnReply",
     "SpawnReq",
     "UnlinkReq",
+    "call_envelope",
+    "reply_envelope",
     "ship",
     "unship",
 ]
@@ -161,23 +163,37 @@ class ExitSig:
     linked: bool
 
 
-@dataclass(frozen=True, slots=True)
-class CallReq:
-    """A call: the receiving runtime monitors the target for the caller, then queues `Call`."""
+# The two envelopes on the hot path (a call and its reply) are plain tuples of
+# str/int/tuple: pickling a slotted dataclass measured ~15x slower (17 us to
+# dump and 16 us to load a CallReq dataclass vs ~1 us as a tuple), and a call
+# round trip carries two of them. Pids and refs travel as (node, inc, id).
 
-    ref: Ref
-    caller: Pid
-    target: Target
-    request: Any
+CALL = "$call"
+REPLY = "$reply"
+
+#: (CALL, ref, caller, target, request): target is a pid triple or a registered name.
+CallEnvelope = tuple[str, tuple[str, int, int], tuple[str, int, int], Any, Any]
+#: (REPLY, ref, value, demonitored): `demonitored` means the callee's node dropped its monitor.
+ReplyEnvelope = tuple[str, tuple[str, int, int], Any, bool]
 
 
-@dataclass(frozen=True, slots=True)
-class ReplyMsg:
-    """A call's reply; `demonitored` says the callee's node already dropped the call's monitor."""
+def call_envelope(ref: Ref, caller: Pid, target: Target, request: Any) -> CallEnvelope:
+    """The wire form of a call (see `CALL`)."""
+    wire_target = (
+        (target.node, target.incarnation, target.id) if isinstance(target, Pid) else target
+    )
+    return (
+        CALL,
+        (ref.node, ref.incarnation, ref.id),
+        (caller.node, caller.incarnation, caller.id),
+        wire_target,
+        request,
+    )
 
-    ref: Ref
-    value: Any
-    demonitored: bool
+
+def reply_envelope(ref: Ref, value: Any, demonitored: bool) -> ReplyEnvelope:
+    """The wire form of a call's reply (see `REPLY`)."""
+    return (REPLY, (ref.node, ref.incarnation, ref.id), value, demonitored)
 
 
 @dataclass(frozen=True, slots=True)

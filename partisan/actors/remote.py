@@ -198,7 +198,7 @@ class Distribution:
         if dst.node in self.up and not self._stale(dst):
             self.post(dst.node, env.ExitSig(src, dst, reason, linked), src)
 
-    async def call(
+    def call(
         self,
         ref: Ref,
         caller: Process,
@@ -208,9 +208,12 @@ class Distribution:
         *,
         channel: str,
         partition_key: Any,
-        timeout: float | None,
-    ) -> None:
-        """Register the call's monitor and send the `CallReq` (waiting for room if Overloaded)."""
+    ) -> tuple[str, Any] | None:
+        """Register the call's monitor and send it.
+
+        Returns None when sent, or ``(node, envelope)`` when the peer's send
+        budget is used up (`Overloaded`): the caller then awaits `call_wait`.
+        """
         node = self.runtime.node_of(dest)
         if isinstance(dest, Pid) and self._stale(dest):
             self.runtime.drops["stale_incarnation"] += 1
@@ -219,19 +222,32 @@ class Distribution:
             raise NotConnected(f"no route to node {node!r}")
         wire: env.Target = dest if isinstance(dest, Pid) else dest[0]
         self.runtime._add_watch(ref, Watch(caller, dest, node, future), caller)
-        envelope = env.CallReq(ref, caller.pid, wire, request)
+        envelope = env.call_envelope(ref, caller.pid, wire, request)
         try:
-            try:
-                self.links.send(node, channel, RUNTIME_DEST, envelope, partition_key=partition_key)
-            except Overloaded:
-                await self.links.send_wait(
-                    node,
-                    channel,
-                    RUNTIME_DEST,
-                    envelope,
-                    partition_key=partition_key,
-                    timeout=timeout,
-                )
+            self.links.send(node, channel, RUNTIME_DEST, envelope, partition_key=partition_key)
+        except Overloaded:
+            return node, envelope
+        except BaseException:
+            self.runtime.demonitor_any(ref)
+            raise
+        self.runtime.routed_remote += 1
+        return None
+
+    async def call_wait(
+        self,
+        ref: Ref,
+        pending: tuple[str, Any],
+        *,
+        channel: str,
+        partition_key: Any,
+        timeout: float | None,
+    ) -> None:
+        """Send a call that met `Overloaded`, waiting for room (within the call's timeout)."""
+        node, envelope = pending
+        try:
+            await self.links.send_wait(
+                node, channel, RUNTIME_DEST, envelope, partition_key=partition_key, timeout=timeout
+            )
         except BaseException:
             self.runtime.demonitor_any(ref)
             raise
@@ -248,7 +264,9 @@ class Distribution:
         if self._stale(caller.pid):
             self.runtime.drops["stale_incarnation"] += 1
             return
-        self.post(caller.pid.node, env.ReplyMsg(caller.ref, value, demonitored), partition_key)
+        self.post(
+            caller.pid.node, env.reply_envelope(caller.ref, value, demonitored), partition_key
+        )
 
     def forget_process(self, proc: Process) -> None:
         """`proc` exited: drop its node subscriptions (its links and monitors are handled)."""
@@ -339,7 +357,11 @@ class Distribution:
         """A frame for an actor (or ``$runtime``) arrived from `sender` (LinkHandler)."""
         runtime = self.runtime
         if dest == RUNTIME_DEST:
-            self._control(sender, payload)
+            try:
+                self._control(sender, payload)
+            except Exception:  # an authenticated peer's malformed envelope: count, never crash
+                runtime.drops["bad_control"] += 1
+                logger.exception("bad control message from %s", sender)
             return
         runtime.received_remote += 1
         if dest.startswith(_PID_PREFIX):
@@ -384,22 +406,34 @@ class Distribution:
         self.in_monitors[ref] = proc
         self.in_by_node[watcher.node].add(ref)
 
+    def _hot(self, sender: NodeSpec, msg: tuple[Any, ...]) -> None:
+        """A call or a reply (tuples, see `envelopes.CALL`)."""
+        runtime = self.runtime
+        tag = msg[0]
+        if tag == env.REPLY:
+            _, ref, value, demonitored = msg
+            runtime.on_reply(Ref(*ref), value, demonitored=demonitored)
+        elif tag == env.CALL:
+            _, ref_t, caller_t, target, request = msg
+            ref, caller = Ref(*ref_t), Pid(*caller_t)
+            if type(target) is tuple:
+                target = Pid(*target)
+            proc = self._resolve(target)
+            if proc is None:
+                runtime.drops["noproc" if isinstance(target, Pid) else "unknown_name"] += 1
+                self.post(sender.name, env.DownSig(ref, self._shown(target), "noproc"), None)
+                return
+            self._add_in_monitor(ref, proc, caller)
+            proc.put(Call(From(caller, ref), request))
+            runtime.received_remote += 1
+        else:
+            runtime.drops["bad_control"] += 1
+
     def _control(self, sender: NodeSpec, msg: Any) -> None:
         runtime = self.runtime
         kind = type(msg)
-        if kind is env.CallReq:
-            proc = self._resolve(msg.target)
-            if proc is None:
-                runtime.drops["noproc" if isinstance(msg.target, Pid) else "unknown_name"] += 1
-                self.post(
-                    sender.name, env.DownSig(msg.ref, self._shown(msg.target), "noproc"), None
-                )
-                return
-            self._add_in_monitor(msg.ref, proc, msg.caller)
-            proc.put(Call(From(msg.caller, msg.ref), msg.request))
-            runtime.received_remote += 1
-        elif kind is env.ReplyMsg:
-            runtime.on_reply(msg.ref, msg.value, demonitored=msg.demonitored)
+        if kind is tuple:
+            self._hot(sender, msg)
         elif kind is env.MonitorReq:
             proc = self._resolve(msg.target)
             if proc is None:

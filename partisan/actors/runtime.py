@@ -89,6 +89,11 @@ class Watch:
         self.future = future
 
 
+def _expire_call(future: asyncio.Future[Any], dest: Any, timeout: float) -> None:
+    if not future.done():
+        future.set_exception(CallTimeout(f"call to {dest!r} got no reply within {timeout} s"))
+
+
 def crashed_from(exc: BaseException) -> Crashed:
     """The `Crashed` exit reason for `exc` (type, message, formatted traceback)."""
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
@@ -430,8 +435,13 @@ class Runtime:
         channel: str = "default",
         partition_key: Any = None,
     ) -> Any:
-        """Send `Call(From, request)` to `dest` and wait for `reply`; fail fast if it dies."""
+        """Send `Call(From, request)` to `dest` and wait for `reply`; fail fast if it dies.
+
+        One Future, one timer handle and no other await on the way (no
+        `asyncio.timeout` context, no coroutine for the send).
+        """
         loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
         if self.is_local(dest):
             target = self.resolve_local(dest)
             if target is None:
@@ -439,7 +449,6 @@ class Runtime:
                 raise CallExit("noproc")
             if target is caller:
                 raise CallExit("calling_self")
-            future: asyncio.Future[Any] = loop.create_future()
             ref = self.monitor(caller, target.pid, future=future)
             target.put(Call(From(caller.pid, ref), request))
             self.routed_local += 1
@@ -448,27 +457,23 @@ class Runtime:
                 from partisan.errors import NotConnected
 
                 raise NotConnected(f"no route to node {self.node_of(dest)!r}")
-            future = loop.create_future()
             ref = make_ref(self.node, self.incarnation)
             key = caller.pid if partition_key is None else partition_key
-            await self.dist.call(
-                ref,
-                caller,
-                dest,
-                request,
-                future,
-                channel=channel,
-                partition_key=key,
-                timeout=timeout,
+            pending = self.dist.call(
+                ref, caller, dest, request, future, channel=channel, partition_key=key
             )
+            if pending is not None:  # Overloaded: wait for room within the call's timeout
+                await self.dist.call_wait(
+                    ref, pending, channel=channel, partition_key=key, timeout=timeout
+                )
+        timer = None
+        if timeout is not None:
+            timer = loop.call_later(timeout, _expire_call, future, dest, timeout)
         try:
-            if timeout is None:
-                return await future
-            async with asyncio.timeout(timeout):
-                return await future
-        except TimeoutError:
-            raise CallTimeout(f"call to {dest!r} got no reply within {timeout} s") from None
+            return await future
         finally:
+            if timer is not None:
+                timer.cancel()
             if ref in self.watches:
                 self.demonitor(caller, ref)
 
