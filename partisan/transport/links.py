@@ -75,6 +75,8 @@ __all__ = ["LinkHandler", "Links"]
 log = logging.getLogger(__name__)
 
 _TEMPLATE_CACHE = 4096
+_FIRST = zmq.NOBLOCK | zmq.SNDMORE
+_ZERO_COPY = 64 * 1024  # parts at least this big are sent without copying
 #: magic, version, kind, flags, incarnation, seq: the header bytes before template[2].
 _HEADER_PREFIX = 22  # (channel, dest) header templates kept before the cache is reset
 
@@ -109,6 +111,7 @@ class Links(Receiver):
         self._handshakes = 0
         self._decoded = 0
         self._credit_due: set[Peer] = set()
+        self._names: dict[bytes, tuple[str, str, str]] = {}
         self._backoff: dict[tuple[str, str, int], tuple[float, float, str]] = {}
         self._templates: dict[tuple[str, str], tuple[bytes, bytes, bytes]] = {}
         self._name_b = self.name.encode()
@@ -447,8 +450,19 @@ class Links(Receiver):
         header = b"".join(
             (head, flags.to_bytes(2, "big"), incarnation, seq.to_bytes(8, "big"), strings)
         )
+        send = lane.sock.send
         try:
-            lane.sock.send_multipart([*lane.prefix, header, *frames], zmq.NOBLOCK, copy=False)
+            # The first part decides (EAGAIN / EHOSTUNREACH); the rest of a
+            # multipart message is then always accepted. One send per part is
+            # ~4x cheaper than send_multipart; big parts go zero-copy.
+            if lane.prefix:
+                send(lane.prefix[0], _FIRST)
+                send(header, zmq.SNDMORE)
+            else:
+                send(header, _FIRST)
+            last = len(frames) - 1
+            for i, frame in enumerate(frames):
+                send(frame, 0 if i == last else zmq.SNDMORE, copy=len(frame) < _ZERO_COPY)
         except zmq.Again:
             return False
         except zmq.ZMQError as exc:

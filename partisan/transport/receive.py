@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 from collections import Counter
 from typing import TYPE_CHECKING, Any, cast
 
@@ -30,7 +31,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from partisan.errors import JoinRefused, ProtocolError
-from partisan.transport.codec import decode_payload
+from partisan.transport.codec import FLAG_OOB, decode_payload
 from partisan.transport.lanes import OutLane
 from partisan.transport.peer import OutState, Peer
 from partisan.transport.session import (
@@ -43,6 +44,7 @@ from partisan.transport.session import (
     refusal,
 )
 from partisan.transport.wire import (
+    MAGIC,
     WIRE_VERSION,
     Header,
     Kind,
@@ -69,6 +71,29 @@ _FAILED_EVENTS: dict[int, str] = {
 }
 
 
+_DATA_PREFIX = MAGIC + bytes((WIRE_VERSION, Kind.DATA))
+_FLAGS_INC_SEQ = struct.Struct("!HQQ")  # wire.py's layout at offset 4: flags, incarnation, seq
+_NAMES_CACHE = 4096
+
+
+def _read_parts(sock: zmq.Socket[bytes], header: bytes) -> list[Any]:
+    """Read the rest of a message whose `header` part was just read (all parts are there).
+
+    Small parts are copied into bytes (a zmq.Frame costs more than the copy);
+    out-of-band payload buffers and HELLO greetings stay zmq.Frames — the
+    former to avoid copying megabytes, the latter for their User-Id property.
+    """
+    zero_copy = len(header) > 5 and (header[3] == Kind.HELLO or header[5] & FLAG_OOB)
+    parts: list[Any] = []
+    while sock.getsockopt(zmq.RCVMORE):
+        parts.append(sock.recv(zmq.NOBLOCK, copy=not zero_copy))
+    return parts
+
+
+def _view(part: Any) -> bytes | memoryview:
+    return part.buffer if isinstance(part, zmq.Frame) else part
+
+
 def _events(sock: zmq.Socket[bytes]) -> int:
     return cast(int, sock.getsockopt(zmq.EVENTS))
 
@@ -90,6 +115,7 @@ class Receiver:
     _handshakes: int
     _decoded: int
     _credit_due: set[Peer]
+    _names: dict[bytes, tuple[str, str, str]]
     _router: zmq.Socket[bytes] | None
     _loop: asyncio.AbstractEventLoop | None
     _router_scheduled: bool
@@ -123,14 +149,19 @@ class Receiver:
         if sock is None or self._paused:
             return
         count = 0
+        recv = sock.recv
         try:
             while count < _BATCH:
                 try:
-                    frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                    rid = recv(zmq.NOBLOCK)
                 except zmq.Again:
                     break
                 count += 1
-                self._on_router_message(frames)
+                if not sock.getsockopt(zmq.RCVMORE):
+                    self._reject("protocol_error", detail="a message with no header part")
+                    continue
+                header = recv(zmq.NOBLOCK)
+                self._on_router_message(rid, header, _read_parts(sock, header))
         finally:
             self._send_credits()
         if self._router is not None and (count >= _BATCH or _events(self._router) & zmq.POLLIN):
@@ -147,11 +178,11 @@ class Receiver:
         try:
             while count < _BATCH and not sock.closed:
                 try:
-                    frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                    header = sock.recv(zmq.NOBLOCK)
                 except zmq.Again:
                     break
                 count += 1
-                self._on_dealer_message(peer, lane, frames)
+                self._on_dealer_message(peer, lane, header, _read_parts(sock, header))
         finally:
             self._send_credits()
         if sock.closed:
@@ -247,13 +278,29 @@ class Receiver:
         if detail is not None:
             log.warning("%s dropped a frame (%s): %s", self.name, reason, detail)
 
-    def _on_router_message(self, frames: list[zmq.Frame]) -> None:
-        if len(frames) < 2:
-            self._reject("protocol_error", detail=f"{len(frames)} frame(s), no header")
+    def _on_router_message(self, rid: bytes, raw: bytes, parts: list[Any]) -> None:
+        if raw[:4] == _DATA_PREFIX:  # the hot path: no Header object, names cached
+            names = self._names.get(raw[22:])
+            if names is None:
+                names = self._decode_names(raw)
+                if names is None:
+                    return
+            entry = self._rid_cache.get(rid) or self._lookup_rid(rid)
+            if entry is None:
+                self._reject("unknown_session")
+                return
+            peer, inbound = entry
+            flags, incarnation, seq = _FLAGS_INC_SEQ.unpack_from(raw, 4)
+            spec = peer.spec
+            if spec is None or names[0] != peer.name or incarnation != spec.incarnation:
+                self._reject("stale_incarnation", peer)
+                return
+            peer.credit_rid = rid
+            size = len(raw) + sum(len(p) for p in parts)
+            self._deliver(peer, inbound, names[1], names[2], flags, seq, parts, size)
             return
-        rid = frames[0].bytes
         try:
-            header = decode_header(frames[1].buffer)
+            header = decode_header(raw)
         except WireVersionError as exc:
             parsed = parse_routing_id(rid)
             if parsed is not None:
@@ -265,23 +312,35 @@ class Receiver:
             return
         kind = header.kind
         if kind is Kind.HELLO:
-            self._handle_hello(rid, header, frames)
+            self._handle_hello(rid, header, parts)
             return
         entry = self._rid_cache.get(rid) or self._lookup_rid(rid)
         if entry is None:
             self._reject("unknown_session")
             return
-        peer, inbound = entry
+        peer, _ = entry
         spec = peer.spec
         if spec is None or header.sender != peer.name or header.incarnation != spec.incarnation:
             self._reject("stale_incarnation", peer)
             return
-        if kind is Kind.DATA:
-            size = sum(len(f) for f in frames) - len(frames[0])
-            peer.credit_rid = rid
-            self._deliver(peer, inbound, header, frames[2:], size)
-        else:
-            self._handle_control(peer, header, frames[2:])
+        self._handle_control(peer, header, parts)
+
+    def _decode_names(self, raw: bytes) -> tuple[str, str, str] | None:
+        """Fully check a DATA header once; cache its (sender, channel, dest) by its tail bytes.
+
+        The cache key is every byte after the fixed integers (the three
+        lengths and strings), so a hit is a header identical in everything
+        but flags, incarnation and seq, which the caller unpacks itself.
+        """
+        try:
+            header = decode_header(raw)
+        except ProtocolError as exc:
+            self._reject("protocol_error", detail=exc)
+            return None
+        if len(self._names) >= _NAMES_CACHE:
+            self._names.clear()
+        names = self._names[raw[22:]] = (header.sender, header.channel, header.dest)
+        return names
 
     def _lookup_rid(self, rid: bytes) -> tuple[Peer, InboundLane] | None:
         parsed = parse_routing_id(rid)
@@ -292,9 +351,9 @@ class Receiver:
         self._rid_cache[rid] = (peer, inbound)
         return peer, inbound
 
-    def _on_dealer_message(self, peer: Peer, lane: OutLane, frames: list[zmq.Frame]) -> None:
+    def _on_dealer_message(self, peer: Peer, lane: OutLane, raw: bytes, parts: list[Any]) -> None:
         try:
-            header = decode_header(frames[0].buffer)
+            header = decode_header(raw)
         except ProtocolError as exc:
             if peer.out_state is OutState.HANDSHAKING and isinstance(exc, WireVersionError):
                 self._teardown(peer, "unreachable", notify=False, error=JoinRefused(str(exc)))
@@ -304,10 +363,10 @@ class Receiver:
         # Answers to our HELLO may come from whoever holds the address (#251);
         # the session id they echo is what ties them to our dial.
         if kind is Kind.WELCOME:
-            self._handle_welcome(peer, frames[1:])
+            self._handle_welcome(peer, parts)
             return
         if kind is Kind.REFUSE:
-            self._handle_refuse(peer, frames[1:])
+            self._handle_refuse(peer, parts)
             return
         if header.sender != peer.name:
             self._reject("wrong_sender", peer, f"{header.sender!r} on a link to {peer.name!r}")
@@ -320,46 +379,52 @@ class Receiver:
             if inbound is None:
                 inbound = peer.in_lanes[lane.rid] = InboundLane()
             peer.credit_lane = lane
-            self._deliver(peer, inbound, header, frames[1:], sum(len(f) for f in frames))
+            size = len(raw) + sum(len(p) for p in parts)
+            self._deliver(
+                peer, inbound, header.channel, header.dest, header.flags, header.seq, parts, size
+            )
         else:
-            self._handle_control(peer, header, frames[1:])
+            self._handle_control(peer, header, parts)
 
     def _deliver(
         self,
         peer: Peer,
         inbound: InboundLane,
-        header: Header,
-        payload: list[zmq.Frame],
+        channel: str,
+        dest: str,
+        flags: int,
+        seq: int,
+        parts: list[Any],
         size: int,
     ) -> None:
         peer.last_heard = self._running().time()
         peer.consumed += size
         self._credit_due.add(peer)
-        verdict = inbound.check(header.seq)
+        verdict = inbound.check(seq)
         if verdict is not SeqVerdict.OK:
             if verdict is SeqVerdict.DUPLICATE:
                 self._reject("duplicate", peer)
                 return
-            self._reject("gap", peer, f"lane of {peer.name} skipped to seq {header.seq}")
+            self._reject("gap", peer, f"lane of {peer.name} skipped to seq {seq}")
             self._teardown(peer, "connection_closed")
             return
         try:
-            value = decode_payload(header.flags, [f.buffer for f in payload])
+            value = decode_payload(flags, [_view(p) for p in parts])
         except ProtocolError as exc:
             self._reject("decode_error", peer, exc)
             return
         self._decoded += 1
-        counts = peer.counters.channel(header.channel)
+        counts = peer.counters.channel(channel)
         counts[2] += 1
         counts[3] += size
         spec = peer.spec
         assert spec is not None
         try:
-            self.handler.on_message(spec, header.channel, header.dest, value)
+            self.handler.on_message(spec, channel, dest, value)
         except Exception:  # the handler's bug must not stop the links
             log.exception("on_message handler failed for a message from %s", peer.name)
 
-    def _handle_control(self, peer: Peer, header: Header, payload: list[zmq.Frame]) -> None:
+    def _handle_control(self, peer: Peer, header: Header, payload: list[Any]) -> None:
         peer.last_heard = self._running().time()
         kind = header.kind
         if kind is Kind.CREDIT:
@@ -367,7 +432,7 @@ class Receiver:
                 peer.room.set()
                 self._flushed.set()
         elif kind is Kind.BYE:
-            said = payload[0].bytes.decode("utf-8", "replace") if payload else ""
+            said = bytes(_view(payload[0])).decode("utf-8", "replace") if payload else ""
             self._teardown(peer, _BYE_REASONS.get(said, "connection_closed"), tell=False)
         elif kind is Kind.PING:
             pass
@@ -376,14 +441,14 @@ class Receiver:
 
     # ------------------------------------------------------------ handshake
 
-    def _handle_hello(self, rid: bytes, header: Header, frames: list[zmq.Frame]) -> None:
+    def _handle_hello(self, rid: bytes, header: Header, parts: list[Any]) -> None:
         parsed = parse_routing_id(rid)
-        if parsed is None or len(frames) != 3:
+        if parsed is None or len(parts) != 1 or not isinstance(parts[0], zmq.Frame):
             self._reject("protocol_error", detail="HELLO without our routing id or greeting")
             return
         session = parsed[0]
         try:
-            hello = Greeting.from_bytes(frames[2].buffer)
+            hello = Greeting.from_bytes(parts[0].buffer)
         except ProtocolError as exc:
             self._reject("protocol_error", detail=exc)
             self._refuse(rid, f"malformed HELLO: {exc}", session)
@@ -397,7 +462,7 @@ class Receiver:
             return
         key_owner = None
         if self.keystore is not None:
-            user_id = frames[1].get("User-Id")
+            user_id = parts[0].get("User-Id")  # the key CURVE authenticated
             key_owner = self.keystore.name_for(str(user_id)) if user_id else None
         reason = refusal(
             hello,
@@ -483,9 +548,9 @@ class Receiver:
         self._recheck_router()
         return True
 
-    def _handle_welcome(self, peer: Peer, payload: list[zmq.Frame]) -> None:
+    def _handle_welcome(self, peer: Peer, payload: list[Any]) -> None:
         try:
-            welcome = Greeting.from_bytes(payload[0].buffer if payload else b"")
+            welcome = Greeting.from_bytes(_view(payload[0]) if payload else b"")
         except ProtocolError as exc:
             self._reject("protocol_error", peer, exc)
             return
@@ -510,9 +575,9 @@ class Receiver:
             self._flush(peer, lane)
         self._maybe_up(peer)
 
-    def _handle_refuse(self, peer: Peer, payload: list[zmq.Frame]) -> None:
+    def _handle_refuse(self, peer: Peer, payload: list[Any]) -> None:
         try:
-            reason, session = decode_refusal(payload[0].buffer if payload else b"")
+            reason, session = decode_refusal(_view(payload[0]) if payload else b"")
         except ProtocolError as exc:
             self._reject("protocol_error", peer, exc)
             return
