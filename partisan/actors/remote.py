@@ -37,8 +37,9 @@ from typing import TYPE_CHECKING, Any
 
 from partisan.actors import envelopes as env
 from partisan.actors.process import Process
+from partisan.actors.remote_inbound import RUNTIME_DEST, Inbound
 from partisan.actors.runtime import Dest, Runtime, Watch
-from partisan.actors.signals import Call, From, NodeDown, NodeUp, Ref
+from partisan.actors.signals import From, NodeDown, NodeUp, Ref
 from partisan.errors import CallExit, NotConnected, Overloaded
 from partisan.identity import NodeSpec, Pid
 
@@ -49,12 +50,8 @@ __all__ = ["RUNTIME_DEST", "Distribution"]
 
 logger = logging.getLogger(__name__)
 
-RUNTIME_DEST = "$runtime"
-_PID_PREFIX = "partisan:pid:"
-_PID_CACHE_MAX = 10_000
 
-
-class Distribution:
+class Distribution(Inbound):
     """One node's remote half of the actor runtime; implements LinkHandler."""
 
     def __init__(self, runtime: Runtime) -> None:
@@ -350,124 +347,3 @@ class Distribution:
         """We closed the session ourselves (leave): same effects as a peer down."""
         if node in self.up:
             self._node_down(node, reason)
-
-    # ---------------------------------------------------------- inbound
-
-    def on_message(self, sender: NodeSpec, channel: str, dest: str, payload: Any) -> None:
-        """A frame for an actor (or ``$runtime``) arrived from `sender` (LinkHandler)."""
-        runtime = self.runtime
-        if dest == RUNTIME_DEST:
-            try:
-                self._control(sender, payload)
-            except Exception:  # an authenticated peer's malformed envelope: count, never crash
-                runtime.drops["bad_control"] += 1
-                logger.exception("bad control message from %s", sender)
-            return
-        runtime.received_remote += 1
-        if dest.startswith(_PID_PREFIX):
-            pid = self._pid_cache.get(dest)
-            if pid is None:
-                try:
-                    pid = Pid.parse(dest)
-                except ValueError:
-                    runtime.drops["bad_destination"] += 1
-                    return
-                if len(self._pid_cache) >= _PID_CACHE_MAX:
-                    self._pid_cache.clear()
-                self._pid_cache[dest] = pid
-            if pid.node != runtime.node or pid.incarnation != runtime.incarnation:
-                runtime.drops["stale_incarnation"] += 1
-                return
-            proc = runtime.processes.get(pid.id)
-            if proc is None:
-                runtime.drops["noproc"] += 1
-                return
-        else:
-            proc = runtime.names.get(dest)
-            if proc is None:
-                runtime.drops["unknown_name"] += 1
-                return
-        proc.put(payload)
-
-    def _resolve(self, target: Any) -> Process | None:
-        if isinstance(target, Pid):
-            return self.runtime.lookup(target)
-        if isinstance(target, str):
-            return self.runtime.names.get(target)
-        return None
-
-    def _shown(self, target: Any) -> Any:
-        return target if isinstance(target, Pid) else (target, self.runtime.node)
-
-    def _add_in_monitor(self, ref: Ref, proc: Process, watcher: Pid) -> None:
-        if proc.monitored_by is None:
-            proc.monitored_by = {}
-        proc.monitored_by[ref] = watcher
-        self.in_monitors[ref] = proc
-        self.in_by_node[watcher.node].add(ref)
-
-    def _hot(self, sender: NodeSpec, msg: tuple[Any, ...]) -> None:
-        """A call or a reply (tuples, see `envelopes.CALL`)."""
-        runtime = self.runtime
-        tag = msg[0]
-        if tag == env.REPLY:
-            _, ref, value, demonitored = msg
-            runtime.on_reply(Ref(*ref), value, demonitored=demonitored)
-        elif tag == env.CALL:
-            _, ref_t, caller_t, target, request = msg
-            ref, caller = Ref(*ref_t), Pid(*caller_t)
-            if type(target) is tuple:
-                target = Pid(*target)
-            proc = self._resolve(target)
-            if proc is None:
-                runtime.drops["noproc" if isinstance(target, Pid) else "unknown_name"] += 1
-                self.post(sender.name, env.DownSig(ref, self._shown(target), "noproc"), None)
-                return
-            self._add_in_monitor(ref, proc, caller)
-            proc.put(Call(From(caller, ref), request))
-            runtime.received_remote += 1
-        else:
-            runtime.drops["bad_control"] += 1
-
-    def _control(self, sender: NodeSpec, msg: Any) -> None:
-        runtime = self.runtime
-        kind = type(msg)
-        if kind is tuple:
-            self._hot(sender, msg)
-        elif kind is env.MonitorReq:
-            proc = self._resolve(msg.target)
-            if proc is None:
-                self.post(
-                    sender.name, env.DownSig(msg.ref, self._shown(msg.target), "noproc"), None
-                )
-            else:
-                self._add_in_monitor(msg.ref, proc, msg.watcher)
-        elif kind is env.DemonitorReq:
-            proc = self.in_monitors.pop(msg.ref, None)
-            if proc is not None and proc.monitored_by is not None:
-                proc.monitored_by.pop(msg.ref, None)
-            self.in_by_node[sender.name].discard(msg.ref)
-        elif kind is env.DownSig:
-            runtime.fire(msg.ref, msg.pid, msg.reason)
-        elif kind is env.LinkReq:
-            proc = runtime.lookup(msg.dst)
-            if proc is None:
-                self.post(sender.name, env.ExitSig(msg.dst, msg.src, "noproc", True), msg.dst)
-            else:
-                proc.add_link(msg.src)
-                self.remote_links[sender.name].add((proc.pid, msg.src))
-        elif kind is env.UnlinkReq:
-            proc = runtime.lookup(msg.dst)
-            if proc is not None and proc.links is not None:
-                proc.links.discard(msg.src)
-            self.remote_links[sender.name].discard((msg.dst, msg.src))
-        elif kind is env.ExitSig:
-            proc = runtime.lookup(msg.dst)
-            if proc is None:
-                runtime.drops["noproc"] += 1
-                return
-            if msg.linked:
-                self.remote_links[sender.name].discard((msg.dst, msg.src))
-            runtime.deliver_exit(proc, msg.src, msg.reason, linked=msg.linked)
-        else:
-            self.requests.handle(sender, msg)

@@ -41,9 +41,10 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from partisan.actors.monitors import MonitorsAndCalls, Watch
 from partisan.actors.process import ActorExit, Process, _current
-from partisan.actors.signals import Call, Crashed, Down, Exit, From, Ref, make_ref
-from partisan.errors import CallExit, CallTimeout
+from partisan.actors.signals import Crashed, Exit, Ref, make_ref
+from partisan.errors import CallExit
 from partisan.identity import Pid
 
 if TYPE_CHECKING:
@@ -71,36 +72,13 @@ class RuntimeStatistics:
     monitors: int = 0
 
 
-class Watch:
-    """A monitor (or pending call) this node holds on `target`, living on `node`."""
-
-    __slots__ = ("future", "node", "owner", "target")
-
-    def __init__(
-        self,
-        owner: Process,
-        target: Any,
-        node: str,
-        future: asyncio.Future[Any] | None = None,
-    ) -> None:
-        self.owner = owner
-        self.target = target
-        self.node = node
-        self.future = future
-
-
-def _expire_call(future: asyncio.Future[Any], dest: Any, timeout: float) -> None:
-    if not future.done():
-        future.set_exception(CallTimeout(f"call to {dest!r} got no reply within {timeout} s"))
-
-
 def crashed_from(exc: BaseException) -> Crashed:
     """The `Crashed` exit reason for `exc` (type, message, formatted traceback)."""
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     return Crashed(type(exc).__name__, str(exc), text)
 
 
-class Runtime:
+class Runtime(MonitorsAndCalls):
     """All actors of one node incarnation. Create one per Node; never share."""
 
     def __init__(self, node: str, incarnation: int, *, call_timeout: float = 5.0) -> None:
@@ -302,79 +280,6 @@ class Runtime:
         elif other.node != self.node and self.dist is not None:
             self.dist.unlink(proc, other)
 
-    # ---------------------------------------------------------- monitors
-
-    def monitor(
-        self, owner: Process, target: Dest, *, future: asyncio.Future[Any] | None = None
-    ) -> Ref:
-        """Monitor `target` for `owner`: a `Down` (or the future's `CallExit`) follows its death."""
-        ref = make_ref(self.node, self.incarnation)
-        node = self.node_of(target)
-        if isinstance(target, str):
-            target = (target, self.node)
-        watch = Watch(owner, target, node, future)
-        if node == self.node:
-            proc = self.resolve_local(target)
-            if proc is None:
-                self._add_watch(ref, watch, owner)
-                self.fire(ref, target, "noproc")
-                return ref
-            self._add_watch(ref, watch, owner)
-            if proc.monitored_by is None:
-                proc.monitored_by = {}
-            proc.monitored_by[ref] = owner.pid
-            return ref
-        self._add_watch(ref, watch, owner)
-        if self.dist is None:
-            self.fire(ref, target, "noconnection")
-        else:
-            self.dist.monitor(ref, owner, target)
-        return ref
-
-    def _add_watch(self, ref: Ref, watch: Watch, owner: Process) -> None:
-        self.watches[ref] = watch
-        if owner.watching is None:
-            owner.watching = set()
-        owner.watching.add(ref)
-        if self.dist is not None and watch.node != self.node:
-            self.dist.index_watch(ref, watch.node)
-
-    def demonitor(self, owner: Process, ref: Ref, *, flush: bool = False) -> bool:
-        """Remove monitor `ref`; True if it was active. `flush` drops a queued Down too."""
-        watch = self.watches.get(ref)
-        active = watch is not None and watch.owner is owner
-        if active:
-            self.demonitor_any(ref)
-        if flush:
-            owner.take(lambda msg: isinstance(msg, Down) and msg.ref == ref)
-        return active
-
-    def _unwatch(self, ref: Ref, watch: Watch) -> None:
-        if watch.owner.watching is not None:
-            watch.owner.watching.discard(ref)
-        if self.dist is not None and watch.node != self.node:
-            self.dist.unindex_watch(ref, watch.node)
-
-    def notify_down(self, ref: Ref, watcher: Pid, pid: Any, reason: Any, via_name: Any) -> None:
-        """Tell `watcher` (local or remote) that the actor it monitors with `ref` is gone."""
-        if watcher.node == self.node:
-            self.fire(ref, pid, reason)
-        elif self.dist is not None:
-            self.dist.send_down(watcher, ref, pid, reason)
-
-    def fire(self, ref: Ref, pid: Any, reason: Any) -> None:
-        """A monitored target is gone: deliver `Down` or fail the pending call."""
-        watch = self.watches.pop(ref, None)
-        if watch is None:
-            return  # demonitored meanwhile
-        self._unwatch(ref, watch)
-        if watch.future is not None:
-            if not watch.future.done():
-                watch.future.set_exception(CallExit(reason))
-        elif watch.owner.alive:
-            shown = watch.target if not isinstance(watch.target, Pid) else pid
-            watch.owner.put(Down(ref, shown, reason))
-
     # ------------------------------------------------------------- sends
 
     def route(
@@ -422,101 +327,6 @@ class Runtime:
             )
         key = sender.pid if partition_key is None else partition_key
         self.dist.send(dest, msg, channel=channel, partition_key=key, transitive=transitive)
-
-    # ------------------------------------------------------------- calls
-
-    async def call(
-        self,
-        caller: Process,
-        dest: Dest,
-        request: Any,
-        *,
-        timeout: float | None,
-        channel: str = "default",
-        partition_key: Any = None,
-    ) -> Any:
-        """Send `Call(From, request)` to `dest` and wait for `reply`; fail fast if it dies.
-
-        One Future, one timer handle and no other await on the way (no
-        `asyncio.timeout` context, no coroutine for the send).
-        """
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        if self.is_local(dest):
-            target = self.resolve_local(dest)
-            if target is None:
-                self.drops["noproc" if isinstance(dest, Pid) else "unknown_name"] += 1
-                raise CallExit("noproc")
-            if target is caller:
-                raise CallExit("calling_self")
-            ref = self.monitor(caller, target.pid, future=future)
-            target.put(Call(From(caller.pid, ref), request))
-            self.routed_local += 1
-        else:
-            if self.dist is None:
-                from partisan.errors import NotConnected
-
-                raise NotConnected(f"no route to node {self.node_of(dest)!r}")
-            ref = make_ref(self.node, self.incarnation)
-            key = caller.pid if partition_key is None else partition_key
-            pending = self.dist.call(
-                ref, caller, dest, request, future, channel=channel, partition_key=key
-            )
-            if pending is not None:  # Overloaded: wait for room within the call's timeout
-                await self.dist.call_wait(
-                    ref, pending, channel=channel, partition_key=key, timeout=timeout
-                )
-        timer = None
-        if timeout is not None:
-            timer = loop.call_later(timeout, _expire_call, future, dest, timeout)
-        try:
-            return await future
-        finally:
-            if timer is not None:
-                timer.cancel()
-            if ref in self.watches:
-                self.demonitor(caller, ref)
-
-    def reply(self, replier: Process | None, caller: From, value: Any) -> None:
-        """Answer the call `caller` with `value` (from any actor, on any node)."""
-        if caller.pid.node == self.node:
-            if caller.pid.incarnation != self.incarnation:
-                self.drops["stale_incarnation"] += 1
-                return
-            self.on_reply(caller.ref, value, demonitored=False)
-        elif self.dist is not None:
-            key = replier.pid if replier is not None else None
-            self.dist.send_reply(caller, value, partition_key=key)
-
-    def on_reply(self, ref: Ref, value: Any, *, demonitored: bool) -> None:
-        """A reply reached this node: resolve the pending call or count a late reply."""
-        watch = self.watches.get(ref)
-        if watch is None or watch.future is None:
-            self.drops["late_reply"] += 1
-            return
-        future = watch.future
-        if demonitored:
-            # the callee's node already dropped its side of the monitor
-            del self.watches[ref]
-            self._unwatch(ref, watch)
-        else:
-            self.demonitor_any(ref)
-        if not future.done():
-            future.set_result(value)
-
-    def demonitor_any(self, ref: Ref) -> None:
-        """Remove monitor `ref` whoever holds it."""
-        watch = self.watches.get(ref)
-        if watch is None:
-            return
-        del self.watches[ref]
-        self._unwatch(ref, watch)
-        if watch.node == self.node:
-            proc = self.resolve_local(watch.target)
-            if proc is not None and proc.monitored_by is not None:
-                proc.monitored_by.pop(ref, None)
-        elif self.dist is not None:
-            self.dist.demonitor(ref, watch.node, watch.target)
 
     # ------------------------------------------------------------ timers
 
