@@ -104,6 +104,11 @@ class Pid:
     def __repr__(self) -> str:
         return f"<Pid {self.node}:{self.incarnation}:{self.id}>"
 
+    def __reduce__(self) -> tuple[type[Pid], tuple[str, int, int]]:
+        # Pids ride in many messages: this pickles in half the time of the
+        # slotted dataclass's default (which calls dataclasses.fields()).
+        return (Pid, (self.node, self.incarnation, self.id))
+
     @classmethod
     def parse(cls, text: str) -> Pid:
         """Invert `str(pid)`."""
