@@ -5,7 +5,8 @@ node loss, restarts) run in milliseconds on one event loop with it, with no
 sockets. It implements the same `Links` API and `LinkHandler` callbacks, and
 it pushes every payload through the real payload codec, so what cannot
 cross a real wire cannot cross this one either. Delivery is asynchronous
-(``loop.call_soon``) and FIFO, like a lane.
+(``call_soon`` on the receiver's loop, thread-safe when nodes run on
+different threads as with `partisan.blocking`) and FIFO, like a lane.
 
 `MemoryLinks.crash()` simulates kill -9 (peers get ``connection_closed``);
 `close()` and `disconnect()` say BYE (peers get ``left``).
@@ -57,8 +58,24 @@ class MemoryLinks:
         self.spec = NodeSpec(config.name, "memory", 0, incarnation=incarnation)
         self.sent = 0
         self.closed = False
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def _on_loop(self, fn: Any, *args: Any) -> None:
+        """Run `fn(*args)` soon on this endpoint's loop (nodes may run on different threads)."""
+        loop = self.loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            loop.call_soon(fn, *args)
+        else:
+            loop.call_soon_threadsafe(fn, *args)
 
     async def start(self) -> NodeSpec:
+        self.loop = asyncio.get_running_loop()
         self.spec = NodeSpec(
             self.config.name, "memory", next(self.network._ports), incarnation=self.incarnation
         )
@@ -79,9 +96,8 @@ class MemoryLinks:
             return other.spec
         self.sessions[name] = other
         other.sessions[self.spec.name] = self
-        loop = asyncio.get_running_loop()
-        loop.call_soon(self.handler.on_peer_up, other.spec, other.config.hidden)
-        loop.call_soon(other.handler.on_peer_up, self.spec, self.config.hidden)
+        self._on_loop(self.handler.on_peer_up, other.spec, other.config.hidden)
+        other._on_loop(other.handler.on_peer_up, self.spec, self.config.hidden)
         await asyncio.sleep(0)  # let both sides see the session, as a HELLO round trip would
         return other.spec
 
@@ -100,7 +116,7 @@ class MemoryLinks:
         flags, frames = codec.encode_payload(payload)
         data = (flags, [bytes(f) for f in frames])
         self.sent += 1
-        asyncio.get_running_loop().call_soon(other._deliver, self, channel, dest, data)
+        other._on_loop(other._deliver, self, channel, dest, data)
 
     async def send_wait(
         self,
@@ -128,7 +144,7 @@ class MemoryLinks:
         other = self.sessions.pop(peer, None)
         if other is not None and other.sessions.get(self.spec.name) is self:
             del other.sessions[self.spec.name]
-            asyncio.get_running_loop().call_soon(other.handler.on_peer_down, self.spec, "left")
+            other._on_loop(other.handler.on_peer_down, self.spec, "left")
 
     def crash(self, reason: str = "connection_closed") -> None:
         """Simulate kill -9: every peer sees the session drop with `reason`."""
@@ -136,7 +152,7 @@ class MemoryLinks:
         for name, other in list(self.sessions.items()):
             if other.sessions.get(self.spec.name) is self:
                 del other.sessions[self.spec.name]
-                other.handler.on_peer_down(self.spec, reason)
+                other._on_loop(other.handler.on_peer_down, self.spec, reason)
             del self.sessions[name]
             self.handler.on_peer_down(other.spec, reason)  # the dead side loses them too
 
