@@ -36,9 +36,10 @@ async def uses_blocking_inside_the_loop(report_to: Any) -> None:
 @pytest.mark.timeout(30)
 def test_blocking_node_mirrors_the_module_functions() -> None:
     net = MemoryNetwork()
-    with blocking.Node("a", links_factory=net.factory, insecure=True) as a, blocking.Node(
-        "b", links_factory=net.factory, insecure=True
-    ) as b:
+    with (
+        blocking.Node("a", links_factory=net.factory, insecure=True) as a,
+        blocking.Node("b", links_factory=net.factory, insecure=True) as b,
+    ):
         assert b.join("a").name == "a"
         assert blocking.node() == "b" and b.nodes() == ["a"]
         pid = blocking.spawn(echo, node="a")
@@ -53,7 +54,7 @@ def test_blocking_node_mirrors_the_module_functions() -> None:
         blocking.spawn(uses_blocking_inside_the_loop, blocking.self())
         assert "event loop thread" in blocking.receive(timeout=5)
         assert a.statistics().actors == 1
-    with pytest.raises(RuntimeError, match="no partisan.blocking.Node"):
+    with pytest.raises(RuntimeError, match=r"no partisan\.blocking\.Node"):
         blocking.self()
 
 
@@ -65,7 +66,9 @@ def test_run_runs_main_inside_a_node_and_returns_its_result() -> None:
         return partisan.node(), await partisan.call(server, 1)
 
     assert partisan.run(main, name="solo", links_factory=net.factory, insecure=True) == ("solo", 2)
-    assert partisan.run(main(), name="again", links_factory=net.factory, insecure=True)[0] == "again"
+    assert (
+        partisan.run(main(), name="again", links_factory=net.factory, insecure=True)[0] == "again"
+    )
 
 
 def test_node_config_errors_are_raised_at_construction() -> None:
