@@ -24,6 +24,7 @@ BENCHMARKS = [
     "benchmarks.actors",
     "benchmarks.sim",
     "benchmarks.supervision",
+    "benchmarks.codec",
 ]
 
 
