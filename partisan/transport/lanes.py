@@ -18,7 +18,12 @@ from partisan.transport.backpressure import LaneQueue
 if TYPE_CHECKING:
     import zmq
 
-__all__ = ["OutLane", "lane_for"]
+__all__ = ["FLAG_INLINE", "OutLane", "lane_for"]
+
+#: Header.flags bit (the links own the high byte): the payload follows the
+#: header in the same ZeroMQ part. Used for single-frame payloads under 64 KiB,
+#: so the common message is one part, not two.
+FLAG_INLINE = 0x0100
 
 
 def lane_for(partition_key: object, parallelism: int) -> int:

@@ -56,7 +56,7 @@ from partisan.identity import NodeSpec
 from partisan.transport.backpressure import Pending
 from partisan.transport.codec import encode_payload
 from partisan.transport.keys import KeyStore
-from partisan.transport.lanes import OutLane, lane_for
+from partisan.transport.lanes import FLAG_INLINE, OutLane, lane_for
 from partisan.transport.peer import OutState, Peer
 from partisan.transport.receive import Receiver
 from partisan.transport.session import Greeting, new_session_id, routing_id
@@ -75,7 +75,9 @@ __all__ = ["LinkHandler", "Links"]
 log = logging.getLogger(__name__)
 
 _TEMPLATE_CACHE = 4096
-_FIRST = zmq.NOBLOCK | zmq.SNDMORE
+_MORE = int(zmq.SNDMORE)
+_FIRST = int(zmq.NOBLOCK) | _MORE
+_send = zmq.backend.Socket.send  # the Cython method, without pyzmq's Python wrapper
 _ZERO_COPY = 64 * 1024  # parts at least this big are sent without copying
 #: magic, version, kind, flags, incarnation, seq: the header bytes before template[2].
 _HEADER_PREFIX = 22  # (channel, dest) header templates kept before the cache is reset
@@ -338,27 +340,30 @@ class Links(Receiver):
         flags, frames = encode_payload(payload)
         template = self._template(channel, dest)
         size = _HEADER_PREFIX + len(template[2])
+        limit = self.config.max_frame_bytes
         for frame in frames:
-            n = len(frame) if isinstance(frame, bytes) else memoryview(frame).nbytes
-            if n > self.config.max_frame_bytes:
-                raise ValueError(
-                    f"payload frame of {n} bytes exceeds max_frame_bytes ({self.config.max_frame_bytes})"
-                )
+            n = len(frame) if type(frame) is bytes else memoryview(frame).nbytes
+            if n > limit:
+                raise ValueError(f"payload frame of {n} bytes exceeds max_frame_bytes ({limit})")
             size += n
         budget = state.budget
-        freed = lane.queue.replaces(dest) if lane.queue.monotonic else 0
-        if not budget.admits(size, freed):
-            raise Overloaded(
-                f"send buffer to {peer} is full ({budget.outstanding} of {budget.limit} bytes "
-                "outstanding); retry, or use send_wait"
-            )
+        queue = lane.queue
+        outstanding = budget.queued + budget.sent - budget.acked
+        if outstanding + size > budget.limit and outstanding > 0:  # ByteBudget.admits, inlined
+            freed = queue.replaces(dest) if queue.monotonic else 0
+            if not budget.admits(size, freed):
+                raise Overloaded(
+                    f"send buffer to {peer} is full ({outstanding} of {budget.limit} bytes "
+                    "outstanding); retry, or use send_wait"
+                )
         if (
-            not lane.queue
-            and self._sendable(state, lane)
-            and self._hand_off(state, lane, channel, dest, flags, frames, size)
+            queue.bytes == 0  # nothing queued ahead of it (every message has bytes)
+            and state.out_state is OutState.UP
+            and (lane.up or lane.routed)
+            and self._hand_off(state, lane, channel, template, flags, frames, size)
         ):
             return
-        budget.queued += size - lane.queue.push(Pending(channel, dest, flags, frames, size))
+        budget.queued += size - queue.push(Pending(channel, dest, flags, frames, size))
 
     async def send_wait(
         self,
@@ -420,6 +425,7 @@ class Links(Receiver):
         return f"unknown channel {channel!r}; configured: {', '.join(sorted(self.channels))}"
 
     def _sendable(self, peer: Peer, lane: OutLane) -> bool:
+        # Inlined in `send`; keep the two in step.
         return peer.out_state is OutState.UP and (lane.up or lane.routed)
 
     def _template(self, channel: str, dest: str) -> tuple[bytes, bytes, bytes]:
@@ -439,30 +445,48 @@ class Links(Receiver):
         peer: Peer,
         lane: OutLane,
         channel: str,
-        dest: str,
+        template: tuple[bytes, bytes, bytes],
         flags: int,
         frames: list[Any],
         size: int,
     ) -> bool:
         """Give one message to ZeroMQ; False if it would block (the caller queues it)."""
-        head, incarnation, strings = self._template(channel, dest)
+        head, incarnation, strings = template
         seq = lane.seq + 1
-        header = b"".join(
-            (head, flags.to_bytes(2, "big"), incarnation, seq.to_bytes(8, "big"), strings)
-        )
-        send = lane.sock.send
+        send = _send
+        sock = lane.sock
         try:
             # The first part decides (EAGAIN / EHOSTUNREACH); the rest of a
             # multipart message is then always accepted. One send per part is
-            # ~4x cheaper than send_multipart; big parts go zero-copy.
+            # ~4x cheaper than send_multipart; the base class's send skips
+            # pyzmq's Python wrapper.
             if lane.prefix:
-                send(lane.prefix[0], _FIRST)
-                send(header, zmq.SNDMORE)
+                send(sock, lane.prefix[0], _FIRST)
+                first = _MORE
             else:
-                send(header, _FIRST)
-            last = len(frames) - 1
-            for i, frame in enumerate(frames):
-                send(frame, 0 if i == last else zmq.SNDMORE, copy=len(frame) < _ZERO_COPY)
+                first = _FIRST
+            if len(frames) == 1 and size < _ZERO_COPY:
+                flags |= FLAG_INLINE
+                blob = b"".join(
+                    (
+                        head,
+                        flags.to_bytes(2, "big"),
+                        incarnation,
+                        seq.to_bytes(8, "big"),
+                        strings,
+                        frames[0],
+                    )
+                )
+                send(sock, blob, first & ~_MORE)
+            else:
+                header = b"".join(
+                    (head, flags.to_bytes(2, "big"), incarnation, seq.to_bytes(8, "big"), strings)
+                )
+                send(sock, header, first)
+                last = len(frames) - 1
+                for i, frame in enumerate(frames):
+                    more = 0 if i == last else _MORE
+                    send(sock, frame, more, copy=len(frame) < _ZERO_COPY)
         except zmq.Again:
             return False
         except zmq.ZMQError as exc:
@@ -471,10 +495,16 @@ class Links(Receiver):
                 return True  # the link is going down; the loss is reported with it
             raise
         lane.seq = seq
-        self._mark_dirty(peer, lane)
+        if not lane.routed:  # _mark_dirty, inlined
+            self._dirty[lane] = peer
+            if not self._dirty_scheduled:
+                self._dirty_scheduled = True
+                self._running().call_soon(self._check_dirty)
+        else:
+            self._recheck_router()
         peer.budget.sent += size
-        peer.last_sent = self._loop.time() if self._loop else 0.0
-        counts = peer.counters.channel(channel)
+        peer.sent_recently = True
+        counts = peer.counters.channels.get(channel) or peer.counters.channel(channel)
         counts[0] += 1
         counts[1] += size
         return True
@@ -487,8 +517,9 @@ class Links(Receiver):
         moved = 0
         while queue:
             msg = queue.peek()
+            template = self._template(msg.channel, msg.dest)
             if not self._hand_off(
-                peer, lane, msg.channel, msg.dest, msg.flags, msg.frames, msg.size
+                peer, lane, msg.channel, template, msg.flags, msg.frames, msg.size
             ):
                 if lane.routed and self._loop is not None:
                     self._loop.call_later(0.001, self._flush, peer, lane)
@@ -623,7 +654,7 @@ class Links(Receiver):
             if exc.errno == zmq.EHOSTUNREACH and lane.routed:
                 self._defer_teardown(peer, self._down_reason(peer))
             return False
-        peer.last_sent = self._running().time()
+        peer.sent_recently = True
         self._mark_dirty(peer, lane)
         return True
 
@@ -638,10 +669,12 @@ class Links(Receiver):
             if not peer.up_reported and peer.deadline and now > peer.deadline:
                 error = CallTimeout(f"handshake with {peer.name}@{peer.address} timed out")
                 self._teardown(peer, "unreachable", notify=False, error=error)
-            elif peer.up_reported and (
-                peer.router_lane is not None or now - peer.last_sent >= interval
-            ):
+            elif peer.up_reported and (peer.router_lane is not None or not peer.sent_recently):
                 self._send_control(peer, Kind.PING)
+            peer.sent_recently = False
+            if peer.heard_recently:
+                peer.heard_recently = False
+                peer.last_heard = now
         self._send_credits()
         for address, (until, _, _) in list(self._backoff.items()):
             if until < now - 600:
@@ -651,6 +684,8 @@ class Links(Receiver):
 
     def _down_reason(self, peer: Peer) -> str:
         """``heartbeat_timeout`` if the peer has been silent past the heartbeat allowance."""
+        if peer.heard_recently:
+            return "connection_closed"  # heard from within this heartbeat interval
         silent = self._running().time() - peer.last_heard
         threshold = (self.config.heartbeat_interval + self.config.heartbeat_timeout) / 2
         return "heartbeat_timeout" if silent >= threshold else "connection_closed"

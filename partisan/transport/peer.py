@@ -75,8 +75,12 @@ class Peer:
         self.ready: asyncio.Future[NodeSpec] = loop.create_future()
         self.up_reported = False
         self.closing = False
+        # Liveness bookkeeping is a flag per message, turned into a time once
+        # per heartbeat interval by Links' housekeeping (cheaper than a clock
+        # read per message; precise to one interval).
         self.last_heard = loop.time()
-        self.last_sent = loop.time()
+        self.heard_recently = False
+        self.sent_recently = False
         self.counters = counters
 
     @property
