@@ -225,3 +225,28 @@ def test_stop_unbinds_so_a_new_handler_can_start(tmp_path: Path) -> None:
         ctx.term()
 
     asyncio.run(main())
+
+
+@pytest.mark.timeout(60)
+def test_concurrent_handshakes_are_all_answered_from_the_loop(tmp_path: Path) -> None:
+    names = [f"c{i}" for i in range(16)]
+
+    async def scenario(server: Server, auth: Authenticator, make_client: Any, keys: Path) -> None:
+        create_keys(keys, names)
+        server_key = auth.keystore.public_key.encode()
+        stranger = make_client(server_key=server_key, keypair=zmq.curve_keypair())
+        stranger.send(b"x")
+        for name in names:  # all dial at once; the ZAP requests queue up together
+            make_client(server_key=server_key, keypair=keypair(keys, name)).send(name.encode())
+        seen = set()
+        while len(seen) < len(names):
+            frames = await server.receive()
+            seen.add(frames[-1].bytes.decode())
+            assert auth.keystore.name_for(frames[-1].get("User-Id")) == frames[-1].bytes.decode()
+        assert seen == set(names)
+        await server.wait_event(zmq.EVENT_HANDSHAKE_FAILED_AUTH)  # the stranger's verdict
+        stats = auth.statistics()
+        assert stats.admitted == len(names)
+        assert stats.rejected_unknown_key == 1
+
+    run_scenario(tmp_path, scenario)
