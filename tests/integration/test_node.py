@@ -1,0 +1,119 @@
+"""partisan.Node over real links: join, sync_join, refusals, leave, statistics, graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+import partisan
+from partisan import NodeDown, NodeUp
+from partisan.errors import CallTimeout, JoinRefused
+from partisan.testing import NodeProcess, wait_until
+
+HERE = Path(__file__).resolve().parent
+SETTINGS = {"heartbeat_interval": 0.1, "heartbeat_timeout": 0.5}
+DEADLINE = SETTINGS["heartbeat_timeout"] + 1.0
+
+
+@pytest.fixture
+def keys(key_dir: Callable[..., Path]) -> Path:
+    return key_dir("t", "b", "c", "x")
+
+
+@pytest.fixture
+def cluster(keys: Path) -> Iterator[Callable[..., NodeProcess]]:
+    started: list[NodeProcess] = []
+
+    def start(name: str, *args: str) -> NodeProcess:
+        argv = [sys.executable, "-m", "partisan", "node", "start", name, "--keys", str(keys)]
+        for field, value in SETTINGS.items():
+            argv += ["--set", f"{field}={value}"]
+        env = dict(os.environ)  # the nodes import this module's actors by name
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE), env.get("PYTHONPATH")) if p)
+        node = NodeProcess([*argv, *args], env=env)
+        started.append(node)
+        return node
+
+    yield start
+    for node in reversed(started):
+        node.stop()
+
+
+async def counter() -> None:
+    while True:
+        await partisan.receive()
+
+
+@pytest.mark.timeout(60)
+def test_join_sync_join_refusals_leave_and_statistics(
+    cluster: Callable[..., NodeProcess], keys: Path
+) -> None:
+    b, c = cluster("b"), cluster("c")
+
+    async def main() -> None:
+        async with partisan.Node(
+            "t", port=0, key_dir=str(keys), handshake_timeout=1.0, **SETTINGS
+        ) as node:
+            assert node.spec is not None and node.spec.port != 0
+            partisan.monitor_node()
+            spec = await node.join(f"b@{b.address}")
+            assert (spec.name, spec.incarnation) == ("b", b.incarnation)
+            assert await partisan.receive(match=NodeUp, timeout=5) == NodeUp("b")
+            # refusals: an address answering with another node's name; nobody answering
+            with pytest.raises(JoinRefused):
+                await node.join(f"c@{b.address}")
+            with pytest.raises((CallTimeout, JoinRefused)):
+                await node.join("x@127.0.0.1:9")
+            await node.sync_join(f"c@{c.address}")
+            assert await partisan.receive(match=NodeUp, timeout=5) == NodeUp("c")
+            assert partisan.nodes() == ["b", "c"] and partisan.members() == ["b", "c", "t"]
+            assert await partisan.rpc("b", partisan.nodes) == ["t"]  # not hidden: visible to b
+            # statistics: remote routing and the deepest mailboxes
+            sink = await partisan.spawn(counter, node="b")
+            for i in range(50):
+                partisan.send(sink, i)
+            for i in range(3):
+                partisan.send(partisan.self(), i)
+            stats = node.statistics()
+            assert stats.routed_remote >= 50 and stats.nodes == ("b", "c")
+            assert stats.deepest_mailboxes[0] == (partisan.self(), 3)
+            assert stats.links is not None
+            # leave one peer: NodeDown "left" here, and the peer forgets us
+            await node.leave("c")
+            assert await partisan.receive(match=NodeDown, timeout=DEADLINE) == NodeDown("c", "left")
+            assert partisan.nodes() == ["b"]
+            assert await partisan.rpc("b", partisan.nodes) == ["t"]
+
+    asyncio.run(main())
+
+
+@pytest.mark.timeout(60)
+def test_sigterm_stops_a_node_gracefully_and_peers_see_it_leave(
+    cluster: Callable[..., NodeProcess], keys: Path
+) -> None:
+    b = cluster("b")
+
+    async def main() -> None:
+        async with partisan.Node("t", key_dir=str(keys), hidden=True, **SETTINGS) as node:
+            await node.join(f"b@{b.address}")
+            partisan.monitor_node("b")
+            pids = [await partisan.spawn(counter, node="b") for _ in range(10)]
+            refs = {partisan.monitor(pid) for pid in pids}
+            b.signal(signal.SIGTERM)
+            downs = [await partisan.receive(match=partisan.Down, timeout=5) for _ in refs]
+            assert {d.ref for d in downs} == refs
+            # "shutdown" when b's DownSig arrives before its BYE, else "noconnection": the
+            # transport does not yet flush every queued frame before BYE (reported)
+            assert {d.reason for d in downs} <= {"shutdown", "noconnection"}
+            down = await partisan.receive(match=NodeDown, timeout=DEADLINE)
+            assert down.node == "b" and down.reason in ("left", "connection_closed")
+
+    asyncio.run(main())
+    assert wait_until(lambda: b.proc.poll() is not None, 10) is not None
+    assert b.proc.returncode == 0
