@@ -101,6 +101,11 @@ class _Child:
         )
 
 
+def _log_failure(task: asyncio.Task[str]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("stopping children after giving up failed", exc_info=task.exception())
+
+
 class ProcessSupervisor:
     """Start, watch, restart and stop node processes; an async context manager.
 
@@ -398,7 +403,9 @@ class ProcessSupervisor:
     def _give_up(self, reason: str) -> None:
         log.error("process supervisor giving up: %s", reason)
         self._stopped_reason = reason
-        self._give_up_task = asyncio.get_running_loop().create_task(self.stop(reason))
+        task = asyncio.get_running_loop().create_task(self.stop(reason))
+        task.add_done_callback(_log_failure)
+        self._give_up_task = task  # a strong reference until it finishes
 
     async def _stop_all(self) -> None:
         for child in reversed(list(self._children.values())):
