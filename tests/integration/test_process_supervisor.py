@@ -317,9 +317,10 @@ _SUPERVISOR_SCRIPT = textwrap.dedent(
     from partisan.supervision.process_spec import ProcessSpec
 
     async def main():
-        argv = [sys.executable, "-m", "partisan.supervision.stand_in"]
-        specs = [ProcessSpec(n, [*argv, n]) for n in ("n1", "n2", "n3")]
-        async with ProcessSupervisor(specs) as sup:
+        # Real nodes, as `partisan cluster up` runs them.
+        argv = [sys.executable, "-m", "partisan", "node", "start", "--insecure"]
+        specs = [ProcessSpec(n, [*argv, n], ready_timeout=30) for n in ("n1", "n2", "n3")]
+        async with ProcessSupervisor(specs, start_concurrency=3) as sup:
             print(json.dumps([c.os_pid for c in sup.which_children()]), flush=True)
             await sup.wait()
 
@@ -331,7 +332,7 @@ _SUPERVISOR_SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.timeout(30)
+@pytest.mark.timeout(60)
 @pytest.mark.parametrize("how", ["kill -9", "ctrl-c"])
 def test_no_orphans_after_the_supervisor_dies(
     tmp_path: Path, how: str, no_orphans: list[int]
