@@ -357,8 +357,3 @@ def _dill() -> tuple[type, type]:
         _dill_codec = (DillPickler, DillUnpickler)
         log.debug("dill %s loaded for the payload fallback", getattr(dill, "__version__", "?"))
     return _dill_codec
-
-
-def dill_loaded() -> bool:
-    """Whether dill has been imported in this process (tests and diagnostics)."""
-    return "dill" in sys.modules
