@@ -37,7 +37,7 @@ __all__ = ["MonitorsAndCalls", "Watch"]
 class Watch:
     """A monitor (or pending call) this node holds on `target`, living on `node`."""
 
-    __slots__ = ("future", "node", "owner", "target")
+    __slots__ = ("future", "node", "owner", "proc", "target")
 
     def __init__(
         self,
@@ -45,11 +45,14 @@ class Watch:
         target: Any,
         node: str,
         future: asyncio.Future[Any] | None = None,
+        proc: Process | None = None,
     ) -> None:
         self.owner = owner
         self.target = target
         self.node = node
         self.future = future
+        #: the local target process (saves resolving it again on demonitor)
+        self.proc = proc
 
 
 def _expire_call(future: asyncio.Future[Any], dest: Any, timeout: float) -> None:
@@ -90,6 +93,7 @@ class MonitorsAndCalls:
                 self._add_watch(ref, watch, owner)
                 self.fire(ref, target, "noproc")
                 return ref
+            watch.proc = proc
             self._add_watch(ref, watch, owner)
             if proc.monitored_by is None:
                 proc.monitored_by = {}
@@ -172,7 +176,13 @@ class MonitorsAndCalls:
                 raise CallExit("noproc")
             if target is caller:
                 raise CallExit("calling_self")
-            ref = self.monitor(caller, target.pid, future=future)
+            # the monitor, inlined; not in caller.watching: the finally below removes it
+            ref = make_ref(self.node, self.incarnation)
+            self.watches[ref] = Watch(caller, target.pid, self.node, future, target)
+            monitored_by = target.monitored_by
+            if monitored_by is None:
+                monitored_by = target.monitored_by = {}
+            monitored_by[ref] = caller.pid
             target.put(Call(From(caller.pid, ref), request))
             self.routed_local += 1
         else:
@@ -198,7 +208,7 @@ class MonitorsAndCalls:
             if timer is not None:
                 timer.cancel()
             if ref in self.watches:
-                self.demonitor(caller, ref)
+                self.demonitor_any(ref)
 
     def reply(self, replier: Process | None, caller: From, value: Any) -> None:
         """Answer the call `caller` with `value` (from any actor, on any node)."""
@@ -235,7 +245,7 @@ class MonitorsAndCalls:
         del self.watches[ref]
         self._unwatch(ref, watch)
         if watch.node == self.node:
-            proc = self.resolve_local(watch.target)
+            proc = watch.proc
             if proc is not None and proc.monitored_by is not None:
                 proc.monitored_by.pop(ref, None)
         elif self.dist is not None:
