@@ -40,7 +40,6 @@ import signal
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from types import TracebackType
 
 from partisan.supervision.errors import StartChildError, SupervisorError
@@ -53,6 +52,7 @@ from partisan.supervision.policy import (
     Shutdown,
     should_restart,
 )
+from partisan.supervision.process_child import ChildRecord
 from partisan.supervision.process_spec import (
     ProcessEvent,
     ProcessExited,
@@ -70,35 +70,6 @@ from partisan.supervision.process_spec import (
 __all__ = ["ProcessSupervisor"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(slots=True)
-class _Child:
-    spec: ProcessSpec
-    state: ProcessState = ProcessState.TERMINATED
-    port: int = 0
-    proc: OsProcess | None = None
-    ready: dict[str, object] = field(default_factory=dict)
-    restarts: int = 0
-    started_at: float | None = None
-    last_exit: str | None = None
-    watcher: asyncio.Task[None] | None = None
-
-    def info(self) -> ProcessInfo:
-        inc = self.ready.get("incarnation")
-        address = self.ready.get("address")
-        return ProcessInfo(
-            id=self.spec.id,
-            state=self.state,
-            os_pid=self.proc.pid if self.proc is not None and self.proc.alive else None,
-            address=address if isinstance(address, str) else None,
-            port=self.port,
-            incarnation=inc if isinstance(inc, int) else None,
-            restarts=self.restarts,
-            started_at=self.started_at,
-            last_exit=self.last_exit,
-            ready=dict(self.ready),
-        )
 
 
 def _log_failure(task: asyncio.Task[str]) -> None:
@@ -131,7 +102,7 @@ class ProcessSupervisor:
                 f"start_concurrency: invalid value {start_concurrency!r}; expected >= 1"
             )
         self._start_concurrency = start_concurrency
-        self._children: dict[str, _Child] = {}
+        self._children: dict[str, ChildRecord] = {}
         self._intensity = RestartIntensity(intensity, period)
         self._clock = clock
         self._lock = asyncio.Lock()
@@ -174,7 +145,7 @@ class ProcessSupervisor:
     async def _start_concurrently(self, specs: list[ProcessSpec]) -> None:
         gate = asyncio.Semaphore(self._start_concurrency)
 
-        async def launch(child: _Child) -> None:
+        async def launch(child: ChildRecord) -> None:
             async with gate:
                 await self._launch(child)
 
@@ -183,7 +154,9 @@ class ProcessSupervisor:
             for spec in specs:
                 if spec.id in self._children:
                     raise SupervisorError(f"child {spec.id!r} already exists")
-                children.append(self._children.setdefault(spec.id, _Child(spec, port=spec.port)))
+                children.append(
+                    self._children.setdefault(spec.id, ChildRecord(spec, port=spec.port))
+                )
             results = await asyncio.gather(*map(launch, children), return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
@@ -223,7 +196,7 @@ class ProcessSupervisor:
             self._check_alive()
             if spec.id in self._children:
                 raise SupervisorError(f"child {spec.id!r} already exists")
-            child = _Child(spec, port=spec.port)
+            child = ChildRecord(spec, port=spec.port)
             self._children[spec.id] = child
             try:
                 await self._launch(child)
@@ -303,7 +276,7 @@ class ProcessSupervisor:
 
     # ------------------------------------------------------------- internals
 
-    def _get(self, child_id: str) -> _Child:
+    def _get(self, child_id: str) -> ChildRecord:
         try:
             return self._children[child_id]
         except KeyError:
@@ -313,13 +286,18 @@ class ProcessSupervisor:
         if self._stopped_reason is not None:
             raise SupervisorError(f"the supervisor has stopped ({self._stopped_reason})")
 
-    async def _launch(self, child: _Child) -> None:
+    async def _launch(self, child: ChildRecord) -> None:
         """Spawn one incarnation and wait for its ready line (caller holds the lock)."""
         spec = child.spec
         child.state = ProcessState.STARTING
-        proc = OsProcess.spawn(
-            spec.command(child.port), env=spec.env, cwd=spec.cwd, stderr_path=spec.stderr_path
-        )
+        try:
+            proc = OsProcess.spawn(
+                spec.command(child.port), env=spec.env, cwd=spec.cwd, stderr_path=spec.stderr_path
+            )
+        except OSError as exc:  # no such program, bad cwd, unwritable stderr_path...
+            child.state = ProcessState.TERMINATED
+            self._emit(ProcessStartFailed(spec.id, str(exc)))
+            raise StartChildError(spec.id, f"cannot run {spec.argv[0]!r}: {exc}") from exc
         child.proc = proc
         try:
             ready = await asyncio.wait_for(asyncio.shield(proc.ready), spec.ready_timeout)
@@ -356,7 +334,7 @@ class ProcessSupervisor:
             await asyncio.shield(proc.exited)
         proc.close()
 
-    async def _watch(self, child: _Child, proc: OsProcess) -> None:
+    async def _watch(self, child: ChildRecord, proc: OsProcess) -> None:
         """Wait for this incarnation's death; restart it unless we caused it."""
         code = await asyncio.shield(proc.exited)
         if child.proc is not proc or child.state is ProcessState.STOPPING:
@@ -378,9 +356,14 @@ class ProcessSupervisor:
             self._give_up(f"shutdown: child {child.spec.id!r} exceeded the restart intensity")
             return
         child.state = ProcessState.RESTARTING
-        await self._restart(child)
+        try:
+            await self._restart(child)
+        except Exception:  # a bug here must not silently end supervision
+            log.exception("restarting %s failed unexpectedly", child.spec.id)
+            if self._stopped_reason is None:
+                self._give_up(f"shutdown: restarting {child.spec.id!r} failed unexpectedly")
 
-    async def _restart(self, child: _Child) -> None:
+    async def _restart(self, child: ChildRecord) -> None:
         """Restart after a crash; a failed start is another crash, under the same intensity."""
         async with self._lock:
             # A stop or terminate_child while we waited for the lock wins.
@@ -411,7 +394,7 @@ class ProcessSupervisor:
         for child in reversed(list(self._children.values())):
             await self._shutdown(child)
 
-    async def _shutdown(self, child: _Child) -> None:
+    async def _shutdown(self, child: ChildRecord) -> None:
         """Stop one child: SIGTERM, its shutdown time, then SIGKILL (caller holds the lock)."""
         proc = child.proc
         if proc is None or child.state is ProcessState.TERMINATED:

@@ -294,6 +294,8 @@ async def test_start_failures_are_reported_with_the_childs_output(no_orphans: li
         )
         with pytest.raises(StartChildError, match=r"no ready line within 0\.5 s"):
             await sup.start_child(silent)
+        with pytest.raises(StartChildError, match="cannot run"):
+            await sup.start_child(ProcessSpec("nope", ["/nonexistent/partisan-node"]))
         assert sup.which_children() == []  # failed specs are not kept
         ok = await sup.start_child(spec("n1"))
         no_orphans.append(ok.os_pid or 0)
