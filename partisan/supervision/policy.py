@@ -152,11 +152,11 @@ class RestartIntensity:
         restarts = self._restarts
         assert restarts is not None  # set in __post_init__
         restarts.append(now)
-        while restarts and restarts[0] < now - self.period:  # OTP keeps now - t <= period
+        while restarts and now - restarts[0] > self.period:  # OTP keeps now - t <= period
             restarts.popleft()
         return len(restarts) <= self.intensity
 
     def recent(self, now: float) -> int:
         """How many restarts fall within the last `period` seconds."""
         assert self._restarts is not None
-        return sum(1 for t in self._restarts if t >= now - self.period)
+        return sum(1 for t in self._restarts if now - t <= self.period)

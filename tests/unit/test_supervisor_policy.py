@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from partisan.supervision.policy import (
     BRUTAL_KILL,
@@ -98,3 +100,22 @@ def test_exit_reasons() -> None:
     assert exit_reason(0) == "normal"
     assert exit_reason(3) == "exit code 3"
     assert exit_reason(-9) == "killed by SIGKILL"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    intensity=st.integers(0, 4),
+    period=st.floats(0.5, 20.0),
+    gaps=st.lists(st.floats(0.0, 10.0), min_size=1, max_size=30),
+)
+def test_intensity_matches_the_otp_definition(
+    intensity: int, period: float, gaps: list[float]
+) -> None:
+    """add(now) is False exactly when more than `intensity` restarts fall in [now - period, now]."""
+    rule = RestartIntensity(intensity, period)
+    now, seen = 0.0, []
+    for gap in gaps:
+        now += gap
+        seen.append(now)
+        in_window = sum(1 for t in seen if now - t <= period)
+        assert rule.add(now) is (in_window <= intensity)
