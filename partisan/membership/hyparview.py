@@ -122,6 +122,7 @@ from partisan.membership.types import (
 )
 
 __all__ = [
+    "ESCALATE_AFTER_INTERVALS",
     "LOST_TIMEOUT_INTERVALS",
     "PROMOTE_TIMER",
     "SHUFFLE_TIMER",
@@ -135,6 +136,9 @@ SHUFFLE_TIMER = "hyparview.shuffle"
 PROMOTE_TIMER = "hyparview.promote"
 #: How many promotion intervals a failed active peer stays a reconnect candidate.
 LOST_TIMEOUT_INTERVALS = 60
+#: Promotion intervals a node may stay short of a full active view before it
+#: asks one passive peer with HIGH priority.
+ESCALATE_AFTER_INTERVALS = 4
 
 _VIEW_CHANGE = DisconnectReason.VIEW_CHANGE
 _NOTICE = NeighborNotice()
@@ -191,12 +195,16 @@ class HyParView:
         self._active: dict[str, NodeSpec] = {}
         self._passive: dict[str, NodeSpec] = {}
         self._reserved: dict[str, str | None] = {role: None for role in hv.reservations}
-        self._lost: dict[str, tuple[NodeSpec, float]] = {}  # name -> (spec, when lost)
+        # name -> (spec, when lost, was an active peer): unreachable peers to retry
+        self._lost: dict[str, tuple[NodeSpec, float, bool]] = {}
         self._pending: NodeSpec | None = None  # outstanding repair NeighborRequest
         self._pending_since = 0.0
         self._probe: str | None = None  # lost peer asked to restore the link
         self._tried: set[str] = set()  # membership tests only, never iterated
         self._attempts = 0  # neighbor requests left in the current repair round
+        self._urgent = False  # this round asks with HIGH priority
+        self._hungry = 0  # consecutive promotion intervals with a view not full
+        self._escalate = False  # the next request is HIGH: we stayed short too long
         self._sent_in_shuffle: tuple[str, ...] = ()
         self._contact: NodeSpec | None = None
         self._left = False
@@ -380,7 +388,11 @@ class HyParView:
         if not self._add_active(sender, out, force=True):
             self._refuse(sender, out)
             return
-        out.append(Send(sender, _NOTICE))
+        # Seed the newcomer's passive view: if we fail before its walks end,
+        # it must still know someone.
+        others = [p for p in self._active.values() if p.name != sender.name]
+        seed = self._sample(others, self._ka) + self._sample(list(self._passive.values()), self._kp)
+        out.append(Send(sender, NeighborNotice(tuple(seed))))
         walk = ForwardJoin(sender, self._arwl)
         for peer in self._active.values():
             if peer.name != sender.name:
@@ -408,6 +420,8 @@ class HyParView:
         self._settle(sender)
         if sender.name not in self._active and not self._add_active(sender, out, force=True):
             self._refuse(sender, out)
+        if msg.nodes:
+            self._merge(msg.nodes, [])
 
     def _on_neighbor_request(
         self, sender: NodeSpec, msg: NeighborRequest, out: list[Action]
@@ -423,6 +437,7 @@ class HyParView:
         probed = self._probe == sender.name
         was_pending = self._settle(sender)
         if not msg.accepted:
+            self._lost.pop(sender.name, None)  # alive after all, merely full
             self._add_passive(sender, ())
         elif sender.name not in self._active and not self._add_active(sender, out, force=probed):
             # We filled up while the request was in flight: undo the peer's side.
@@ -439,6 +454,7 @@ class HyParView:
         self._add_passive(sender, ())
         out.append(Disconnect(sender, _VIEW_CHANGE))
         self._trigger_repair()
+        self._tried.add(sender.name)  # it just chose to drop us: ask someone else
 
     def _on_leave(self, sender: NodeSpec, msg: LeaveNotice, out: list[Action]) -> None:
         name = sender.name
@@ -486,16 +502,19 @@ class HyParView:
             self._probe = None
         if reason == "restarted" or reason == "left":
             self._lost.pop(name, None)  # a newer life exists, or it said goodbye
+        gone = reason == "left" or reason == "restarted"
         known = self._active.get(name)
         if known is not None and known.incarnation <= peer.incarnation:
             self._remove_active(name)
-            if reason not in ("left", "restarted"):
-                self._remember_lost(known)
+            if not gone:
+                self._remember_lost(known, was_active=True)
             self._trigger_repair()
             return
         known = self._passive.get(name)
         if known is not None and known.incarnation <= peer.incarnation:
             del self._passive[name]
+            if not gone:
+                self._remember_lost(known, was_active=False)
 
     def _on_timer(self, name: str, out: list[Action]) -> None:
         if self._left:
@@ -524,25 +543,54 @@ class HyParView:
     def _periodic_promotion(self, out: list[Action]) -> None:
         now = self._now
         if self._pending is not None and now - self._pending_since >= self._promote_interval:
-            self._pending = None  # unanswered: count it as refused (it stays in _tried)
+            # Unanswered for a whole interval: treat it as unreachable.
+            if self._passive.pop(self._pending.name, None) is not None:
+                self._remember_lost(self._pending, was_active=False)
+            self._pending = None
         if self._lost:
-            horizon = now - self._lost_timeout
-            for name in [n for n, (_, t) in self._lost.items() if t <= horizon]:
-                del self._lost[name]
-            if self._lost:
-                lost = [spec for spec, _ in self._lost.values()]
-                target = self._pick(lost)
-                self._probe = target.name
-                self._requests += 1
-                out.append(Send(target, _HIGH))
-        if len(self._active) < self._active_min:
-            self._trigger_repair()
-        elif len(self._active) < self._active_size:
+            self._probe_lost(out)
+        size = len(self._active)
+        self._hungry = self._hungry + 1 if size < self._active_size else 0
+        if size < self._active_min:
+            self._trigger_repair(urgent=True)
+        elif size < self._active_size:
+            # Not full: one LOW request per interval. A node that stays short
+            # for ESCALATE_AFTER_INTERVALS forces one link (HIGH): otherwise a
+            # saturated group never lets a short one in, and the two stay
+            # islands (found by the property tests).
+            if self._hungry > ESCALATE_AFTER_INTERVALS:
+                self._hungry = 0
+                self._escalate = True
             self._trigger_repair(1)
         if not self._active and not self._passive and self._contact is not None:
             out.append(Send(self._contact, JoinRequest()))  # isolated: retry the join
 
+    def _probe_lost(self, out: list[Action]) -> None:
+        """Ask one unreachable peer (if not expired) to link with us again.
+
+        A lost *active* peer gets HIGH priority: the link was cut by a failure,
+        not by a decision, and restoring it is what merges healed partitions.
+        A lost passive peer gets the usual priority (HIGH only when we have no
+        neighbor at all: an isolated node must be taken in).
+        """
+        lost = self._lost
+        horizon = self._now - self._lost_timeout
+        for name in [n for n, entry in lost.items() if entry[1] <= horizon]:
+            del lost[name]
+        if not lost:
+            return
+        spec, _, was_active = lost[self._pick_key(list(lost))]
+        self._requests += 1
+        if was_active or not self._active:
+            self._probe = spec.name
+            out.append(Send(spec, _HIGH))
+        else:
+            out.append(Send(spec, _LOW))
+
     # ------------------------------------------------------------- helpers
+
+    def _pick_key(self, keys: list[str]) -> str:
+        return keys[int(self._random() * len(keys))]
 
     def _pick(self, items: list[NodeSpec]) -> NodeSpec:
         return items[int(self._random() * len(items))]
@@ -575,11 +623,16 @@ class HyParView:
         hops = [p for p in active if p.name != avoid1 and p.name != avoid2]
         return self._pick(hops) if hops else None
 
-    def _trigger_repair(self, attempts: int = 1 << 30) -> None:
-        """Start a repair round of at most `attempts` requests (default: until one succeeds)."""
+    def _trigger_repair(self, attempts: int = 1 << 30, *, urgent: bool = False) -> None:
+        """Start a repair round of at most `attempts` requests (default: until one succeeds).
+
+        An `urgent` round (periodic promotion below ``active_min_size``) asks
+        with HIGH priority until the minimum is reached, as Partisan does.
+        """
         self._tried.clear()
         if attempts > self._attempts:
             self._attempts = attempts
+        self._urgent = urgent
         self._wants_repair = True
 
     def _promote(self, out: list[Action]) -> None:
@@ -600,7 +653,10 @@ class HyParView:
         self._pending = target
         self._pending_since = self._now
         self._requests += 1
-        out.append(Send(target, _LOW if self._active else _HIGH))
+        size = len(self._active)
+        high = not size or self._escalate or (self._urgent and size < self._active_min)
+        self._escalate = False
+        out.append(Send(target, _HIGH if high else _LOW))
 
     def _settle(self, peer: NodeSpec) -> bool:
         """Clear the pending request if it was to `peer`; True if it was."""
@@ -683,12 +739,14 @@ class HyParView:
             del passive[victim]
         passive[name] = spec
 
-    def _remember_lost(self, spec: NodeSpec) -> None:
+    def _remember_lost(self, spec: NodeSpec, *, was_active: bool) -> None:
         lost = self._lost
-        lost.pop(spec.name, None)
+        previous = lost.pop(spec.name, None)
+        if previous is not None and previous[2]:
+            was_active = True  # once a neighbor, its link is still worth restoring
         if len(lost) >= self._passive_size:
             del lost[next(iter(lost))]  # oldest first
-        lost[spec.name] = (spec, self._now)
+        lost[spec.name] = (spec, self._now, was_active)
 
 
 def _name(spec: NodeSpec) -> str:

@@ -62,8 +62,11 @@ class NeighborNotice:
     """The sender has put the receiver in its active view; the receiver must follow.
 
     Sent by a contact and by the end of a forward-join walk, so the newcomer's
-    view is symmetric with theirs.
+    view is symmetric with theirs. A contact also hands the newcomer a sample of
+    its views (`nodes`) to seed the newcomer's passive view.
     """
+
+    nodes: tuple[NodeSpec, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,4 +139,6 @@ def check(msg: Any) -> bool:
         return type(msg.accepted) is bool
     if kind is DisconnectNotice:
         return type(msg.incarnation) is int
-    return kind in (JoinRequest, NeighborNotice, LeaveNotice)
+    if kind is NeighborNotice:
+        return type(msg.nodes) is tuple and len(msg.nodes) <= MAX_EXCHANGE
+    return kind is JoinRequest or kind is LeaveNotice
