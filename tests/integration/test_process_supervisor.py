@@ -32,6 +32,9 @@ from partisan.supervision.process_spec import (
     ProcessState,
 )
 from partisan.supervision.processes import ProcessSupervisor
+from partisan.testing.plugin import no_leaks  # noqa: F401  # fixture, used via pytestmark
+
+pytestmark = pytest.mark.usefixtures("no_leaks")
 
 STAND_IN = [sys.executable, "-m", "partisan.supervision.stand_in"]
 #: Must show: a kill -9'd node is back within 2 s.

@@ -23,6 +23,9 @@ from partisan.supervision import api as sup
 from partisan.supervision.child_spec import ChildSpec, SupervisorSpec
 from partisan.supervision.process_spec import ProcessSpec, ProcessStarted
 from partisan.supervision.processes import ProcessSupervisor
+from partisan.testing.plugin import no_leaks  # noqa: F401  # fixture, used via pytestmark
+
+pytestmark = pytest.mark.usefixtures("no_leaks")
 
 HERE = Path(__file__).resolve().parent
 HEARTBEAT = {"heartbeat_interval": 0.1, "heartbeat_timeout": 0.5}

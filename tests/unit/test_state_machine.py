@@ -37,6 +37,9 @@ from partisan.actors.state_machine import (
 from partisan.actors.state_machine_engine import Engine
 from partisan.actors.state_machine_types import CancelTimer, StartTimer
 from partisan.errors import CallExit
+from partisan.testing.plugin import no_leaks  # noqa: F401  # fixture, used via pytestmark
+
+pytestmark = pytest.mark.usefixtures("no_leaks")
 
 DEADLINE = 5.0
 _EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "code_lock.py"

@@ -36,6 +36,9 @@ from partisan.supervision.policy import (
     WORKER,
 )
 from partisan.supervision.supervisor import Supervisor
+from partisan.testing.plugin import no_leaks  # noqa: F401  # fixture, used via pytestmark
+
+pytestmark = pytest.mark.usefixtures("no_leaks")
 
 DEADLINE = 5.0  # generous: every wait here is for in-process work
 
