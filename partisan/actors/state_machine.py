@@ -39,13 +39,12 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import inspect
 import logging
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from partisan.actors.actor import Actor
-from partisan.actors.gen_server import _StopRequest
+from partisan.actors.gen_server import _maybe_await, _StopRequest
 from partisan.actors.runtime import crashed_from
 from partisan.actors.signals import Call as _CallMsg
 from partisan.actors.signals import Cast as _CastMsg
@@ -113,12 +112,6 @@ class _TimerFired:
     """Posted to the machine's own mailbox when an engine timer comes due."""
 
     token: int
-
-
-async def _maybe_await(value: Any) -> Any:
-    if inspect.isawaitable(value):
-        return await value
-    return value
 
 
 def state_function_name(state: Any) -> str:

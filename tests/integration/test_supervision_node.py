@@ -48,7 +48,7 @@ _APP = textwrap.dedent(
         while True:
             msg = await partisan.receive()
             if isinstance(msg, partisan.Exit) and msg.reason == "shutdown":
-                await asyncio.sleep(0.05)  # some cleanup that takes a little time
+                await asyncio.sleep(0.05)  # ok-sleep: a deliberately slow cleanup
                 say(stopped=name)
                 return
 
