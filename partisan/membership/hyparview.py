@@ -353,8 +353,12 @@ class HyParView:
             self._rejected += 1
             logger.warning("%s: dropped malformed message from %s: %.200r", self._me, sender, msg)
             return
-        if self._left or sender.name == self._me or not self._admit(sender, out):
+        if self._left:
             return
+        known = self._active.get(sender.name)
+        if known is None or known.incarnation != sender.incarnation:  # else: the fast path
+            if sender.name == self._me or not self._admit(sender, out):
+                return
         handler(sender, msg, out)
 
     def _admit(self, spec: NodeSpec, out: list[Action]) -> bool:
@@ -453,7 +457,10 @@ class HyParView:
             return
         self._add_passive(sender, ())
         out.append(Disconnect(sender, _VIEW_CHANGE))
-        self._trigger_repair()
+        # One request, not a round: a disconnect is a peer's decision, usually a
+        # join evicting us, and most peers are full then; periodic promotion
+        # keeps trying (a round here cost ~10 refused requests per eviction).
+        self._trigger_repair(1 if self._active else 1 << 30)
         self._tried.add(sender.name)  # it just chose to drop us: ask someone else
 
     def _on_leave(self, sender: NodeSpec, msg: LeaveNotice, out: list[Action]) -> None:
