@@ -105,6 +105,7 @@ def test_sigterm_stops_a_node_gracefully_and_peers_see_it_leave(
             partisan.monitor_node("b")
             pids = [await partisan.spawn(counter, node="b") for _ in range(10)]
             refs = {partisan.monitor(pid) for pid in pids}
+            assert await partisan.ping(pids[-1])  # same lane, after the monitor requests: all set
             b.signal(signal.SIGTERM)
             downs = [await partisan.receive(match=partisan.Down, timeout=5) for _ in refs]
             assert {d.ref for d in downs} == refs
@@ -117,3 +118,35 @@ def test_sigterm_stops_a_node_gracefully_and_peers_see_it_leave(
     asyncio.run(main())
     assert wait_until(lambda: b.proc.poll() is not None, 10) is not None
     assert b.proc.returncode == 0
+
+
+@pytest.mark.timeout(60)
+def test_overloaded_send_raises_and_wait_true_waits_for_room(
+    cluster: Callable[..., NodeProcess], keys: Path
+) -> None:
+    b = cluster("b")
+    payload = b"x" * 10_000
+
+    async def collect(count: int, report_to: partisan.Pid) -> None:
+        for _ in range(count):
+            await partisan.receive()
+        partisan.send(report_to, "all received")
+
+    async def main() -> None:
+        async with partisan.Node(
+            "t", key_dir=str(keys), hidden=True, send_buffer_bytes=50_000, **SETTINGS
+        ) as node:
+            await node.join(f"b@{b.address}")
+            sink = await partisan.spawn(collect, 200, partisan.self(), node="b")
+            sent = 0
+            with pytest.raises(partisan.Overloaded):
+                for _ in range(200):
+                    partisan.send(sink, payload)  # 2 MB against a 50 KB budget
+                    sent += 1
+            assert 0 < sent < 200 and node.statistics().routed_remote == sent
+            for _ in range(200 - sent):
+                await partisan.send(sink, payload, wait=True, timeout=10)
+            assert await partisan.receive(timeout=10) == "all received"
+            assert node.statistics().routed_remote == 200
+
+    asyncio.run(main())
