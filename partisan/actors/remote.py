@@ -86,6 +86,19 @@ class Distribution(Inbound):
     def is_up(self, node: str) -> bool:
         return node in self.up
 
+    def pinned(self, node: str) -> bool:
+        """True while monitors, links, calls or requests depend on `node`.
+
+        For the membership driver (CONTRACT.md): a view change
+        (`DisconnectReason.VIEW_CHANGE`) must not close a pinned link.
+        """
+        return bool(
+            self.watch_index.get(node)
+            or self.in_by_node.get(node)
+            or self.remote_links.get(node)
+            or any(asked == node for _, asked in self.requests.pending.values())
+        )
+
     def may_be_alive(self, pid: Pid) -> bool:
         spec = self.up.get(pid.node)
         return spec is not None and spec.incarnation == pid.incarnation

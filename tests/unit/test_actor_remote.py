@@ -307,3 +307,24 @@ async def test_leave_gives_nodedown_left_on_both_sides() -> None:
         with b.as_current():
             assert await partisan.receive(match=NodeDown, timeout=2) == NodeDown("a", "left")
         assert a.nodes() == [] and b.nodes() == []
+
+
+@async_test
+async def test_links_with_monitors_links_or_calls_are_pinned() -> None:
+    async with nodes("a", "b") as [a, _b]:
+        dist = a.dist
+        assert dist is not None and not dist.pinned("b")
+        kv = await KV.start(node="b")
+        ref = partisan.monitor(kv)
+        assert dist.pinned("b")
+        partisan.demonitor(ref)
+        assert not dist.pinned("b")
+        partisan.link(kv)
+        assert dist.pinned("b")
+        partisan.unlink(kv)
+        assert not dist.pinned("b")
+        waiting = asyncio.ensure_future(partisan.call(kv, ("wait",)))
+        await asyncio.sleep(0)  # ok-sleep: let the call register
+        assert dist.pinned("b")
+        await partisan.call(kv, ("wake",))
+        assert await waiting == "woken" and not dist.pinned("b")
