@@ -364,6 +364,9 @@ class Links(Receiver):
         ):
             return
         budget.queued += size - queue.push(Pending(channel, dest, flags, frames, size))
+        if lane.routed and len(queue) == 1:
+            # A ROUTER lane has no FD edge of its own to wake us: retry soon.
+            self._running().call_later(0.001, self._flush, state, lane)
 
     async def send_wait(
         self,
@@ -511,8 +514,8 @@ class Links(Receiver):
 
     def _flush(self, peer: Peer, lane: OutLane) -> None:
         """Hand queued messages of `lane` to ZeroMQ until it would block."""
-        if not self._sendable(peer, lane):
-            return
+        if self._peers.get(peer.name) is not peer or not self._sendable(peer, lane):
+            return  # (a retry scheduled before the link went down)
         queue = lane.queue
         moved = 0
         while queue:
@@ -672,6 +675,8 @@ class Links(Receiver):
             elif peer.up_reported and (peer.router_lane is not None or not peer.sent_recently):
                 self._send_control(peer, Kind.PING)
             peer.sent_recently = False
+            if peer.router_lane is not None and peer.router_lane.queue:
+                self._flush(peer, peer.router_lane)
             if peer.heard_recently:
                 peer.heard_recently = False
                 peer.last_heard = now

@@ -633,6 +633,7 @@ class Receiver:
             # Best effort: a live peer must not keep sending into a dead session.
             self._say_bye(peer, "connection_closed")
         del self._peers[peer.name]
+        peer.out_state = OutState.NONE
         lanes = list(peer.lanes.values())
         for lane in lanes:
             self._close_lane(lane, linger)

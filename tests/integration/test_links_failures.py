@@ -94,3 +94,35 @@ def test_sigstop_is_detected_and_sigcont_brings_a_new_session_without_old_frames
         assert not late, (
             f"{node.name} delivered frames of the old session after it ended: {late} {log}"
         )
+
+
+@pytest.mark.timeout(30)
+def test_disconnect_is_not_a_failure_and_a_restart_is_a_new_incarnation(
+    node_factory: Callable[..., NodeProcess],
+    key_dir: Callable[..., Path],
+    fast_heartbeats: dict[str, float],
+) -> None:
+    keys = key_dir("a", "b")
+    deadline = detection_deadline(Config(**fast_heartbeats))
+    a = node_factory("a", keys=keys, settings=fast_heartbeats)
+    b = node_factory("b", keys=keys, settings=fast_heartbeats)
+    a.request("connect", target=str(b.spec))
+    a.request("send", peer="b", count=100)
+    a.request("disconnect", peer="b")  # flushes, says BYE, no callback on a
+    down = wait_until(lambda: _downs(b, "a"), deadline, message="b to see the disconnect")[0]
+    assert down["reason"] == "disconnected"
+    assert b.request("received")["counts"]["a/default"] == 100
+    assert _downs(a, "b") == []
+
+    # b restarts on the same port: a re-dials and meets a new incarnation.
+    port = b.address.rsplit(":", 1)[1]
+    a.request("keep_connected", target=str(b.spec))
+    wait_until(lambda: len(_ups(a, "b")) == 2, deadline, message="the link back")
+    b.kill()
+    wait_until(lambda: _downs(a, "b"), deadline, message="a to see b die")
+    b2 = node_factory("b", "--port", port, keys=keys, settings=fast_heartbeats)
+    assert b2.incarnation > b.incarnation
+    ups = wait_until(lambda: _ups(a, "b")[2:], deadline + 5, message="a to meet the new b")
+    assert ups[0]["incarnation"] == b2.incarnation
+    a.request("send", peer="b", count=10)
+    wait_until(lambda: b2.request("received")["counts"].get("a/default") == 10, 5)
