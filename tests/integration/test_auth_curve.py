@@ -41,6 +41,10 @@ class Server:
         self.sock.curve_server = True
         self.sock.curve_secretkey = store.secret_key
         self.sock.curve_publickey = store.public_key.encode()
+        # Fail closed: without this, a CURVE server with no ZAP handler bound
+        # admits any client key (see the last test).
+        self.sock.zap_domain = b"partisan"
+        self.sock.zap_enforce_domain = 1
         self.monitor = self.sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED | _FAILED)
         self.sock.bind("tcp://127.0.0.1:0")
         self.endpoint = self.sock.last_endpoint.decode()
@@ -250,3 +254,42 @@ def test_concurrent_handshakes_are_all_answered_from_the_loop(tmp_path: Path) ->
         assert stats.rejected_unknown_key == 1
 
     run_scenario(tmp_path, scenario)
+
+
+@pytest.mark.timeout(30)
+def test_without_a_handler_an_enforcing_server_admits_no_one(tmp_path: Path) -> None:
+    """Why the links set ZAP_ENFORCE_DOMAIN: a handler that is not (yet, or any
+    more) bound must mean "refuse", not "admit everyone"."""
+    create_keys(tmp_path, ["server", "good"])
+
+    async def main() -> None:
+        server_ctx = zmq.asyncio.Context()
+        client_ctx = zmq.Context()
+        store = KeyStore(tmp_path, "server")
+        server = Server(server_ctx, store)  # no Authenticator started
+        auth = Authenticator(server_ctx, store)
+        clients = []
+        try:
+            for text in (b"too early", b"after start"):
+                sock = client(
+                    client_ctx,
+                    server.endpoint,
+                    server_key=store.public_key.encode(),
+                    keypair=keypair(tmp_path, "good"),
+                )
+                clients.append(sock)
+                sock.send(text)
+                if not auth.started:
+                    assert await server.wait_event(_FAILED) == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+                    auth.start()
+            frames = await server.receive()
+            assert frames[-1].bytes == b"after start"  # the early one never arrives
+        finally:
+            for sock in clients:
+                sock.close(linger=0)
+            server.close()
+            auth.stop()
+            client_ctx.term()
+            server_ctx.term()
+
+    asyncio.run(main())
