@@ -328,3 +328,39 @@ async def test_links_with_monitors_links_or_calls_are_pinned() -> None:
         assert dist.pinned("b")
         await partisan.call(kv, ("wake",))
         assert await waiting == "woken" and not dist.pinned("b")
+
+
+@async_test
+async def test_bad_frames_from_a_peer_are_counted_never_fatal() -> None:
+    async with nodes("a", "b") as [a, b]:
+        kv = await KV.start(node="b")
+        sender = links_of(a)
+        for dest, payload in [
+            ("$runtime", ("$call", "not a ref", None)),  # malformed hot-path envelope
+            ("$runtime", ("$nonsense",)),
+            ("$runtime", NodeUp("x")),  # not a control envelope
+            ("partisan:pid:b:x:y", "bad pid text"),
+            ("nobody", "unknown name"),
+        ]:
+            sender.send("b", "default", dest, payload)
+        assert await partisan.call(kv, ("node",)) == "b"  # b still serves, in order
+        drops = b.statistics().drops
+        assert drops["bad_control"] == 2 and drops["unknown_control"] == 1
+        assert drops["bad_destination"] == 1
+        assert drops["unknown_name"] == 1
+
+
+@async_test
+async def test_calls_to_unreachable_nodes_raise_not_connected() -> None:
+    async with nodes("a"):
+        with pytest.raises(NotConnected):
+            await partisan.call(("kv", "nowhere"), "x")
+        with pytest.raises(NotConnected):
+            await partisan.call(partisan.Pid("nowhere", 1, 1), "x")
+        with pytest.raises(NotConnected):
+            await partisan.rpc("nowhere", len, [])
+        assert not await partisan.ping("nowhere")
+        ref = partisan.monitor(("kv", "nowhere"))
+        assert await partisan.receive(match=Down, timeout=2) == Down(
+            ref, ("kv", "nowhere"), "noconnection"
+        )

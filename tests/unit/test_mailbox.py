@@ -6,6 +6,8 @@ import asyncio
 
 import pytest
 from _actor_support import async_test
+from hypothesis import given
+from hypothesis import strategies as st
 
 from partisan.actors.mailbox import Mailbox, as_predicate
 from partisan.errors import ReceiveTimeout
@@ -65,3 +67,29 @@ def test_bad_patterns_are_type_errors() -> None:
     with pytest.raises(TypeError):
         as_predicate(42)  # type: ignore[arg-type]
     assert as_predicate(None) is None
+
+
+@given(
+    messages=st.lists(st.integers(min_value=0, max_value=9), max_size=40),
+    wanted=st.lists(st.integers(min_value=0, max_value=9), max_size=10),
+)
+def test_selective_receive_takes_first_match_and_keeps_the_rest_in_order(
+    messages: list[int], wanted: list[int]
+) -> None:
+    """Model: a list; receive(match=k) removes the first k, everything else keeps its order."""
+
+    async def run() -> None:
+        box = Mailbox()
+        model = list(messages)
+        for msg in messages:
+            box.put(msg)
+        for value in wanted:
+            if value in model:
+                model.remove(value)
+                assert await box.receive(match=value.__eq__, timeout=0) == value
+            else:
+                with pytest.raises(ReceiveTimeout):
+                    await box.receive(match=value.__eq__, timeout=0)
+        assert box.messages() == model
+
+    asyncio.run(run())
