@@ -80,7 +80,9 @@ async def test_actor_subclass_gets_args_and_its_pid() -> None:
 
 
 @async_test
-async def test_crash_is_logged_and_reported_as_crashed_down(caplog: pytest.LogCaptureFixture) -> None:
+async def test_crash_is_logged_and_reported_as_crashed_down(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     async with nodes("a") as [node]:
         pid = await partisan.spawn(crash_on_message)
         ref = partisan.monitor(pid)
@@ -104,7 +106,9 @@ async def test_down_reasons_normal_custom_noproc() -> None:
         r1, r2 = partisan.monitor(normal), partisan.monitor(custom)
         partisan.send(normal, "go")
         partisan.send(custom, "go")
-        downs = {d.ref: d.reason for d in [await partisan.receive(match=Down, timeout=2) for _ in "12"]}
+        downs = {
+            d.ref: d.reason for d in [await partisan.receive(match=Down, timeout=2) for _ in "12"]
+        }
         assert downs == {r1: "normal", r2: "frop"}
         r3 = partisan.monitor(normal)  # already dead
         assert await partisan.receive(match=Down, timeout=2) == Down(r3, normal, "noproc")
@@ -128,7 +132,9 @@ async def test_demonitor_before_exit_gives_no_down_and_flush_removes_queued_one(
         ref2 = partisan.monitor(pid2)
         witness2 = partisan.monitor(pid2)
         partisan.send(pid2, "go")
-        assert (await partisan.receive(match=lambda m: isinstance(m, Down) and m.ref == witness2, timeout=2))
+        assert await partisan.receive(
+            match=lambda m: isinstance(m, Down) and m.ref == witness2, timeout=2
+        )
         assert partisan.demonitor(ref2, flush=True) is False
         partisan.send(partisan.self(), "marker")
         assert await drain_until("marker") == []

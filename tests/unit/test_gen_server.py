@@ -117,7 +117,9 @@ async def test_crash_in_handle_call_fails_the_caller_and_calls_terminate() -> No
         ref = partisan.monitor(pid)
         with pytest.raises(CallExit) as info:
             await partisan.call(pid, "boom")
-        assert isinstance(info.value.reason, Crashed) and info.value.reason.message == "boom in call"
+        assert (
+            isinstance(info.value.reason, Crashed) and info.value.reason.message == "boom in call"
+        )
         msg = await partisan.receive(match=tuple, timeout=2)
         assert msg[0] == "terminated" and isinstance(msg[1], Crashed)
         assert (await partisan.receive(match=Down, timeout=2)).ref == ref
