@@ -92,6 +92,8 @@ def make_router(
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         if keystore is not None:
             sock.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAIN)
+            # Fail closed: with no ZAP handler bound, libzmq would otherwise admit any key.
+            sock.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
             sock.setsockopt(zmq.CURVE_SERVER, 1)
             sock.setsockopt(zmq.CURVE_SECRETKEY, keystore.secret_key)
             sock.setsockopt(zmq.CURVE_PUBLICKEY, keystore.public_key.encode("ascii"))
