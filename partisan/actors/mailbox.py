@@ -118,10 +118,16 @@ class Mailbox:
         A plain function returning an awaitable: when a message is already
         queued no coroutine is created at all.
         """
-        predicate = as_predicate(match)
-        found, msg = self._scan(predicate, 0)
-        if found:
-            return _ready(msg)
+        if match is None:  # the common case, kept short
+            queue = self._queue
+            if queue:
+                return _Ready(queue.popleft())
+            predicate = None
+        else:
+            predicate = as_predicate(match)
+            found, msg = self._scan(predicate, 0)
+            if found:
+                return _Ready(msg)
         if timeout is not None and timeout <= 0:
             raise ReceiveTimeout(f"no matching message (timeout={timeout})")
         if self._waiter is not None and not self._waiter.done():
@@ -162,10 +168,6 @@ class _Ready:
     def __await__(self) -> Generator[Any, None, Any]:
         return self.value
         yield  # pragma: no cover  # makes this a generator
-
-
-def _ready(value: Any) -> Awaitable[Any]:
-    return _Ready(value)
 
 
 def _wake_timeout(mailbox: Mailbox) -> None:
