@@ -9,6 +9,9 @@ with ``@example`` below so it stays a regression test.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Sequence
 
 import pytest
@@ -67,7 +70,9 @@ def _components(graph: dict[str, tuple[str, ...]]) -> list[set[str]]:
     return parts
 
 
-def _settle_and_check(sim: Simulator, hv: HyParViewConfig) -> None:
+def _settle_and_check(
+    sim: Simulator, hv: HyParViewConfig, *, saturated_islands_allowed: bool = False
+) -> None:
     sim.heal()
     sim.run_for(30 * hv.shuffle_interval)
     assert sim.run_until_quiet(max_time=60.0)
@@ -76,6 +81,13 @@ def _settle_and_check(sim: Simulator, hv: HyParViewConfig) -> None:
     one_sided = [(a, b) for a, peers in graph.items() for b in peers if a not in graph[b]]
     assert not one_sided, f"asymmetric active links: {one_sided}"
     parts = _components(graph)
+    if len(parts) > 1 and saturated_islands_allowed:
+        # HyParView's one blind spot (docs/membership.md): islands in which
+        # every node's active view is full never ask anyone outside. Anything
+        # else (a short node, an empty view) must have merged.
+        short = [n for n, peers in graph.items() if len(peers) < hv.active_size]
+        assert not short, f"split into {[sorted(p) for p in parts]} with short nodes {short}"
+        return
     assert len(parts) == 1, f"active graph split into {[sorted(p) for p in parts]}"
 
 
@@ -124,7 +136,12 @@ def _run_schedule(seed: int, size: int, ops: Sequence[Op], hv: HyParViewConfig) 
     return sim
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(seed=st.integers(0, 2**32), size=st.integers(2, 24), ops=ops_strategy)
 @example(seed=0, size=24, ops=[])
 # Regressions found by this test. The contact left before any shuffle: the
@@ -140,7 +157,12 @@ def test_views_stay_valid_and_heal_to_a_symmetric_connected_overlay(
     _settle_and_check(sim, hv)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(seed=st.integers(0, 2**32), size=st.integers(2, 40), ops=ops_strategy)
 # Regressions: a partition emptied a passive view (fixed: unreachable passive
 # peers are retried as lost); a node below the minimum was refused by a
@@ -155,9 +177,13 @@ def test_views_stay_valid_and_heal_to_a_symmetric_connected_overlay(
 )
 @pytest.mark.timeout(100)
 def test_small_views_under_churn(seed: int, size: int, ops: list[Op]) -> None:
-    """Small views make evictions, refusals and repair rounds the common case."""
+    """Small views make evictions, refusals and repair rounds the common case.
+
+    With 3 peers per view, 8 nodes can settle as two full K4s, which HyParView
+    cannot merge; such saturated islands are tolerated here, nothing else.
+    """
     sim = _run_schedule(seed, size, ops, SMALL)
-    _settle_and_check(sim, SMALL)
+    _settle_and_check(sim, SMALL, saturated_islands_allowed=True)
 
 
 @pytest.mark.timeout(30)
@@ -195,3 +221,37 @@ def test_partitioned_halves_merge_again_after_the_heal() -> None:
     halves = _components(sim.active_graph())
     assert len(halves) == 2
     _settle_and_check(sim, hv)
+
+
+_DIGEST = """
+import hashlib
+from partisan.membership.hyparview import HyParView
+from partisan.membership.sim import Simulator
+sim = Simulator(11, manager=HyParView, crash_detect_delay=1.0)
+sim.add_node()
+for i in range(2, 31):
+    sim.add_node()
+    sim.join(f"n{i}", "n1")
+    sim.run_for(0.01)
+sim.run_for(100.0)
+sim.crash("n7")
+sim.leave("n9")
+sim.run_for(100.0)
+views = [(n, [p.name for p in sim.manager(n).active()], [p.name for p in sim.manager(n).passive()])
+         for n in sim.live_names()]
+print(sim.events, hashlib.sha256(repr(views).encode()).hexdigest())
+"""
+
+
+@pytest.mark.timeout(60)
+def test_same_seed_same_views_across_processes() -> None:
+    """Views must not depend on hash randomisation (set order of strings)."""
+    outputs = set()
+    for hash_seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        done = subprocess.run(
+            [sys.executable, "-c", _DIGEST], env=env, capture_output=True, text=True, timeout=50
+        )
+        assert done.returncode == 0, done.stderr
+        outputs.add(done.stdout)
+    assert len(outputs) == 1, outputs
