@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 
 import pytest
@@ -63,7 +64,11 @@ def test_layout_is_the_documented_one() -> None:
     assert data[3] == Kind.DATA
     assert struct.unpack_from("!HQQBBH", data, 4) == (0x0102, SAMPLE.incarnation, 42, 2, 7, 8)
     assert data[HEADER_FIXED_SIZE:] == b"n1default$runtime"
-    assert decode_header(data).kind is Kind.DATA
+    decoded = decode_header(data)
+    assert decoded.kind is Kind.DATA
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        decoded.seq = 43  # type: ignore[misc]
+    assert hash(decoded) == hash(SAMPLE)
 
 
 def _decode_or_protocol_error(data: bytes) -> None:
