@@ -388,7 +388,8 @@ class HyParView(Repair):
             self._trigger_repair()
 
     def _on_shuffle(self, sender: NodeSpec, msg: Shuffle, out: list[Action]) -> None:
-        self._probe_link(sender, out)
+        if sender.name not in self._active:
+            self._probe_link(sender, out)
         origin = msg.origin
         if origin.name == self._me:
             return
@@ -431,6 +432,7 @@ class HyParView(Repair):
         out.append(Send(target, msg))
 
     def _probe_link(self, sender: NodeSpec, out: list[Action]) -> None:
+        """Answer a walk from a non-neighbor: its link to us is one-sided."""
         if sender.name not in self._active:
             self._probes += 1
             out.append(Send(sender, DisconnectNotice(sender.incarnation)))

@@ -217,13 +217,26 @@ class Views:
         passive[name] = spec
 
     def _merge(self, nodes: tuple[NodeSpec, ...], evict_first: list[str]) -> None:
-        """Add a peer's sample to the passive view, evicting `evict_first` first."""
-        add = self._add_passive
+        """Add a peer's sample to the passive view, evicting `evict_first` first.
+
+        `_add_passive` inlined: this runs for every entry of every shuffle.
+        """
+        me, active, passive = self._me, self._active, self._passive
         for node in nodes:
-            if type(node) is NodeSpec:
-                add(node, evict_first)
-            else:
+            if type(node) is not NodeSpec:
                 self._rejected += 1
+                continue
+            name = node.name
+            if name == me or name in active:
+                continue
+            known = passive.get(name)
+            if known is None:
+                if len(passive) >= self._passive_size:
+                    self._add_passive(node, evict_first)  # the slow path: evict first
+                else:
+                    passive[name] = node
+            elif node.incarnation > known.incarnation:
+                passive[name] = node
 
     def _refuse(self, peer: NodeSpec, out: list[Action]) -> None:
         out.append(Send(peer, DisconnectNotice(peer.incarnation)))
