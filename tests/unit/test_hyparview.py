@@ -10,6 +10,7 @@ from partisan.config import Config, HyParViewConfig
 from partisan.errors import ConfigError
 from partisan.identity import NodeSpec
 from partisan.membership.hyparview import (
+    ESCALATE_AFTER_INTERVALS,
     PROMOTE_TIMER,
     SHUFFLE_TIMER,
     HyParView,
@@ -398,6 +399,19 @@ def test_periodic_promotion_between_minimum_and_full_asks_once_with_low_priority
     asked = first[1].peer  # type: ignore[union-attr]
     assert first == [SetTimer(PROMOTE_TIMER, 15.0), Send(asked, LOW)]
     assert recv(hv, asked, NeighborReply(False)) == []  # one request per interval
+
+
+def test_node_short_of_a_full_view_for_too_long_escalates_once() -> None:
+    hv = make(active_size=5, active_min_size=1, random_promotion_interval=5.0)
+    with_active(hv, A)
+    with_passive(hv, P)
+    for tick in range(1, ESCALATE_AFTER_INTERVALS + 1):
+        assert hv.handle(TimerFired(PROMOTE_TIMER), 5.0 * tick)[1:] == [Send(P, LOW)]
+        recv(hv, P, NeighborReply(False), now=5.0 * tick)  # P is full
+    escalated = hv.handle(TimerFired(PROMOTE_TIMER), 5.0 * (ESCALATE_AFTER_INTERVALS + 1))
+    assert escalated[1:] == [Send(P, HIGH)]
+    recv(hv, P, NeighborReply(True))
+    assert P in hv.active()
 
 
 def test_unanswered_request_times_out_after_one_promotion_interval() -> None:
