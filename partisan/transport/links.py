@@ -11,23 +11,13 @@ we accept a non-hidden peer's HELLO we dial it back, so replies have a path of
 their own. A hidden peer is not dialled back: our messages to it ride the
 ROUTER, addressed by its routing id (`OutLane.routed`).
 
-Sessions, sequence numbers and the handshake are in `session`; flow control
-(a per-peer byte budget refilled by the receiver's CREDIT frames) is in
-`backpressure`; inbound frames are handled by `receive.Receiver`, which this
-class extends.
-
-Failure detection: ZMTP heartbeats on every socket (libzmq's I/O thread
-answers them, so a busy loop causes no false alarm) and a monitor on every
-DEALER. A DISCONNECTED or failed handshake on any lane of an established
-session ends the whole link: every DEALER to that peer is closed with linger 0
-(libzmq would otherwise reconnect silently and lose or delay frames), queued
-messages are counted as dropped, and `on_peer_down(peer, reason)` fires. The
-reason is ``heartbeat_timeout`` when nothing was heard from the peer for
-longer than the heartbeat allows (we send a PING on idle links so that
-silence means something), else ``connection_closed``. A hidden peer has no
-DEALER of ours to monitor, so we PING it through the ROUTER every heartbeat
-interval: ROUTER_MANDATORY answers EHOSTUNREACH once libzmq dropped its
-connection (heartbeats included).
+The class is assembled from one mixin per concept over `core.LinksCore`:
+`handshake` (HELLO / WELCOME / REFUSE; the rules are in `session`),
+`detection` (heartbeats, monitors, PINGs, backoff, teardown), `receive`
+(readiness, dispatch, delivery, credits) and `outbound` (lanes and the
+hand-off to ZeroMQ). Flow control (a per-peer byte budget refilled by the
+receiver's CREDIT frames) is in `backpressure`. This module is the public
+API: lifecycle, connect, send, statistics.
 
 I/O: every socket is driven by ``loop.add_reader`` on its ZeroMQ FD and called
 with NOBLOCK; nothing awaits per message. The FD is edge-triggered, so every
@@ -44,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections import Counter
 from typing import Any, Protocol
 
@@ -55,12 +44,14 @@ from partisan.errors import CallTimeout, JoinRefused, NotConnected, Overloaded
 from partisan.identity import NodeSpec
 from partisan.transport.backpressure import Pending
 from partisan.transport.codec import encode_payload
+from partisan.transport.detection import Detection
+from partisan.transport.handshake import Handshake
 from partisan.transport.keys import KeyStore
-from partisan.transport.lanes import FLAG_INLINE, OutLane, lane_for
+from partisan.transport.lanes import OutLane
+from partisan.transport.outbound import Outbound
 from partisan.transport.peer import OutState, Peer
 from partisan.transport.receive import Receiver
-from partisan.transport.session import Greeting, new_session_id, routing_id
-from partisan.transport.sockets import close_dealer, make_dealer, make_router, raise_nofile_limit
+from partisan.transport.sockets import make_router, raise_nofile_limit
 from partisan.transport.statistics import (
     ChannelStatistics,
     LinkStatistics,
@@ -68,19 +59,13 @@ from partisan.transport.statistics import (
     PeerStatistics,
     freeze_rejected,
 )
-from partisan.transport.wire import WIRE_VERSION, Header, Kind, encode_header
 
 __all__ = ["LinkHandler", "Links"]
 
 log = logging.getLogger(__name__)
 
-_TEMPLATE_CACHE = 4096
-_MORE = int(zmq.SNDMORE)
-_FIRST = int(zmq.NOBLOCK) | _MORE
-_send = zmq.backend.Socket.send  # the Cython method, without pyzmq's Python wrapper
-_ZERO_COPY = 64 * 1024  # parts at least this big are sent without copying
 #: magic, version, kind, flags, incarnation, seq: the header bytes before template[2].
-_HEADER_PREFIX = 22  # (channel, dest) header templates kept before the cache is reset
+_HEADER_PREFIX = 22
 
 
 class LinkHandler(Protocol):
@@ -93,7 +78,7 @@ class LinkHandler(Protocol):
     def on_peer_down(self, peer: NodeSpec, reason: str) -> None: ...
 
 
-class Links(Receiver):
+class Links(Handshake, Detection, Receiver, Outbound):
     """This node's links to its peers (see the module docstring)."""
 
     def __init__(self, config: Config, *, incarnation: int, handler: LinkHandler) -> None:
@@ -397,315 +382,9 @@ class Links(Receiver):
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(state.room.wait(), remaining)
 
-    def _pick_lane(self, peer: Peer, channel: str, key: object) -> OutLane:
-        if peer.router_lane is not None:
-            if channel not in self.channels:
-                raise ValueError(self._unknown_channel(channel))
-            return peer.router_lane
-        spec = self.channels.get(channel)
-        if spec is None:
-            raise ValueError(self._unknown_channel(channel))
-        index = lane_for(key, spec.parallelism)
-        lane = peer.lanes.get((channel, index))
-        if lane is None:
-            lane = self._open_lane(peer, channel, index)
-        if channel == "default" or not self.config.channel_fallback:
-            return lane
-        if lane.up and channel not in peer.fallback:
-            return lane
-        if lane.up and peer.budget.outstanding == 0:
-            # Everything sent on the fallback lane was delivered: switching
-            # now cannot reorder this channel.
-            peer.fallback.discard(channel)
-            return lane
-        peer.fallback.add(channel)
-        default = self.channels["default"]
-        index = lane_for(key, default.parallelism)
-        fallback = peer.lanes.get(("default", index))
-        return fallback if fallback is not None else self._open_lane(peer, "default", index)
-
-    def _unknown_channel(self, channel: str) -> str:
-        return f"unknown channel {channel!r}; configured: {', '.join(sorted(self.channels))}"
-
-    def _sendable(self, peer: Peer, lane: OutLane) -> bool:
-        # Inlined in `send`; keep the two in step.
-        return peer.out_state is OutState.UP and (lane.up or lane.routed)
-
-    def _template(self, channel: str, dest: str) -> tuple[bytes, bytes, bytes]:
-        """Header parts around flags and seq for (channel, dest): encoded once, patched per message."""
-        key = (channel, dest)
-        template = self._templates.get(key)
-        if template is None:
-            if len(self._templates) >= _TEMPLATE_CACHE:
-                self._templates.clear()
-            raw = encode_header(Header(Kind.DATA, self.name, self.incarnation, channel, dest, 0, 0))
-            # magic+version+kind | flags | incarnation | seq | strings
-            template = self._templates[key] = (raw[:4], raw[6:14], raw[22:])
-        return template
-
-    def _hand_off(
-        self,
-        peer: Peer,
-        lane: OutLane,
-        channel: str,
-        template: tuple[bytes, bytes, bytes],
-        flags: int,
-        frames: list[Any],
-        size: int,
-    ) -> bool:
-        """Give one message to ZeroMQ; False if it would block (the caller queues it)."""
-        head, incarnation, strings = template
-        seq = lane.seq + 1
-        send = _send
-        sock = lane.sock
-        try:
-            # The first part decides (EAGAIN / EHOSTUNREACH); the rest of a
-            # multipart message is then always accepted. One send per part is
-            # ~4x cheaper than send_multipart; the base class's send skips
-            # pyzmq's Python wrapper.
-            if lane.prefix:
-                send(sock, lane.prefix[0], _FIRST)
-                first = _MORE
-            else:
-                first = _FIRST
-            if len(frames) == 1 and size < _ZERO_COPY:
-                flags |= FLAG_INLINE
-                blob = b"".join(
-                    (
-                        head,
-                        flags.to_bytes(2, "big"),
-                        incarnation,
-                        seq.to_bytes(8, "big"),
-                        strings,
-                        frames[0],
-                    )
-                )
-                send(sock, blob, first & ~_MORE)
-            else:
-                header = b"".join(
-                    (head, flags.to_bytes(2, "big"), incarnation, seq.to_bytes(8, "big"), strings)
-                )
-                send(sock, header, first)
-                last = len(frames) - 1
-                for i, frame in enumerate(frames):
-                    more = 0 if i == last else _MORE
-                    send(sock, frame, more, copy=len(frame) < _ZERO_COPY)
-        except zmq.Again:
-            return False
-        except zmq.ZMQError as exc:
-            if exc.errno == zmq.EHOSTUNREACH:
-                self._defer_teardown(peer, "connection_closed")
-                return True  # the link is going down; the loss is reported with it
-            raise
-        lane.seq = seq
-        if not lane.routed:  # _mark_dirty, inlined
-            self._dirty[lane] = peer
-            if not self._dirty_scheduled:
-                self._dirty_scheduled = True
-                self._running().call_soon(self._check_dirty)
-        else:
-            self._recheck_router()
-        peer.budget.sent += size
-        peer.sent_recently = True
-        counts = peer.counters.channels.get(channel) or peer.counters.channel(channel)
-        counts[0] += 1
-        counts[1] += size
-        return True
-
-    def _flush(self, peer: Peer, lane: OutLane) -> None:
-        """Hand queued messages of `lane` to ZeroMQ until it would block."""
-        if self._peers.get(peer.name) is not peer or not self._sendable(peer, lane):
-            return  # (a retry scheduled before the link went down)
-        queue = lane.queue
-        moved = 0
-        while queue:
-            msg = queue.peek()
-            template = self._template(msg.channel, msg.dest)
-            if not self._hand_off(
-                peer, lane, msg.channel, template, msg.flags, msg.frames, msg.size
-            ):
-                if lane.routed and self._loop is not None:
-                    self._loop.call_later(0.001, self._flush, peer, lane)
-                break
-            queue.pop()
-            peer.budget.queued -= msg.size
-            moved += 1
-        if moved:
-            self._mark_dirty(peer, lane)
-
     # ------------------------------------------------------------ sessions
 
-    def _new_peer(self, name: str, host: str, port: int) -> Peer:
-        counters = self._counters.get(name)
-        if counters is None:
-            counters = self._counters[name] = PeerCounters()
-        peer = Peer(
-            name,
-            host,
-            port,
-            budget=self.config.send_buffer_bytes,
-            counters=counters,
-            loop=self._running(),
-        )
-        self._peers[name] = peer
-        return peer
-
-    def _greeting(self, session: int, *, target: str | None, reply_to: int | None) -> Greeting:
-        spec = self.spec
-        return Greeting(
-            name=self.name,
-            incarnation=self.incarnation,
-            manager=self.config.manager,
-            wire_version=WIRE_VERSION,
-            hidden=self.hidden,
-            host=spec.host,
-            port=spec.port,
-            role=self.config.role,
-            public_key=spec.public_key,
-            session=session,
-            target=target,
-            reply_to=reply_to,
-        )
-
-    def _open_out(self, peer: Peer, *, reply_to: int | None) -> None:
-        """Start our outbound half-session: open membership lane 0; HELLO goes when it connects."""
-        if self.keystore is not None:
-            peer.server_key = self.keystore.key_for(peer.name)
-            if peer.server_key is None:
-                error = JoinRefused(
-                    f"no public key for {peer.name} in {self.keystore.directory}/public_keys"
-                )
-                self._teardown(peer, "unreachable", notify=False, error=error)
-                return
-        peer.out_session = new_session_id()
-        peer.out_state = OutState.HANDSHAKING
-        peer.reply_to = reply_to
-        peer.deadline = self._running().time() + self.config.handshake_timeout
-        header = encode_header(
-            Header(Kind.HELLO, self.name, self.incarnation, "membership", "", 0, 0)
-        )
-        hello = self._greeting(peer.out_session, target=peer.name, reply_to=reply_to)
-        peer.hello = [header, hello.to_bytes()]
-        self._open_lane(peer, "membership", 0)
-
-    def _open_lane(self, peer: Peer, channel: str, index: int) -> OutLane:
-        assert peer.out_session is not None and self._context is not None
-        slot = peer.next_slot
-        peer.next_slot += 1
-        rid = routing_id(peer.out_session, slot)
-        sock, monitor = make_dealer(
-            self._context,
-            self.config,
-            self.keystore,
-            routing_id=rid,
-            server_key=peer.server_key,
-            endpoint=peer.endpoint,
-        )
-        spec = self.channels[channel]
-        lane = OutLane(
-            channel=channel,
-            index=index,
-            slot=slot,
-            rid=rid,
-            sock=sock,
-            monitor=monitor,
-            monotonic=spec.monotonic,
-        )
-        peer.lanes[(channel, index)] = lane
-        loop = self._running()
-        loop.add_reader(sock.FD, self._on_dealer_readable, peer, lane)
-        loop.add_reader(monitor.FD, self._on_monitor, peer, lane)
-        # The FDs only signal edges: read once now so the first edge is armed.
-        loop.call_soon(self._on_monitor, peer, lane)
-        loop.call_soon(self._on_dealer_readable, peer, lane)
-        return lane
-
-    def _close_lane(self, lane: OutLane, linger: int = 0) -> None:
-        if self._loop is not None and not lane.routed and not lane.sock.closed:
-            self._loop.remove_reader(lane.sock.FD)
-            if lane.monitor is not None:
-                self._loop.remove_reader(lane.monitor.FD)
-        if not lane.routed:
-            if linger:
-                lane.sock.setsockopt(zmq.LINGER, linger)
-                if lane.monitor is not None:
-                    lane.sock.disable_monitor()
-                    lane.monitor.close(linger=0)
-                lane.sock.close(linger=linger)
-            else:
-                close_dealer(lane.sock, lane.monitor)
-
-    def _open_default_lanes(self, peer: Peer) -> None:
-        for name in ("default", "membership"):
-            for index in range(self.channels[name].parallelism):
-                if (name, index) not in peer.lanes:
-                    self._open_lane(peer, name, index)
-
-    def _send_bye(self, peer: Peer, reason: str) -> None:
-        self._say_bye(peer, reason)
-
-    def _send_control(self, peer: Peer, kind: Kind, payload: bytes = b"", seq: int = 0) -> bool:
-        """Send a control frame on the control lane, bypassing the data queues."""
-        lane = peer.control_lane()
-        if lane is None:
-            return False
-        header = encode_header(Header(kind, self.name, self.incarnation, "", "", seq, 0))
-        frames = [*lane.prefix, header] + ([payload] if payload else [])
-        try:
-            lane.sock.send_multipart(frames, zmq.NOBLOCK)
-        except zmq.ZMQError as exc:
-            if exc.errno == zmq.EHOSTUNREACH and lane.routed:
-                self._defer_teardown(peer, self._down_reason(peer))
-            return False
-        peer.sent_recently = True
-        self._mark_dirty(peer, lane)
-        return True
-
     # ------------------------------------------------------------ housekeeping
-
-    def _housekeeping(self) -> None:
-        """Every heartbeat interval: handshake deadlines, PINGs, credits, expired backoffs."""
-        loop = self._running()
-        now = loop.time()
-        interval = self.config.heartbeat_interval
-        for peer in list(self._peers.values()):
-            if not peer.up_reported and peer.deadline and now > peer.deadline:
-                error = CallTimeout(f"handshake with {peer.name}@{peer.address} timed out")
-                self._teardown(peer, "unreachable", notify=False, error=error)
-            elif peer.up_reported and (peer.router_lane is not None or not peer.sent_recently):
-                self._send_control(peer, Kind.PING)
-            peer.sent_recently = False
-            if peer.router_lane is not None and peer.router_lane.queue:
-                self._flush(peer, peer.router_lane)
-            if peer.heard_recently:
-                peer.heard_recently = False
-                peer.last_heard = now
-        self._send_credits()
-        for address, (until, _, _) in list(self._backoff.items()):
-            if until < now - 600:
-                del self._backoff[address]
-        if not self._closed:
-            self._timer = loop.call_later(interval, self._housekeeping)
-
-    def _down_reason(self, peer: Peer) -> str:
-        """``heartbeat_timeout`` if the peer has been silent past the heartbeat allowance."""
-        if peer.heard_recently:
-            return "connection_closed"  # heard from within this heartbeat interval
-        silent = self._running().time() - peer.last_heard
-        threshold = (self.config.heartbeat_interval + self.config.heartbeat_timeout) / 2
-        return "heartbeat_timeout" if silent >= threshold else "connection_closed"
-
-    def _backoff_address(self, peer: Peer, reason: str) -> None:
-        """Stop re-dialling (name, address) after an authentication failure, for a growing while.
-
-        libzmq would retry a CURVE handshake with the wrong server key every
-        100 ms forever (reliability.md §1); we close the DEALER instead and
-        refuse further dials of that combination for 1, 2, 4 ... 60 s.
-        """
-        key = (peer.name, peer.host, peer.port)
-        previous = self._backoff.get(key)
-        interval = min(60.0, previous[1] * 2) if previous else 1.0
-        self._backoff[key] = (self._running().time() + interval, interval, reason)
 
     def pause_receiving(self) -> None:
         """Stop reading the ROUTER: peers' budgets fill and their sends hit `Overloaded`.
@@ -780,6 +459,3 @@ class Links(Receiver):
         if state is None or state.closing:
             raise NotConnected(f"{self.name} has no link to {peer}")
         return state
-
-    def _now(self) -> float:
-        return time.monotonic()

@@ -1,4 +1,4 @@
-"""The receiving half of `Links`: socket readiness, frame dispatch, handshake, teardown.
+"""The receiving half of `Links`: socket readiness, frame dispatch, delivery, credits.
 
 Theory of operation
 -------------------
@@ -7,7 +7,7 @@ edge-triggered: a wake-up means "EVENTS may have changed", so each callback
 drains with NOBLOCK until EAGAIN (bounded per call, then rescheduled with
 ``call_soon`` so one busy peer cannot starve the loop). Sending on a socket can
 consume the edge of a pending receive, so every socket we send on is marked
-dirty and re-checked once per loop iteration (`_recheck`).
+dirty and re-checked once per loop iteration (`_mark_dirty`).
 
 Nothing a peer sends can raise out of a callback: a bad header or payload is a
 `ProtocolError` that is counted (`LinkStatistics.rejected`) and logged, and the
@@ -21,28 +21,22 @@ delivered (see `backpressure`), on the path the data came by.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import pickle
 import struct
-from collections import Counter
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import zmq
-from zmq.utils.monitor import recv_monitor_message
 
 from partisan.errors import JoinRefused, ProtocolError
 from partisan.transport.codec import CODEC_FLAGS_MASK, decode_payload
+from partisan.transport.core import LinksCore
 from partisan.transport.lanes import FLAG_INLINE, OutLane
 from partisan.transport.peer import OutState, Peer
 from partisan.transport.session import (
-    Greeting,
     InboundLane,
     SeqVerdict,
-    decode_refusal,
-    encode_refusal,
     parse_routing_id,
-    refusal,
 )
 from partisan.transport.wire import (
     MAGIC,
@@ -54,23 +48,12 @@ from partisan.transport.wire import (
     encode_header,
 )
 
-if TYPE_CHECKING:
-    from partisan.config import Config
-    from partisan.transport.keys import KeyStore
-    from partisan.transport.links import LinkHandler
-
 __all__ = ["Receiver"]
 
 log = logging.getLogger(__name__)
 
 _BATCH = 1024  # messages per callback before yielding to the loop
 _BYE_REASONS = {"left": "left", "disconnected": "disconnected"}
-_FAILED_EVENTS: dict[int, str] = {
-    zmq.EVENT_HANDSHAKE_FAILED_AUTH: "auth",
-    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "no_detail",
-    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "protocol",
-}
-
 
 _DATA_PREFIX = MAGIC + bytes((WIRE_VERSION, Kind.DATA))
 _FLAGS_INC_SEQ = struct.Struct("!HQQ")  # wire.py's layout at offset 4: flags, incarnation, seq
@@ -111,48 +94,8 @@ def _events(sock: zmq.Socket[bytes]) -> int:
     return cast(int, sock.getsockopt(zmq.EVENTS))
 
 
-class Receiver:
-    """Inbound machinery of `Links` (a mixin: it shares Links' state)."""
-
-    # State owned by Links.__init__.
-    config: Config
-    name: str
-    incarnation: int
-    handler: LinkHandler
-    keystore: KeyStore | None
-    _peers: dict[str, Peer]
-    _sessions: dict[int, Peer]
-    _rid_cache: dict[bytes, tuple[Peer, Any]]
-    _rejected: Counter[str]
-    _refused: int
-    _handshakes: int
-    _decoded: int
-    _credit_due: set[Peer]
-    _names: dict[bytes, tuple[str, str, str]]
-    _router: zmq.Socket[bytes] | None
-    _loop: asyncio.AbstractEventLoop | None
-    _router_scheduled: bool
-    _paused: bool
-    _dirty: dict[OutLane, Peer]
-    _dirty_scheduled: bool
-    _flushed: asyncio.Event
-
-    if TYPE_CHECKING:  # implemented by Links
-
-        def _running(self) -> asyncio.AbstractEventLoop: ...
-        def _new_peer(self, name: str, host: str, port: int) -> Peer: ...
-        def _open_out(self, peer: Peer, *, reply_to: int | None) -> None: ...
-        def _open_default_lanes(self, peer: Peer) -> None: ...
-        def _flush(self, peer: Peer, lane: OutLane) -> None: ...
-        def _close_lane(self, lane: OutLane, linger: int = 0) -> None: ...
-        def _send_control(
-            self, peer: Peer, kind: Kind, payload: bytes = b"", seq: int = 0
-        ) -> bool: ...
-        def _greeting(
-            self, session: int, *, target: str | None, reply_to: int | None
-        ) -> Greeting: ...
-        def _down_reason(self, peer: Peer) -> str: ...
-        def _backoff_address(self, peer: Peer, reason: str) -> None: ...
+class Receiver(LinksCore):
+    """Inbound machinery of `Links`: readiness, dispatch, delivery, credits."""
 
     # ------------------------------------------------------------ readiness
 
@@ -257,58 +200,6 @@ class Receiver:
             sock = lane.sock
             if not sock.closed and _events(sock) & zmq.POLLIN:
                 self._on_dealer_readable(peer, lane)
-
-    def _on_monitor(self, peer: Peer, lane: OutLane) -> None:
-        monitor = lane.monitor
-        while monitor is not None and not monitor.closed:
-            try:
-                event = recv_monitor_message(monitor, zmq.NOBLOCK)
-            except (zmq.Again, zmq.ZMQError):
-                return
-            if self._peers.get(peer.name) is not peer or lane.sock.closed:
-                return
-            kind = event["event"]
-            if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-                lane.up = True
-                if peer.out_state is OutState.HANDSHAKING and lane is peer.control_lane():
-                    self._send_hello(peer, lane)
-                else:
-                    self._flush(peer, lane)
-                peer.room.set()
-            elif kind == zmq.EVENT_DISCONNECTED:
-                lane.up = False
-                if peer.out_state is OutState.UP:
-                    self._teardown(peer, self._down_reason(peer))
-                    return
-                # Still handshaking: libzmq re-dials and HELLO is sent again.
-            elif kind in _FAILED_EVENTS:
-                self._handshake_failed(peer, _FAILED_EVENTS[kind])
-                return
-
-    def _handshake_failed(self, peer: Peer, how: str) -> None:
-        where = f"{peer.name}@{peer.address}"
-        if how == "auth":
-            reason = f"{where} rejected our key: is {self.name}'s public key in its key directory?"
-        elif how == "protocol":
-            reason = f"security handshake with {where} failed: is one side insecure?"
-        else:
-            reason = (
-                f"could not authenticate {where}: the node there does not hold {peer.name}'s "
-                "key (did another node take that address?)"
-            )
-        log.warning("%s: %s", self.name, reason)
-        self._rejected["handshake_failed"] += 1
-        if peer.out_state is OutState.UP:
-            self._teardown(peer, "connection_closed")
-            return
-        self._backoff_address(peer, reason)
-        self._teardown(peer, "unreachable", notify=peer.up_reported, error=JoinRefused(reason))
-
-    def _send_hello(self, peer: Peer, lane: OutLane) -> None:
-        try:
-            lane.sock.send_multipart(peer.hello, zmq.NOBLOCK)
-        except zmq.ZMQError as exc:
-            log.debug("cannot send HELLO to %s yet: %s", peer.name, exc)
 
     # ------------------------------------------------------------ dispatch
 
@@ -512,221 +403,7 @@ class Receiver:
 
     # ------------------------------------------------------------ handshake
 
-    def _handle_hello(self, rid: bytes, header: Header, parts: list[Any]) -> None:
-        parsed = parse_routing_id(rid)
-        if parsed is None or len(parts) != 1 or not isinstance(parts[0], zmq.Frame):
-            self._reject("protocol_error", detail="HELLO without our routing id or greeting")
-            return
-        session = parsed[0]
-        try:
-            hello = Greeting.from_bytes(parts[0].buffer)
-        except ProtocolError as exc:
-            self._reject("protocol_error", detail=exc)
-            self._refuse(rid, f"malformed HELLO: {exc}", session)
-            return
-        if (
-            hello.session != session
-            or hello.name != header.sender
-            or hello.incarnation != header.incarnation
-        ):
-            self._refuse(rid, "HELLO header and greeting disagree", session)
-            return
-        key_owner = None
-        if self.keystore is not None:
-            user_id = parts[0].get("User-Id")  # the key CURVE authenticated
-            key_owner = self.keystore.name_for(str(user_id)) if user_id else None
-        reason = refusal(
-            hello,
-            local_name=self.name,
-            local_incarnation=self.incarnation,
-            local_manager=self.config.manager,
-            wire_version=WIRE_VERSION,
-            key_owner=key_owner,
-            secure=self.keystore is not None,
-        )
-        if reason is not None:
-            self._refuse(rid, reason, session)
-            return
-        peer = self._peers.get(hello.name)
-        if peer is not None:
-            known = peer.spec
-            if known is not None and known.incarnation > hello.incarnation:
-                self._refuse(rid, f"stale incarnation of {hello.name}", session)
-                return
-            if known is not None and known.incarnation < hello.incarnation:
-                self._teardown(peer, "restarted")
-                peer = None
-            elif peer.in_session == session:
-                self._welcome(rid, session)  # a repeated HELLO (the dialer re-connected)
-                return
-            elif hello.reply_to is not None and hello.reply_to != peer.out_session:
-                self._refuse(rid, "stale session", session)
-                return
-            elif peer.in_session is not None or peer.closing:
-                # The peer started a new session: whatever we had is over.
-                self._teardown(peer, "connection_closed")
-                peer = None
-        if peer is None:
-            if hello.reply_to is not None:
-                self._refuse(rid, "stale session", session)
-                return
-            peer = self._new_peer(hello.name, hello.host, hello.port)
-        peer.spec = hello.spec()
-        peer.hidden = hello.hidden
-        peer.in_session = session
-        peer.credit_rid = rid
-        peer.last_heard = self._running().time()
-        self._sessions[session] = peer
-        self._handshakes += 1
-        self._welcome(rid, session)
-        if hello.hidden:
-            assert self._router is not None
-            peer.router_lane = OutLane(
-                channel="membership",
-                index=0,
-                slot=0,
-                rid=rid,
-                sock=self._router,
-                monitor=None,
-                monotonic=False,
-                prefix=[rid],
-                up=True,
-            )
-            peer.out_state = OutState.UP
-        elif peer.out_state is OutState.NONE:
-            self._open_out(peer, reply_to=session)
-        self._maybe_up(peer)
-
-    def _welcome(self, rid: bytes, session: int) -> None:
-        header = encode_header(Header(Kind.WELCOME, self.name, self.incarnation, "", "", 0, 0))
-        greeting = self._greeting(session, target=None, reply_to=None).to_bytes()
-        self._router_send([rid, header, greeting])
-
-    def _refuse(self, rid: bytes, reason: str, session: int) -> None:
-        self._refused += 1
-        log.warning("%s refused a HELLO: %s", self.name, reason)
-        header = encode_header(Header(Kind.REFUSE, self.name, self.incarnation, "", "", 0, 0))
-        self._router_send([rid, header, encode_refusal(reason, session)])
-
-    def _router_send(self, frames: list[bytes]) -> bool:
-        if self._router is None:
-            return False
-        try:
-            self._router.send_multipart(frames, zmq.NOBLOCK)
-        except zmq.ZMQError as exc:  # the dialer went away, or its pipe is full
-            log.debug("%s: ROUTER send failed: %s", self.name, exc)
-            return False
-        self._recheck_router()
-        return True
-
-    def _handle_welcome(self, peer: Peer, payload: list[Any]) -> None:
-        try:
-            welcome = Greeting.from_bytes(_view(payload[0]) if payload else b"")
-        except ProtocolError as exc:
-            self._reject("protocol_error", peer, exc)
-            return
-        if welcome.session != peer.out_session or peer.out_state is not OutState.HANDSHAKING:
-            return  # an answer to an earlier HELLO of this session, or of an older one
-        error = None
-        if welcome.name != peer.name:
-            error = f"{peer.address} answered as {welcome.name!r}, not {peer.name!r} (did another node take the address?)"
-        elif peer.spec is not None and peer.spec.incarnation != welcome.incarnation:
-            error = f"{peer.name} restarted during the handshake"
-        elif welcome.manager != self.config.manager:
-            error = f"manager mismatch: {peer.name} runs {welcome.manager}, {self.name} runs {self.config.manager}"
-        if error is not None:
-            self._teardown(peer, "unreachable", notify=peer.up_reported, error=JoinRefused(error))
-            return
-        peer.spec = welcome.spec()
-        peer.hidden = welcome.hidden
-        peer.out_state = OutState.UP
-        peer.deadline = 0.0
-        self._open_default_lanes(peer)
-        for lane in list(peer.lanes.values()):
-            self._flush(peer, lane)
-        self._maybe_up(peer)
-
-    def _handle_refuse(self, peer: Peer, payload: list[Any]) -> None:
-        try:
-            reason, session = decode_refusal(_view(payload[0]) if payload else b"")
-        except ProtocolError as exc:
-            self._reject("protocol_error", peer, exc)
-            return
-        if session != peer.out_session:
-            return
-        log.warning("%s: %s refused us: %s", self.name, peer.name, reason)
-        self._teardown(peer, "unreachable", notify=peer.up_reported, error=JoinRefused(reason))
-
-    def _maybe_up(self, peer: Peer) -> None:
-        spec = peer.spec
-        if peer.up_reported or spec is None or self._peers.get(peer.name) is not peer:
-            return
-        if peer.out_state is OutState.UP or peer.in_session is not None:
-            peer.up_reported = True
-            peer.counters.sessions += 1
-            if not peer.ready.done():
-                peer.ready.set_result(spec)
-            log.info("%s: link to %s up (hidden=%s)", self.name, spec, peer.hidden)
-            try:
-                self.handler.on_peer_up(spec, peer.hidden)
-            except Exception:
-                log.exception("on_peer_up handler failed for %s", spec)
-
     # ------------------------------------------------------------ teardown
-
-    def _teardown(
-        self,
-        peer: Peer,
-        reason: str,
-        *,
-        notify: bool = True,
-        error: BaseException | None = None,
-        linger: int = 0,
-        tell: bool = True,
-    ) -> None:
-        """End the link to `peer`: close its lanes, drop its sessions, report it once."""
-        if self._peers.get(peer.name) is not peer:
-            return
-        if tell and peer.up_reported and reason not in ("left", "disconnected"):
-            # Best effort: a live peer must not keep sending into a dead session.
-            self._say_bye(peer, "connection_closed")
-        del self._peers[peer.name]
-        peer.out_state = OutState.NONE
-        lanes = list(peer.lanes.values())
-        for lane in lanes:
-            self._close_lane(lane, linger)
-        dropped = sum(len(lane.queue) for lane in lanes)
-        if peer.router_lane is not None:
-            dropped += len(peer.router_lane.queue)
-        peer.counters.dropped += dropped
-        if peer.in_session is not None:
-            self._sessions.pop(peer.in_session, None)
-        for rid in peer.in_lanes:
-            self._rid_cache.pop(rid, None)
-        self._credit_due.discard(peer)
-        if not peer.ready.done():
-            peer.ready.set_exception(error or JoinRefused(f"link to {peer.name} closed: {reason}"))
-            peer.ready.exception()  # retrieved: connect() may not be waiting
-        peer.room.set()
-        self._flushed.set()
-        if peer.up_reported and notify and peer.spec is not None:
-            log.info("%s: link to %s down (%s)", self.name, peer.spec, reason)
-            try:
-                self.handler.on_peer_down(peer.spec, reason)
-            except Exception:
-                log.exception("on_peer_down handler failed for %s", peer.spec)
-
-    def _say_bye(self, peer: Peer, reason: str) -> None:
-        """Send BYE by the path most likely alive: our ROUTER to the peer's DEALER, else ours."""
-        if peer.credit_rid is not None and self._router is not None:
-            header = encode_header(Header(Kind.BYE, self.name, self.incarnation, "", "", 0, 0))
-            if self._router_send([peer.credit_rid, header, reason.encode()]):
-                return
-        self._send_control(peer, Kind.BYE, reason.encode())
-
-    def _defer_teardown(self, peer: Peer, reason: str) -> None:
-        """Tear down from a send path (after the caller's bookkeeping)."""
-        self._running().call_soon(self._teardown, peer, reason)
 
     def _send_credits(self) -> None:
         if not self._credit_due:

@@ -10,7 +10,7 @@ Why each option (reliability.md §1, §4):
 * ``MAXMSGSIZE`` — a frame over the cap drops that connection before any
   allocation; the node survives.
 * ``HANDSHAKE_IVL`` — a half-open handshake must not hold resources for
-  libzmq's default 30 s.
+  libzmq's default 30 s (ours: a little over ``handshake_timeout``).
 * ``RECONNECT_IVL(_MAX)`` — how fast a DEALER re-dials; sessions above decide
   what a reconnect means.
 * High-water marks are message counts; our byte budget bounds memory, so they
@@ -76,7 +76,11 @@ def _common(sock: zmq.Socket[Any], config: Config) -> None:
     sock.setsockopt(zmq.HEARTBEAT_IVL, max(1, int(config.heartbeat_interval * 1000)))
     sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, max(1, int(config.heartbeat_timeout * 1000)))
     sock.setsockopt(zmq.HEARTBEAT_TTL, max(100, int(config.heartbeat_timeout * 1000)))
-    sock.setsockopt(zmq.HANDSHAKE_IVL, max(1, int(config.handshake_timeout * 1000)))
+    # Longer than our own handshake deadline, so a silent peer ends as our
+    # CallTimeout, not as libzmq's HANDSHAKE_FAILED_NO_DETAIL (which would
+    # read as a key problem).
+    slack = max(1.0, config.handshake_timeout / 2)
+    sock.setsockopt(zmq.HANDSHAKE_IVL, int((config.handshake_timeout + slack) * 1000))
     sock.setsockopt(zmq.SNDHWM, _HWM)
     sock.setsockopt(zmq.RCVHWM, _HWM)
     sock.setsockopt(zmq.LINGER, 0)

@@ -1,0 +1,214 @@
+"""Failure detection and teardown (a `Links` mixin).
+
+Theory of operation
+-------------------
+ZMTP heartbeats run on every socket (libzmq's I/O thread answers them, so a
+busy Python loop causes no false alarm) and a monitor watches every DEALER.
+On an established session a DISCONNECTED or failed handshake on *any* lane
+ends the whole link: every DEALER to the peer is closed with linger 0 (libzmq
+would otherwise reconnect silently and lose or delay frames), queued messages
+are counted as dropped, and `on_peer_down(peer, reason)` fires once. The
+reason is ``heartbeat_timeout`` when the peer has been silent past the
+heartbeat allowance — we PING idle links every heartbeat interval so that
+silence means something — else ``connection_closed``. A hidden peer has no
+DEALER of ours: we PING it through the ROUTER, whose ROUTER_MANDATORY answers
+EHOSTUNREACH once libzmq dropped the connection.
+
+A failed CURVE handshake while dialling becomes `JoinRefused` with a diagnosis,
+and the (name, address) is backed off for 1, 2, 4 ... 60 s: libzmq would retry
+a wrong server key every 100 ms forever (reliability.md §1).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import zmq
+from zmq.utils.monitor import recv_monitor_message
+
+from partisan.errors import CallTimeout, JoinRefused
+from partisan.transport.core import LinksCore
+from partisan.transport.lanes import OutLane
+from partisan.transport.peer import OutState, Peer
+from partisan.transport.wire import Header, Kind, encode_header
+
+__all__ = ["Detection"]
+
+log = logging.getLogger(__name__)
+
+_FAILED_EVENTS: dict[int, str] = {
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH: "auth",
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "no_detail",
+    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "protocol",
+}
+
+
+class Detection(LinksCore):
+    """Monitors, heartbeats, PINGs, backoff and the one place a link ends."""
+
+    def _on_monitor(self, peer: Peer, lane: OutLane) -> None:
+        monitor = lane.monitor
+        while monitor is not None and not monitor.closed:
+            try:
+                event = recv_monitor_message(monitor, zmq.NOBLOCK)
+            except (zmq.Again, zmq.ZMQError):
+                return
+            if self._peers.get(peer.name) is not peer or lane.sock.closed:
+                return
+            kind = event["event"]
+            log.debug("%s: %r on lane %s to %s", self.name, kind, lane, peer.name)
+            if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                lane.up = True
+                if peer.out_state is OutState.HANDSHAKING and lane is peer.control_lane():
+                    self._send_hello(peer, lane)
+                else:
+                    self._flush(peer, lane)
+                peer.room.set()
+            elif kind == zmq.EVENT_DISCONNECTED:
+                lane.up = False
+                if peer.out_state is OutState.UP:
+                    self._teardown(peer, self._down_reason(peer))
+                    return
+                # Still handshaking: libzmq re-dials and HELLO is sent again.
+            elif kind in _FAILED_EVENTS:
+                self._handshake_failed(peer, _FAILED_EVENTS[kind])
+                return
+
+    def _handshake_failed(self, peer: Peer, how: str) -> None:
+        where = f"{peer.name}@{peer.address}"
+        if how == "auth":
+            reason = f"{where} rejected our key: is {self.name}'s public key in its key directory?"
+        elif how == "protocol":
+            reason = f"security handshake with {where} failed: is one side insecure?"
+        elif self.keystore is None:
+            reason = f"handshake with {where} failed"
+        else:
+            reason = (
+                f"could not authenticate {where}: the node there does not hold {peer.name}'s "
+                "key (did another node take that address?)"
+            )
+        log.warning("%s: %s", self.name, reason)
+        self._rejected["handshake_failed"] += 1
+        if peer.out_state is OutState.UP:
+            self._teardown(peer, "connection_closed")
+            return
+        self._backoff_address(peer, reason)
+        self._teardown(peer, "unreachable", notify=peer.up_reported, error=JoinRefused(reason))
+
+    def _housekeeping(self) -> None:
+        """Every heartbeat interval: handshake deadlines, PINGs, credits, expired backoffs."""
+        loop = self._running()
+        now = loop.time()
+        interval = self.config.heartbeat_interval
+        for peer in list(self._peers.values()):
+            if not peer.up_reported and peer.deadline and now > peer.deadline:
+                error = CallTimeout(f"handshake with {peer.name}@{peer.address} timed out")
+                self._teardown(peer, "unreachable", notify=False, error=error)
+            elif peer.up_reported and (peer.router_lane is not None or not peer.sent_recently):
+                self._send_control(peer, Kind.PING)
+            peer.sent_recently = False
+            if peer.router_lane is not None and peer.router_lane.queue:
+                self._flush(peer, peer.router_lane)
+            if peer.heard_recently:
+                peer.heard_recently = False
+                peer.last_heard = now
+        self._send_credits()
+        for address, (until, _, _) in list(self._backoff.items()):
+            if until < now - 600:
+                del self._backoff[address]
+        if not self._closed:
+            self._timer = loop.call_later(interval, self._housekeeping)
+
+    def _down_reason(self, peer: Peer) -> str:
+        """``heartbeat_timeout`` if the peer has been silent past the heartbeat allowance."""
+        if peer.heard_recently:
+            return "connection_closed"  # heard from within this heartbeat interval
+        silent = self._running().time() - peer.last_heard
+        threshold = (self.config.heartbeat_interval + self.config.heartbeat_timeout) / 2
+        return "heartbeat_timeout" if silent >= threshold else "connection_closed"
+
+    def _backoff_address(self, peer: Peer, reason: str) -> None:
+        """Stop re-dialling (name, address) after an authentication failure, for a growing while.
+
+        libzmq would retry a CURVE handshake with the wrong server key every
+        100 ms forever (reliability.md §1); we close the DEALER instead and
+        refuse further dials of that combination for 1, 2, 4 ... 60 s.
+        """
+        key = (peer.name, peer.host, peer.port)
+        previous = self._backoff.get(key)
+        interval = min(60.0, previous[1] * 2) if previous else 1.0
+        self._backoff[key] = (self._running().time() + interval, interval, reason)
+
+    def _teardown(
+        self,
+        peer: Peer,
+        reason: str,
+        *,
+        notify: bool = True,
+        error: BaseException | None = None,
+        linger: int = 0,
+        tell: bool = True,
+    ) -> None:
+        """End the link to `peer`: close its lanes, drop its sessions, report it once."""
+        if self._peers.get(peer.name) is not peer:
+            return
+        if tell and peer.up_reported and reason not in ("left", "disconnected"):
+            # Best effort: a live peer must not keep sending into a dead session.
+            self._say_bye(peer, "connection_closed")
+        del self._peers[peer.name]
+        peer.out_state = OutState.NONE
+        lanes = list(peer.lanes.values())
+        for lane in lanes:
+            self._close_lane(lane, linger)
+        dropped = sum(len(lane.queue) for lane in lanes)
+        if peer.router_lane is not None:
+            dropped += len(peer.router_lane.queue)
+        peer.counters.dropped += dropped
+        if peer.in_session is not None:
+            self._sessions.pop(peer.in_session, None)
+        for rid in peer.in_lanes:
+            self._rid_cache.pop(rid, None)
+        self._credit_due.discard(peer)
+        if not peer.ready.done():
+            peer.ready.set_exception(error or JoinRefused(f"link to {peer.name} closed: {reason}"))
+            peer.ready.exception()  # retrieved: connect() may not be waiting
+        peer.room.set()
+        self._flushed.set()
+        if peer.up_reported and notify and peer.spec is not None:
+            log.info("%s: link to %s down (%s)", self.name, peer.spec, reason)
+            try:
+                self.handler.on_peer_down(peer.spec, reason)
+            except Exception:
+                log.exception("on_peer_down handler failed for %s", peer.spec)
+
+    def _say_bye(self, peer: Peer, reason: str) -> None:
+        """Send BYE by the path most likely alive: our ROUTER to the peer's DEALER, else ours."""
+        if peer.credit_rid is not None and self._router is not None:
+            header = encode_header(Header(Kind.BYE, self.name, self.incarnation, "", "", 0, 0))
+            if self._router_send([peer.credit_rid, header, reason.encode()]):
+                return
+        self._send_control(peer, Kind.BYE, reason.encode())
+
+    def _send_bye(self, peer: Peer, reason: str) -> None:
+        self._say_bye(peer, reason)
+
+    def _defer_teardown(self, peer: Peer, reason: str) -> None:
+        """Tear down from a send path (after the caller's bookkeeping)."""
+        self._running().call_soon(self._teardown, peer, reason)
+
+    def _send_control(self, peer: Peer, kind: Kind, payload: bytes = b"", seq: int = 0) -> bool:
+        """Send a control frame on the control lane, bypassing the data queues."""
+        lane = peer.control_lane()
+        if lane is None:
+            return False
+        header = encode_header(Header(kind, self.name, self.incarnation, "", "", seq, 0))
+        frames = [*lane.prefix, header] + ([payload] if payload else [])
+        try:
+            lane.sock.send_multipart(frames, zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            if exc.errno == zmq.EHOSTUNREACH and lane.routed:
+                self._defer_teardown(peer, self._down_reason(peer))
+            return False
+        peer.sent_recently = True
+        self._mark_dirty(peer, lane)
+        return True
