@@ -148,7 +148,7 @@ class Node:
             if self.root is not None:  # the tree first, in order, while links still work
                 await self.root.stop(self.config.shutdown_timeout)
             await runtime.shutdown(self.config.shutdown_timeout)
-            await dist.requests.close()
+            await dist.close()
             await self.links.close(flush_timeout=self.config.shutdown_timeout)
         finally:
             set_default_runtime(runtime, False)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from partisan.actors.process import Process
 from partisan.actors.signals import Call, Down, From, Ref, make_ref
-from partisan.errors import CallExit, CallTimeout
+from partisan.errors import CallExit, CallTimeout, Overloaded
 from partisan.identity import Pid
 
 if TYPE_CHECKING:
@@ -196,9 +196,17 @@ class MonitorsAndCalls:
                 ref, caller, dest, request, future, channel=channel, partition_key=key
             )
             if pending is not None:  # Overloaded: wait for room within the call's timeout
-                await self.dist.call_wait(
-                    ref, pending, channel=channel, partition_key=key, timeout=timeout
-                )
+                started = loop.time()
+                try:
+                    await self.dist.call_wait(
+                        ref, pending, channel=channel, partition_key=key, timeout=timeout
+                    )
+                except Overloaded:
+                    raise CallTimeout(
+                        f"no room to send the call to {dest!r} within {timeout} s"
+                    ) from None
+                if timeout is not None:
+                    timeout = max(0.0, timeout - (loop.time() - started))
         timer = None
         if timeout is not None:
             timer = loop.call_later(timeout, _expire_call, future, dest, timeout)

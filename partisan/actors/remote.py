@@ -36,6 +36,7 @@ from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
 from partisan.actors import envelopes as env
+from partisan.actors.backlog import ControlBacklog
 from partisan.actors.process import Process
 from partisan.actors.remote_inbound import RUNTIME_DEST, Inbound
 from partisan.actors.runtime import Dest, Runtime, Watch
@@ -74,6 +75,7 @@ class Distribution(Inbound):
         from partisan.actors.remote_requests import Requests
 
         self.requests: Requests = Requests(self)
+        self.backlog = ControlBacklog(self)
 
     # ---------------------------------------------------------- views
 
@@ -110,15 +112,25 @@ class Distribution(Inbound):
     # ------------------------------------------------------- outbound
 
     def post(self, node: str, envelope: Any, partition_key: Any, channel: str = "default") -> bool:
-        """Send a control envelope; a failure is counted and logged, never raised."""
+        """Send a control envelope; never raises.
+
+        Over the peer's send budget it waits in the `ControlBacklog` (in
+        order); other failures are counted and logged.
+        """
         if node not in self.up:
             self.runtime.drops["control_not_connected"] += 1
             return False
+        if self.backlog.waiting(node):  # keep the order behind envelopes already waiting
+            self.backlog.add(node, channel, RUNTIME_DEST, envelope, partition_key)
+            return True
         try:
             self.links.send(node, channel, RUNTIME_DEST, envelope, partition_key=partition_key)
         except NotConnected:
             self.runtime.drops["control_not_connected"] += 1
             return False
+        except Overloaded:
+            self.backlog.add(node, channel, RUNTIME_DEST, envelope, partition_key)
+            return True
         except Exception as exc:
             self.runtime.drops["control_send_failed"] += 1
             logger.warning("could not send %s to %s: %s", type(envelope).__name__, node, exc)
@@ -343,6 +355,7 @@ class Distribution(Inbound):
             if target is not None:
                 runtime.deliver_exit(target, remote, "noconnection", linked=True)
         self.requests.node_down(node)
+        self.backlog.drop(node)
         self._notify(node, NodeDown(node, reason), hidden)
 
     async def spawn(
@@ -355,6 +368,11 @@ class Distribution(Inbound):
 
     async def ping(self, target: Any, *, timeout: float | None) -> bool:
         return await self.requests.ping(target, timeout)
+
+    async def close(self) -> None:
+        """Stop the helper tasks (requests being served, backlog drains)."""
+        await self.requests.close()
+        await self.backlog.close()
 
     def disconnected(self, node: str, reason: str) -> None:
         """We closed the session ourselves (leave): same effects as a peer down."""
