@@ -94,14 +94,19 @@ class Repair(Views):
         return False
 
     def _on_peer_down(self, peer: NodeSpec, reason: str, out: list[Action]) -> None:
+        """Drop a failed peer (unless `peer` is an older incarnation) and repair.
+
+        No `Disconnect` is emitted: the link is already down. A peer that left
+        or restarted is forgotten; any other failure is remembered as lost.
+        """
         name = peer.name
         if self._settle(peer):
             self._wants_repair = True
         if self._probe == name:
             self._probe = None
-        if reason == "restarted" or reason == "left":
-            self._lost.pop(name, None)  # a newer life exists, or it said goodbye
         gone = reason == "left" or reason == "restarted"
+        if gone:
+            self._lost.pop(name, None)  # a newer life exists, or it said goodbye
         known = self._active.get(name)
         if known is not None and known.incarnation <= peer.incarnation:
             self._remove_active(name)
@@ -116,6 +121,7 @@ class Repair(Views):
                 self._remember_lost(known, was_active=False)
 
     def _periodic_promotion(self, out: list[Action]) -> None:
+        """The promotion timer: time out a silent request, retry a lost peer, refill."""
         now = self._now
         if self._pending is not None and now - self._pending_since >= self._promote_interval:
             # Unanswered for a whole interval: treat it as unreachable.

@@ -126,8 +126,8 @@ class Views:
     def _sample(self, items: list[NodeSpec], k: int) -> list[NodeSpec]:
         """`k` random entries of `items` (which we own and reorder); all if fewer.
 
-        A partial Fisher-Yates on `self._random`: `random.sample` costs ~8 us a
-        call, which the simulator pays millions of times.
+        A partial Fisher-Yates on `self._random`: `random.sample` costs several
+        times more per call, and the simulator makes millions of these calls.
         """
         n = len(items)
         if k >= n:
