@@ -114,6 +114,7 @@ class Links(Handshake, Detection, Receiver, Outbound):
         self._closed = False
         self._spec: NodeSpec | None = None
         self._flushed = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -271,7 +272,9 @@ class Links(Handshake, Detection, Receiver, Outbound):
             self._send_bye(state, "disconnected")
             self._teardown(state, "disconnected", notify=False, linger=100)
         else:
-            self._running().create_task(self._drain_then_close(state))
+            task = self._running().create_task(self._drain_then_close(state))
+            self._tasks.add(task)  # a strong reference until it is done
+            task.add_done_callback(self._tasks.discard)
 
     async def _drain_then_close(self, peer: Peer) -> None:
         loop = self._running()
