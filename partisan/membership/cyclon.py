@@ -46,6 +46,10 @@ __all__ = ["Cyclon", "CyclonJoin", "CyclonJoinEntry", "CyclonShuffle", "CyclonWa
 _TIMER = "cyclon:shuffle"
 
 
+def _by_name(spec: NodeSpec) -> str:
+    return spec.name
+
+
 @dataclass(frozen=True, slots=True)
 class CyclonJoin:
     """A newcomer asks its contact to start the join walks."""
@@ -68,9 +72,9 @@ class CyclonJoinEntry:
 
 @dataclass(frozen=True, slots=True)
 class CyclonShuffle:
-    """A view exchange; `reply` marks the answer."""
+    """A view exchange of ``(spec, age)`` entries; `reply` marks the answer."""
 
-    entries: tuple[NodeSpec, ...]
+    entries: tuple[tuple[NodeSpec, int], ...]
     reply: bool = False
 
 
@@ -97,12 +101,13 @@ class Cyclon:
         self.acked = acked
         self.view: dict[str, tuple[NodeSpec, int]] = {}  # name -> (spec, age)
         self._sent: dict[str, tuple[str, ...]] = {}  # shuffle target -> names we sent
+        self._mutations = 0  # bumped when an entry is replaced (the size may not change)
 
     def start(self, now: float) -> list[Action]:
         return [SetTimer(_TIMER, now + self.rng.uniform(0, self.interval))]
 
     def members(self) -> Sequence[NodeSpec]:
-        return sorted([self.spec, *self.active()])
+        return sorted([self.spec, *self.active()], key=_by_name)  # names are unique
 
     def active(self) -> Sequence[NodeSpec]:
         return [self.view[n][0] for n in sorted(self.view)]
@@ -111,9 +116,9 @@ class Cyclon:
         return []
 
     def handle(self, event: Event, now: float) -> list[Action]:
-        before = tuple(sorted(self.view))
+        before = (len(self.view), self._mutations)
         out = self._handle(event, now)
-        if tuple(sorted(self.view)) != before:
+        if (len(self.view), self._mutations) != before:
             out.append(MembersChanged(tuple(self.members())))
         return out
 
@@ -147,6 +152,7 @@ class Cyclon:
                 return []
             evicted = self.view.pop(self.rng.choice(candidates))[0] if candidates else self.spec
             self._add(msg.node)
+            self._mutations += 1
             return [Send(msg.node, CyclonJoinEntry(evicted))]
         if isinstance(msg, CyclonJoinEntry):
             self._add(msg.entry)
@@ -156,7 +162,7 @@ class Cyclon:
             if not msg.reply:
                 reply = self._sample(self.shuffle_length, exclude=sender.name)
                 out.append(Send(sender, CyclonShuffle(reply, reply=True)))
-                self._merge(msg.entries, tuple(s.name for s in reply))
+                self._merge(msg.entries, tuple(s.name for s, _ in reply))
             else:
                 self._merge(msg.entries, self._sent.pop(sender.name, ()))
             return out
@@ -171,29 +177,35 @@ class Cyclon:
         if spec.name in self.view or len(self.view) < self.view_size:
             self.view[spec.name] = (spec, 0)
 
-    def _sample(self, k: int, exclude: str) -> tuple[NodeSpec, ...]:
+    def _sample(self, k: int, exclude: str) -> tuple[tuple[NodeSpec, int], ...]:
         names = [n for n in self._names() if n != exclude]
         picked = self.rng.sample(names, min(k, len(names)))
-        return tuple(self.view[n][0] for n in sorted(picked))
+        return tuple(self.view[n] for n in picked)  # random order: merge replaces in this order
 
     def _shuffle(self) -> list[Action]:
         if not self.view:
             return []
         for name, (spec, age) in self.view.items():
             self.view[name] = (spec, age + 1)
-        oldest = max(self._names(), key=lambda n: self.view[n][1])
+        names = self._names()
+        top = max(self.view[n][1] for n in names)
+        # ties broken at random: a name-ordered tie-break biases in-degrees by name
+        oldest = self.rng.choice([n for n in names if self.view[n][1] == top])
         target = self.view.pop(oldest)[0]
+        self._mutations += 1
         entries = self._sample(self.shuffle_length - 1, exclude=oldest)
-        self._sent[oldest] = tuple(s.name for s in entries)
-        return [Send(target, CyclonShuffle((self.spec, *entries)))]
+        self._sent[oldest] = tuple(s.name for s, _ in entries)
+        return [Send(target, CyclonShuffle(((self.spec, 0), *entries)))]
 
-    def _merge(self, entries: tuple[NodeSpec, ...], sent: tuple[str, ...]) -> None:
+    def _merge(self, entries: tuple[tuple[NodeSpec, int], ...], sent: tuple[str, ...]) -> None:
+        """Cyclon's merge: entries keep their age; fill free slots, then sent slots."""
         replaceable = [n for n in sent if n in self.view]
-        for spec in entries:
+        for spec, age in entries:
             if spec.name == self.spec.name or spec.name in self.view:
                 continue
             if len(self.view) < self.view_size:
-                self.view[spec.name] = (spec, 0)
+                self.view[spec.name] = (spec, age)
             elif replaceable:
                 del self.view[replaceable.pop(0)]
-                self.view[spec.name] = (spec, 0)
+                self.view[spec.name] = (spec, age)
+                self._mutations += 1

@@ -71,7 +71,9 @@ class ExperimentSpec:
     rounds: int = 50
     max_heal_rounds: int = 50
     config: Config = field(default_factory=Config)
-    link: LinkModel = field(default_factory=LinkModel)
+    #: near-constant delay (10-10.5 ms): a flood's first arrival then follows a
+    #: shortest path, as in the paper's PeerSim runs (wide jitter lengthens LDH)
+    link: LinkModel = field(default_factory=lambda: LinkModel(0.010, 0.0105))
     #: None: a crash is found only when a peer uses the link; a number: connected
     #: peers see the connection close one link delay plus this much later (TCP reset).
     crash_detect_delay: float | None = 0.0

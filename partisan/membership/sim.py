@@ -152,7 +152,9 @@ class BroadcastRecord:
 class SimNode:
     """One simulated node: its spec, manager, broadcast layer and timers."""
 
-    __slots__ = ("alive", "conns", "layer", "manager", "neighbors", "rng", "spec", "timers")
+    __slots__ = (
+        "alive", "conns", "last_arrival", "layer", "manager", "neighbors", "rng", "spec", "timers",
+    )  # fmt: skip
 
     def __init__(self, spec: NodeSpec, manager: Manager, layer: BroadcastLayer | None) -> None:
         self.spec = spec
@@ -162,6 +164,7 @@ class SimNode:
         self.timers: dict[tuple[int, str], int] = {}  # (layer, name) -> token
         self.conns: set[str] = set()  # peers connected by Connect (for crash notices)
         self.neighbors: dict[str, NodeSpec] = {}  # what the broadcast layer was told
+        self.last_arrival: dict[str, float] = {}  # peer -> last arrival time (FIFO links)
 
 
 class Simulator:
@@ -193,12 +196,12 @@ class Simulator:
         self._heap: list[tuple[float, int, int, str, Any, Any]] = []
         self._seq = 0
         self._in_flight = 0
-        self._last_arrival: dict[tuple[str, str], float] = {}
         self._links: dict[tuple[str, str], LinkModel] = {}
         self._group: dict[str, int] = {}  # partition group per name; absent = group 0
         self._held: set[int] = set()
         self._deferred: list[tuple[float, int, str, Any, Any]] = []
         self._bseq = 0
+        self._layer_epoch = 0
 
     # ------------------------------------------------------------ topology
 
@@ -326,6 +329,23 @@ class Simulator:
 
     # ------------------------------------------------------------ broadcasts
 
+    def set_broadcast(self, broadcast: str | LayerFactory | None) -> None:
+        """Give every node a fresh broadcast layer (flood vs Plumtree on one overlay).
+
+        Each layer learns its neighbours from the manager's active view at once.
+        """
+        self._layer_factory = _resolve_layer(broadcast)
+        self._layer_epoch += 1
+        for name, node in self.nodes.items():
+            node.neighbors = {}
+            node.timers = {k: v for k, v in node.timers.items() if k[0] != BROADCAST}
+            if self._layer_factory is None or not node.alive:
+                node.layer = None
+                continue
+            rng = random.Random(f"partisan-sim/{self.seed}/{name}/layer/{self._layer_epoch}")
+            node.layer = self._layer_factory(node.spec, self.config, rng)
+            self._sync_layer(node)
+
     def broadcast(self, name: str, payload: Any = None) -> Hashable:
         """Start a broadcast at `name` through its broadcast layer; returns its id."""
         node = self._node(name)
@@ -354,11 +374,11 @@ class Simulator:
 
     def run_until_quiet(self, *, max_time: float = 3600.0) -> bool:
         """Run until no message or connection event is in flight; False on timeout."""
-        return self.run_until(lambda: self._in_flight == 0, max_time=max_time)
+        return self._in_flight == 0 or self._run(self.now + max_time, None, 1)
 
     def run_until_idle(self, *, max_time: float = 3600.0) -> bool:
         """Run until nothing at all is pending (held timers aside); False on timeout."""
-        return self.run_until(lambda: not self._heap, max_time=max_time)
+        return not self._heap or self._run(self.now + max_time, None, 2)
 
     def call_at(self, at: float, fn: Callable[[], object]) -> None:
         """Schedule `fn()` at virtual time `at` (scripted faults in tests)."""
@@ -424,41 +444,64 @@ class Simulator:
     def _feed(self, node: SimNode, event: Any) -> None:
         self._apply(node, MANAGER, node.manager.handle(event, self.now))
 
-    def _run(self, until: float, stop: Callable[[], bool] | None) -> bool:
-        heap, pop, nodes = self._heap, heapq.heappop, self.nodes
-        while heap and heap[0][0] <= until:
-            at, seq, kind, name, a, b = pop(heap)
-            self.now = at
-            self.events += 1
-            if kind == _RECV:
-                self._in_flight -= 1
-                node = nodes[name]
-                if node.alive and (node.spec is a or node.spec == a):
-                    sender, msg, channel = b
-                    if channel == BROADCAST_CHANNEL and node.layer is not None:
-                        self._apply(node, BROADCAST, node.layer.handle(Received(sender, msg), at))
-                    else:
-                        self._apply(node, MANAGER, node.manager.handle(Received(sender, msg), at))
-            elif kind == _TIMER:
-                node = nodes[name]
-                if node.alive and node.timers.get(a) == b:
-                    if a[0] in self._held:
-                        self._deferred.append((at, seq, name, a, b))
-                        continue
-                    del node.timers[a]
-                    if a[0] == MANAGER:
-                        self._apply(node, MANAGER, node.manager.handle(TimerFired(a[1]), at))
-                    elif node.layer is not None:
-                        self._apply(node, BROADCAST, node.layer.handle(TimerFired(a[1]), at))
-            elif kind == _EVENT:
-                self._in_flight -= 1
-                node = nodes[name]
-                if node.alive and (node.spec is a or node.spec == a):
-                    self._apply(node, MANAGER, node.manager.handle(b, at))
-            else:
-                a()
-            if stop is not None and stop():
-                return True
+    def _run(self, until: float, stop: Callable[[], bool] | None, mode: int = 0) -> bool:
+        """Process events due by `until`; stop early when `mode`/`stop` says so.
+
+        mode 1 stops when nothing is in flight, mode 2 when the heap is empty
+        (checked inline: these are the hot loops of every experiment).
+        """
+        heap, pop, nodes, held = self._heap, heapq.heappop, self.nodes, self._held
+        count = 0
+        try:
+            while heap and heap[0][0] <= until:
+                at, seq, kind, name, a, b = pop(heap)
+                self.now = at
+                count += 1
+                if kind == _RECV:
+                    self._in_flight -= 1
+                    node = nodes[name]
+                    spec = node.spec
+                    if node.alive and (spec is a or spec == a):
+                        sender, msg, channel = b
+                        layer = node.layer
+                        if channel == BROADCAST_CHANNEL and layer is not None:
+                            self._apply(node, BROADCAST, layer.handle(Received(sender, msg), at))
+                        else:
+                            self._apply(
+                                node, MANAGER, node.manager.handle(Received(sender, msg), at)
+                            )
+                elif kind == _TIMER:
+                    node = nodes[name]
+                    if node.alive and node.timers.get(a) == b:
+                        if a[0] in held:
+                            self._deferred.append((at, seq, name, a, b))
+                            continue
+                        del node.timers[a]
+                        if a[0] == MANAGER:
+                            self._apply(node, MANAGER, node.manager.handle(TimerFired(a[1]), at))
+                        elif node.layer is not None:
+                            self._apply(node, BROADCAST, node.layer.handle(TimerFired(a[1]), at))
+                elif kind == _EVENT:
+                    self._in_flight -= 1
+                    node = nodes[name]
+                    if node.alive and (node.spec is a or node.spec == a):
+                        self._apply(node, MANAGER, node.manager.handle(b, at))
+                else:
+                    a()
+                if mode:
+                    if mode == 1:
+                        if not self._in_flight:
+                            return True
+                    elif mode == 2 and not heap:
+                        return True
+                elif stop is not None and stop():
+                    return True
+        finally:
+            self.events += count
+        if mode == 1:
+            return not self._in_flight
+        if mode == 2:
+            return not heap
         return stop is None or stop()
 
     def _apply(self, node: SimNode, layer: int, actions: list[Any]) -> None:
@@ -495,7 +538,7 @@ class Simulator:
         other = self.nodes.get(peer.name)
         if other is None or not other.alive:
             return "unreachable"
-        if other.spec != peer:
+        if other.spec is not peer and other.spec != peer:
             return "restarted" if other.spec.incarnation > peer.incarnation else "unreachable"
         group = self._group
         if group and group.get(node.spec.name, 0) != group.get(peer.name, 0):
@@ -503,31 +546,44 @@ class Simulator:
         return None
 
     def _send(self, node: SimNode, action: Send) -> None:
-        peer, msg = action.peer, action.msg
-        if action.channel == BROADCAST_CHANNEL and getattr(msg, "carries_payload", False):
+        peer, msg, channel = action.peer, action.msg, action.channel
+        if channel == BROADCAST_CHANNEL and getattr(msg, "carries_payload", False):
             record = self.broadcasts.get(msg.msg_id)
             if record is not None:
                 record.payload_sends += 1
-        why = self._unreachable(node, peer)
-        src = node.spec.name
-        if why is not None:
-            self._push(self.now, _EVENT, src, node.spec, PeerDown(peer, why))
+        pname = peer.name
+        other = self.nodes.get(pname)
+        if (
+            other is None
+            or not other.alive
+            or (other.spec is not peer and other.spec != peer)
+            or (self._group and self._unreachable(node, peer))
+        ):
+            why = self._unreachable(node, peer) or "unreachable"
+            self._push(self.now, _EVENT, node.spec.name, node.spec, PeerDown(peer, why))
             return
-        model = self._links.get((src, peer.name), self.link) if self._links else self.link
+        links = self._links
+        model = links.get((node.spec.name, pname), self.link) if links else self.link
         rng = self.rng
-        if model.loss and rng.random() < model.loss:
-            return
-        copies = 2 if model.duplicate and rng.random() < model.duplicate else 1
-        payload = (node.spec, msg, action.channel)
+        copies = 1
+        if model.loss or model.duplicate:
+            if model.loss and rng.random() < model.loss:
+                return
+            if model.duplicate and rng.random() < model.duplicate:
+                copies = 2
+        payload = (node.spec, msg, channel)
+        lo, span = model.delay_min, model.delay_max - model.delay_min
+        last_arrival = node.last_arrival
         for _ in range(copies):
-            at = self.now + rng.uniform(model.delay_min, model.delay_max)
+            at = self.now + lo + span * rng.random()
             if self.fifo:
-                key = (src, peer.name)
-                last = self._last_arrival.get(key, 0.0)
+                last = last_arrival.get(pname, 0.0)
                 if at < last:
                     at = last
-                self._last_arrival[key] = at
-            self._push(at, _RECV, peer.name, peer, payload)
+                last_arrival[pname] = at
+            self._seq += 1
+            self._in_flight += 1
+            heapq.heappush(self._heap, (at, self._seq, _RECV, pname, peer, payload))
 
     def _connect(self, node: SimNode, peer: NodeSpec) -> None:
         why = self._unreachable(node, peer)
@@ -549,11 +605,13 @@ class Simulator:
         assert layer is not None
         current = {p.name: p for p in node.manager.active()}
         known = node.neighbors
-        for name in sorted(known):
-            if current.get(name) != known[name]:
+        # dict orders are insertion orders, identical in every run: no sort needed
+        for name in list(known):
+            spec = current.get(name)
+            if spec is not known[name] and spec != known[name]:
                 spec = known.pop(name)
                 self._apply(node, BROADCAST, layer.neighbor_down(spec, self.now))
-        for name in sorted(current):
+        for name in current:
             if name not in known:
                 known[name] = current[name]
                 self._apply(node, BROADCAST, layer.neighbor_up(current[name], self.now))
