@@ -210,12 +210,21 @@ class HyParView(Repair):
         if self._wants_repair:
             self._wants_repair = False
             self._promote(out)
+        if not self._promote_armed and not self._left:
+            # Armed only while there is work: a full, healthy node has no idle
+            # wake-ups (they were a fifth of all simulator events at n = 10,000).
+            if self._needs_promotion():
+                self._promote_armed = True
+                out.append(SetTimer(PROMOTE_TIMER, now + self._promote_interval))
+            else:
+                self._hungry = 0
         if self._changed:
             self._changed = False
             out.append(MembersChanged(self.members()))
         return out
 
     def _arm_timers(self, now: float) -> list[Action]:
+        self._promote_armed = True
         return [
             SetTimer(SHUFFLE_TIMER, now + self._shuffle_interval * (0.5 + self._random())),
             SetTimer(PROMOTE_TIMER, now + self._promote_interval * (0.5 + self._random())),
@@ -248,6 +257,7 @@ class HyParView(Repair):
             self._left = True
             out.append(CancelTimer(SHUFFLE_TIMER))
             out.append(CancelTimer(PROMOTE_TIMER))
+            self._promote_armed = False
             return
         # Removing another node is local in HyParView (there is no global view):
         # forget it, and tell it to drop its side of our link.
@@ -415,7 +425,7 @@ class HyParView(Repair):
             out.append(SetTimer(SHUFFLE_TIMER, now + self._shuffle_interval))
             self._start_shuffle(out)
         elif name == PROMOTE_TIMER:
-            out.append(SetTimer(PROMOTE_TIMER, now + self._promote_interval))
+            self._promote_armed = False  # `handle` re-arms it while there is work
             self._periodic_promotion(out)
 
     def _start_shuffle(self, out: list[Action]) -> None:

@@ -50,6 +50,13 @@ class Repair(Views):
         self._escalate = False  # the next request is HIGH: we stayed short too long
         self._wants_repair = False  # run `_promote` once the current event is handled
         self._contact: NodeSpec | None = None  # whom we joined through, to retry
+        self._promote_armed = False  # the promotion timer is pending
+
+    def _needs_promotion(self) -> bool:
+        """Whether the promotion timer has work: a view to fill, a request, a lost peer."""
+        return (
+            len(self._active) < self._active_size or self._pending is not None or bool(self._lost)
+        )
 
     def _trigger_repair(self, attempts: int = 1 << 30, *, urgent: bool = False) -> None:
         """Start a repair round of at most `attempts` requests (default: until one succeeds).

@@ -59,8 +59,11 @@ A, B, C, N, P, Q, S = (node(x) for x in "abcnpqs")
 
 
 def make(seed: int = 7, **params: object) -> HyParView:
+    """A started manager (its timers armed, as a driver would have it)."""
     config = Config(hyparview=HyParViewConfig(**params))  # type: ignore[arg-type]
-    return HyParView(ME, config, random.Random(seed))
+    hv = HyParView(ME, config, random.Random(seed))
+    hv.start(0.0)
+    return hv
 
 
 def recv(hv: HyParView, sender: NodeSpec, msg: object, now: float = 1.0) -> list[Action]:
@@ -93,7 +96,8 @@ def test_is_a_manager_named_hyparview() -> None:
 
 
 def test_start_arms_jittered_shuffle_and_promotion_timers() -> None:
-    actions = make(shuffle_interval=10.0, random_promotion_interval=5.0).start(100.0)
+    config = Config(hyparview=HyParViewConfig(shuffle_interval=10.0, random_promotion_interval=5.0))
+    actions = HyParView(ME, config, random.Random(1)).start(100.0)
     assert [type(a) for a in actions] == [SetTimer, SetTimer]
     shuffle, promote = actions
     assert isinstance(shuffle, SetTimer) and isinstance(promote, SetTimer)
@@ -380,9 +384,9 @@ def test_periodic_promotion_below_minimum_asks_with_high_priority() -> None:
     with_active(hv, A)
     with_passive(hv, P, Q)
     first = hv.handle(TimerFired(PROMOTE_TIMER), 10.0)
-    asked = first[1].peer  # type: ignore[union-attr]
+    asked = first[0].peer  # type: ignore[union-attr]
     other = Q if asked == P else P
-    assert first == [SetTimer(PROMOTE_TIMER, 15.0), Send(asked, HIGH)]
+    assert first == [Send(asked, HIGH), SetTimer(PROMOTE_TIMER, 15.0)]
     # Still below the minimum after one more peer: the round goes on, still HIGH.
     assert recv(hv, asked, NeighborReply(True)) == [
         Connect(asked),
@@ -396,8 +400,8 @@ def test_periodic_promotion_between_minimum_and_full_asks_once_with_low_priority
     with_active(hv, A)
     with_passive(hv, P, Q)
     first = hv.handle(TimerFired(PROMOTE_TIMER), 10.0)
-    asked = first[1].peer  # type: ignore[union-attr]
-    assert first == [SetTimer(PROMOTE_TIMER, 15.0), Send(asked, LOW)]
+    asked = first[0].peer  # type: ignore[union-attr]
+    assert first == [Send(asked, LOW), SetTimer(PROMOTE_TIMER, 15.0)]
     assert recv(hv, asked, NeighborReply(False)) == []  # one request per interval
 
 
@@ -406,10 +410,10 @@ def test_node_short_of_a_full_view_for_too_long_escalates_once() -> None:
     with_active(hv, A)
     with_passive(hv, P)
     for tick in range(1, ESCALATE_AFTER_INTERVALS + 1):
-        assert hv.handle(TimerFired(PROMOTE_TIMER), 5.0 * tick)[1:] == [Send(P, LOW)]
+        assert hv.handle(TimerFired(PROMOTE_TIMER), 5.0 * tick)[:1] == [Send(P, LOW)]
         recv(hv, P, NeighborReply(False), now=5.0 * tick)  # P is full
     escalated = hv.handle(TimerFired(PROMOTE_TIMER), 5.0 * (ESCALATE_AFTER_INTERVALS + 1))
-    assert escalated[1:] == [Send(P, HIGH)]
+    assert escalated[:1] == [Send(P, HIGH)]
     recv(hv, P, NeighborReply(True))
     assert P in hv.active()
 
@@ -418,15 +422,15 @@ def test_unanswered_request_times_out_after_one_promotion_interval() -> None:
     hv = make(random_promotion_interval=5.0)
     with_passive(hv, P, Q)
     first = hv.handle(TimerFired(PROMOTE_TIMER), 10.0)
-    asked = first[1].peer  # type: ignore[union-attr]
+    asked = first[0].peer  # type: ignore[union-attr]
     other = Q if asked == P else P
     # Still waiting at 14 s; at 15 s the silent peer counts as unreachable.
     assert hv.handle(TimerFired(PROMOTE_TIMER), 14.0) == [SetTimer(PROMOTE_TIMER, 19.0)]
     # It is retried among the lost peers, and the next passive peer is asked.
     assert hv.handle(TimerFired(PROMOTE_TIMER), 15.0) == [
-        SetTimer(PROMOTE_TIMER, 20.0),
         Send(asked, HIGH),
         Send(other, HIGH),
+        SetTimer(PROMOTE_TIMER, 20.0),
     ]
     assert hv.passive() == (other,)
     assert hv.statistics().lost == 1
@@ -438,8 +442,8 @@ def test_failed_peer_is_asked_to_reconnect_with_high_priority() -> None:
     assert hv.handle(PeerDown(A), 2.0) == [members()]  # no passive peer to promote
     assert hv.statistics().lost == 1
     assert hv.handle(TimerFired(PROMOTE_TIMER), 5.0) == [
-        SetTimer(PROMOTE_TIMER, 10.0),
         Send(A, HIGH),
+        SetTimer(PROMOTE_TIMER, 10.0),
     ]
     # A was only cut off (a partition): it accepts, and we take it back even if full.
     with_active(hv, B)
@@ -450,6 +454,15 @@ def test_failed_peer_is_asked_to_reconnect_with_high_priority() -> None:
         members(A),
     ]
     assert hv.statistics().lost == 0
+
+
+def test_promotion_timer_runs_only_while_there_is_work() -> None:
+    hv = make(active_size=1, active_min_size=1, random_promotion_interval=5.0)
+    with_active(hv, A)
+    # Full, nothing pending, nothing lost: the tick does not re-arm.
+    assert hv.handle(TimerFired(PROMOTE_TIMER), 5.0) == []
+    # Losing the peer makes work again: the timer comes back with it.
+    assert hv.handle(PeerDown(A), 7.0) == [SetTimer(PROMOTE_TIMER, 12.0), members()]
 
 
 def test_lost_peer_is_given_up_after_the_timeout() -> None:
@@ -481,8 +494,8 @@ def test_isolated_node_retries_its_join() -> None:
     hv.handle(Join(C), 0.0)
     hv.handle(PeerDown(C, "unreachable"), 0.0)
     assert hv.handle(TimerFired(PROMOTE_TIMER), 5.0) == [
-        SetTimer(PROMOTE_TIMER, 10.0),
         Send(C, JoinRequest()),
+        SetTimer(PROMOTE_TIMER, 10.0),
     ]
 
 
