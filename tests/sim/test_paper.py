@@ -94,7 +94,17 @@ def test_t6_t7_reliability_after_massive_failures(
     assert stats["duplicates"] == 0
 
 
-@pytest.mark.parametrize(("fail", "max_rounds"), [(0.5, 1), (0.8, 2), (0.9, 5)])
+ISOLATED = pytest.mark.xfail(
+    strict=True,
+    reason="HyParView limitation: a survivor whose 5 active and 30 passive peers all died "
+    "knows no live node, and no live node with a full active view contacts it again "
+    "(seed 1 at 90%: one such node of 100); see docs/simulator.md",
+)
+
+
+@pytest.mark.parametrize(
+    ("fail", "max_rounds"), [(0.5, 1), (0.8, 2), pytest.param(0.9, 5, marks=ISOLATED)]
+)
 def test_t9_healing_rounds(overlay: bytes, fail: float, max_rounds: int) -> None:
     sim = restore(overlay)
     spec = ExperimentSpec(n=N, seed=SEED, fail=fail, broadcasts=20, max_heal_rounds=10)
@@ -143,3 +153,21 @@ def test_t10_cyclon_baseline_shows_the_papers_gap() -> None:
     # The paper: Cyclon 73.4% at 50% failures (n = 10,000) vs HyParView 100%.
     # Ours at n = 1,000, seeds 1-3: 70.3%, 69.9%, 64.8% (and ~97% without failures).
     assert 0.60 <= reliability <= 0.85, f"seed={SEED}: cyclon reliability {reliability}"
+
+
+def test_t9_at_90_percent_only_nodes_that_know_no_live_peer_stay_cut_off(overlay: bytes) -> None:
+    """The diagnosis behind the xfail above, asserted: the rest heals within 5 rounds."""
+    sim = restore(overlay)
+    spec = ExperimentSpec(n=N, seed=SEED, fail=0.9, broadcasts=20, max_heal_rounds=5)
+    rng = random.Random(f"{SEED}/heal/0.9")
+    records = fail_and_broadcast(sim, spec, rng)
+    heal(sim, spec, rng, records)
+    comps = metrics.components(sim.active_graph())
+    main, *cut_off = sorted(comps, key=len, reverse=True)
+    assert len(main) >= 0.95 * len(sim.live_names()), f"seed={SEED}: {[len(c) for c in comps]}"
+    for comp in cut_off:
+        for name in comp:
+            known = [*sim.manager(name).active(), *sim.manager(name).passive()]
+            assert not any(sim.is_alive(p.name) for p in known), (
+                f"seed={SEED}: {name} knows a live peer"
+            )
