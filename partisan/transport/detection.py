@@ -112,7 +112,7 @@ class Detection(LinksCore):
             if peer.heard_recently:
                 peer.heard_recently = False
                 peer.last_heard = now
-        self._send_credits()
+        self._send_credits(force=True)
         for address, (until, _, _) in list(self._backoff.items()):
             if until < now - 600:
                 del self._backoff[address]

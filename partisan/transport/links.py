@@ -98,6 +98,7 @@ class Links(Handshake, Detection, Receiver, Outbound):
         self._handshakes = 0
         self._decoded = 0
         self._credit_due: set[Peer] = set()
+        self._credit_timer = False
         self._names: dict[bytes, tuple[str, str, str]] = {}
         self._backoff: dict[tuple[str, str, int], tuple[float, float, str]] = {}
         self._templates: dict[tuple[str, str], tuple[bytes, bytes, bytes]] = {}
