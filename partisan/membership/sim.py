@@ -281,7 +281,7 @@ class Simulator(Engine):
 
     def call_at(self, at: float, fn: Callable[[], object]) -> None:
         """Schedule `fn()` at virtual time `at` (scripted faults in tests)."""
-        self._push(max(at, self.now), _CALL, "", fn, None)
+        self._push(max(at, self.now), _CALL, None, fn, None)
 
     def hold_timers(self, layer: int = MANAGER) -> None:
         """Defer every timer of `layer` (MANAGER or BROADCAST) until released."""
@@ -291,9 +291,9 @@ class Simulator(Engine):
         """Stop deferring `layer`'s timers; overdue ones fire now, in order."""
         self._held.discard(layer)
         keep = []
-        for at, seq, name, key, token in self._deferred:
+        for at, seq, node, key, token in self._deferred:
             if key[0] == layer:
-                heapq.heappush(self._heap, (max(at, self.now), seq, _TIMER, name, key, token))
+                heapq.heappush(self._heap, (max(at, self.now), seq, _TIMER, node, key, token))
             else:
-                keep.append((at, seq, name, key, token))
+                keep.append((at, seq, node, key, token))
         self._deferred = keep

@@ -144,13 +144,15 @@ class Engine:
         self.events = 0
         self.nodes: dict[str, SimNode] = {}
         self.broadcasts: dict[Hashable, BroadcastRecord] = {}
-        self._heap: list[tuple[float, int, int, str, Any, Any]] = []
+        # (time, seq, kind, node or None, a, b): entries carry the SimNode of one
+        # incarnation, so a restart's new node never receives the old one's mail
+        self._heap: list[tuple[float, int, int, Any, Any, Any]] = []
         self._seq = 0
         self._in_flight = 0
         self._links: dict[tuple[str, str], LinkModel] = {}
         self._group: dict[str, int] = {}  # partition group per name; absent = group 0
         self._held: set[int] = set()
-        self._deferred: list[tuple[float, int, str, Any, Any]] = []
+        self._deferred: list[tuple[float, int, SimNode, Any, Any]] = []
         self._bseq = 0
         self._layer_epoch = 0
 
@@ -183,14 +185,14 @@ class Engine:
                     other.conns.discard(node.spec.name)
                     # the reset (or BYE) travels one link delay, plus the detection delay
                     at = self.now + (extra or 0.0) + self._delay(node, peer)
-                    self._push(at, _EVENT, peer, other.spec, PeerDown(node.spec, notify))
+                    self._push(at, _EVENT, other, None, PeerDown(node.spec, notify))
         node.conns.clear()
 
-    def _push(self, at: float, kind: int, name: str, a: Any, b: Any) -> None:
+    def _push(self, at: float, kind: int, node: SimNode | None, a: Any, b: Any) -> None:
         self._seq += 1
         if kind <= _EVENT:
             self._in_flight += 1
-        heapq.heappush(self._heap, (at, self._seq, kind, name, a, b))
+        heapq.heappush(self._heap, (at, self._seq, kind, node, a, b))
 
     def _delay(self, src: SimNode, dst: str) -> float:
         model = self._links.get((src.spec.name, dst), self.link) if self._links else self.link
@@ -205,18 +207,16 @@ class Engine:
         mode 1 stops when nothing is in flight, mode 2 when the heap is empty
         (checked inline: these are the hot loops of every experiment).
         """
-        heap, pop, nodes, held = self._heap, heapq.heappop, self.nodes, self._held
+        heap, pop, held = self._heap, heapq.heappop, self._held
         count = 0
         try:
             while heap and heap[0][0] <= until:
-                at, seq, kind, name, a, b = pop(heap)
+                at, seq, kind, node, a, b = pop(heap)
                 self.now = at
                 count += 1
                 if kind == _RECV:
                     self._in_flight -= 1
-                    node = nodes[name]
-                    spec = node.spec
-                    if node.alive and (spec is a or spec == a):
+                    if node.alive:
                         sender, msg, channel = b
                         layer = node.layer
                         if channel == BROADCAST_CHANNEL and layer is not None:
@@ -226,10 +226,9 @@ class Engine:
                                 node, MANAGER, node.manager.handle(Received(sender, msg), at)
                             )
                 elif kind == _TIMER:
-                    node = nodes[name]
                     if node.alive and node.timers.get(a) == b:
                         if a[0] in held:
-                            self._deferred.append((at, seq, name, a, b))
+                            self._deferred.append((at, seq, node, a, b))
                             continue
                         del node.timers[a]
                         if a[0] == MANAGER:
@@ -238,8 +237,7 @@ class Engine:
                             self._apply(node, BROADCAST, node.layer.handle(TimerFired(a[1]), at))
                 elif kind == _EVENT:
                     self._in_flight -= 1
-                    node = nodes[name]
-                    if node.alive and (node.spec is a or node.spec == a):
+                    if node.alive:
                         self._apply(node, MANAGER, node.manager.handle(b, at))
                 else:
                     a()
@@ -270,7 +268,7 @@ class Engine:
                 key = (layer, action.name)
                 node.timers[key] = self._seq
                 at = action.at if action.at > self.now else self.now
-                heapq.heappush(self._heap, (at, self._seq, _TIMER, node.spec.name, key, self._seq))
+                heapq.heappush(self._heap, (at, self._seq, _TIMER, node, key, self._seq))
             elif kind is CancelTimer:
                 node.timers.pop((layer, action.name), None)
             elif kind is Deliver:
@@ -315,7 +313,7 @@ class Engine:
             or (self._group and self._unreachable(node, peer))
         ):
             why = self._unreachable(node, peer) or "unreachable"
-            self._push(self.now, _EVENT, node.spec.name, node.spec, PeerDown(peer, why))
+            self._push(self.now, _EVENT, node, None, PeerDown(peer, why))
             return
         links = self._links
         model = links.get((node.spec.name, pname), self.link) if links else self.link
@@ -338,12 +336,12 @@ class Engine:
                 last_arrival[pname] = at
             self._seq += 1
             self._in_flight += 1
-            heapq.heappush(self._heap, (at, self._seq, _RECV, pname, peer, payload))
+            heapq.heappush(self._heap, (at, self._seq, _RECV, other, None, payload))
 
     def _connect(self, node: SimNode, peer: NodeSpec) -> None:
         why = self._unreachable(node, peer)
         if why is not None:
-            self._push(self.now, _EVENT, node.spec.name, node.spec, PeerDown(peer, why))
+            self._push(self.now, _EVENT, node, None, PeerDown(peer, why))
             return
         if peer.name in node.conns:
             return
@@ -351,8 +349,8 @@ class Engine:
         node.conns.add(peer.name)
         other.conns.add(node.spec.name)
         at = self.now + self._delay(node, peer.name)
-        self._push(at, _EVENT, node.spec.name, node.spec, PeerUp(peer))
-        self._push(at, _EVENT, peer.name, peer, PeerUp(node.spec))
+        self._push(at, _EVENT, node, None, PeerUp(peer))
+        self._push(at, _EVENT, other, None, PeerUp(node.spec))
 
     def _sync_layer(self, node: SimNode) -> None:
         """Tell the broadcast layer how the manager's active view changed."""
