@@ -67,15 +67,42 @@ class Detection(LinksCore):
             elif kind == zmq.EVENT_DISCONNECTED:
                 lane.up = False
                 if peer.out_state is OutState.UP:
-                    self._teardown(peer, self._down_reason(peer))
+                    self._drain_before_down(peer)
+                    if self._peers.get(peer.name) is peer:  # (a BYE may have ended it)
+                        self._teardown(peer, self._down_reason(peer))
                     return
                 # Still handshaking: libzmq re-dials and HELLO is sent again.
             elif kind in _FAILED_EVENTS:
                 self._handshake_failed(peer, _FAILED_EVENTS[kind])
                 return
 
+    def _drain_before_down(self, peer: Peer) -> None:
+        """Read what already arrived before declaring a peer down.
+
+        A monitor event and the frames that preceded it on the wire come
+        through different sockets, in no fixed order. Reading first means a
+        peer's last messages are delivered before its PeerDown (as Erlang
+        orders nodedown after them), and a BYE it sent on its way out is seen
+        (so a graceful stop is reported as ``left``, not a failure).
+        """
+        self._on_router_readable()
+        for lane in list(peer.lanes.values()):
+            if self._peers.get(peer.name) is not peer:
+                return
+            if not lane.sock.closed:
+                self._on_dealer_readable(peer, lane)
+
     def _handshake_failed(self, peer: Peer, how: str) -> None:
         where = f"{peer.name}@{peer.address}"
+        if how != "auth" and (peer.out_state is OutState.UP or peer.in_session is not None):
+            # The peer already proved its key to us (a live session, or it
+            # dialled us and this is our dial-back): a failed handshake now is
+            # the peer going away (e.g. mid-shutdown), not a key problem.
+            log.info("%s: handshake with %s failed (%s) on a live link", self.name, where, how)
+            self._drain_before_down(peer)
+            if self._peers.get(peer.name) is peer:
+                self._teardown(peer, "connection_closed")
+            return
         if how == "auth":
             reason = f"{where} rejected our key: is {self.name}'s public key in its key directory?"
         elif how == "protocol":
@@ -92,7 +119,8 @@ class Detection(LinksCore):
         if peer.out_state is OutState.UP:
             self._teardown(peer, "connection_closed")
             return
-        self._backoff_address(peer, reason)
+        if peer.in_session is None:  # a dial of ours, not a dial-back
+            self._backoff_address(peer, reason)
         self._teardown(peer, "unreachable", notify=peer.up_reported, error=JoinRefused(reason))
 
     def _housekeeping(self) -> None:

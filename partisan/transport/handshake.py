@@ -100,6 +100,10 @@ class Handshake(LinksCore):
             log.debug("cannot send HELLO to %s yet: %s", peer.name, exc)
 
     def _handle_hello(self, rid: bytes, header: Header, parts: list[Any]) -> None:
+        if self._closed:
+            # Closing: every peer gets our BYE ("left"); refusing a late
+            # dial-back as stale would make it report a failure instead.
+            return
         parsed = parse_routing_id(rid)
         if parsed is None or len(parts) != 1 or not isinstance(parts[0], zmq.Frame):
             self._reject("protocol_error", detail="HELLO without our routing id or greeting")
