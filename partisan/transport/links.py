@@ -40,7 +40,7 @@ from typing import Any, Protocol
 import zmq
 
 from partisan.config import ChannelSpec, Config
-from partisan.errors import CallTimeout, JoinRefused, NotConnected, Overloaded
+from partisan.errors import CallTimeout, ConfigError, JoinRefused, NotConnected, Overloaded
 from partisan.identity import NodeSpec
 from partisan.transport.backpressure import Pending
 from partisan.transport.codec import encode_payload
@@ -51,6 +51,7 @@ from partisan.transport.lanes import OutLane
 from partisan.transport.outbound import Outbound
 from partisan.transport.peer import OutState, Peer
 from partisan.transport.receive import Receiver
+from partisan.transport.session import InboundLane
 from partisan.transport.sockets import make_router, raise_nofile_limit
 from partisan.transport.statistics import (
     ChannelStatistics,
@@ -91,7 +92,7 @@ class Links(Handshake, Detection, Receiver, Outbound):
         self.keystore: KeyStore | None = None
         self._peers: dict[str, Peer] = {}
         self._sessions: dict[int, Peer] = {}  # inbound session id -> peer
-        self._rid_cache: dict[bytes, tuple[Peer, Any]] = {}
+        self._rid_cache: dict[bytes, tuple[Peer, InboundLane]] = {}
         self._counters: dict[str, PeerCounters] = {}
         self._rejected: Counter[str] = Counter()
         self._refused = 0
@@ -102,7 +103,6 @@ class Links(Handshake, Detection, Receiver, Outbound):
         self._names: dict[bytes, tuple[str, str, str]] = {}
         self._backoff: dict[tuple[str, str, int], tuple[float, float, str]] = {}
         self._templates: dict[tuple[str, str], tuple[bytes, bytes, bytes]] = {}
-        self._name_b = self.name.encode()
         self._context: zmq.Context[Any] | None = None
         self._router: zmq.Socket[bytes] | None = None
         self._auth: Any = None
@@ -136,8 +136,6 @@ class Links(Handshake, Detection, Receiver, Outbound):
         try:
             if not self.config.insecure:
                 if self.config.key_dir is None:
-                    from partisan.errors import ConfigError
-
                     raise ConfigError(
                         "key_dir: not set; CURVE is on by default — create keys with "
                         "'partisan keys new DIR --node NAME' or pass insecure=True"
