@@ -115,6 +115,11 @@ def test_refused_joins_say_why_and_crash_nothing(
     # b does not hold c's key, so the handshake cannot complete.
     with pytest.raises(NodeProcessError, match=r"JoinRefused.*does not hold c's key"):
         a.request("connect", target=f"c@{b.address}")
+    # No retry storm (libzmq would retry every 100 ms): the lane was closed and
+    # the same dial is refused at once while it is backed off.
+    with pytest.raises(NodeProcessError, match=r"JoinRefused.*backing off"):
+        a.request("connect", target=f"c@{b.address}")
+    assert a.request("stats")["stats"]["rejected"]["handshake_failed"] == 1
     with pytest.raises(NodeProcessError, match=r"JoinRefused.*no public key for o"):
         a.request("connect", target=str(other.spec))
     # Still serving: a real join works afterwards.
