@@ -179,3 +179,58 @@ def test_tree_repairs_after_failures_and_settles_back_to_rmr_zero() -> None:
         reach = {x for x in live if component_of[x] == component_of[record.source]}
         assert set(record.deliveries) == reach and record.duplicates == 0
     assert records[-1].rmr == 0.0
+
+
+# --------------------------------------------------- over a live HyParView overlay
+
+hv_ops = st.lists(
+    st.tuples(
+        st.sampled_from(["join", "crash", "restart", "broadcast", "wait"]), st.integers(0, 10**6)
+    ),
+    max_size=15,
+)
+
+
+@pytest.mark.timeout(120)
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10**6), n=st.integers(3, 25), ops=hv_ops)
+def test_plumtree_over_hyparview_under_churn(seed: int, n: int, ops: list[tuple[str, int]]) -> None:
+    """Churn with broadcasts in flight, then settle: one tree, exactly once, RMR 0."""
+    sim = Simulator(seed=seed, manager="hyparview", broadcast="plumtree", crash_detect_delay=0.0)
+    sim.add_node()
+    for _ in range(1, n):
+        sim.join(sim.add_node().name, "n1")
+        sim.run_for(0.2)
+    round_length = sim.config.hyparview.shuffle_interval
+    sent = []
+    for op, arg in ops:
+        live = sim.live_names()
+        dead = [x for x in sim.nodes if not sim.is_alive(x)]
+        if op == "join":
+            sim.join(sim.add_node().name, live[arg % len(live)])
+        elif op == "crash" and len(live) > 2:
+            sim.crash(live[arg % len(live)])
+        elif op == "restart" and dead:
+            sim.restart(dead[arg % len(dead)], join=live[arg % len(live)])
+        elif op == "broadcast":
+            sent.append(sim.broadcast(live[arg % len(live)], payload=arg))
+        sim.run_for((arg % 1000) / 1000 * round_length)
+    sim.run_for(5 * round_length)  # let HyParView repair and shuffle
+    sim.hold_timers()
+    assert sim.run_until_idle(max_time=600)
+    graph = sim.active_graph()
+    component_of = {x: i for i, comp in enumerate(components(graph)) for x in comp}
+    rng = random.Random(seed)
+    checks = [sim.broadcasts[sim.broadcast(rng.choice(sim.live_names()))] for _ in range(1)]
+    for _ in range(3):
+        sim.run_until_idle()
+        checks.append(sim.broadcasts[sim.broadcast(rng.choice(sim.live_names()))])
+    sim.run_until_idle()
+    assert sim.active_graph() == graph, f"seed={seed}: the overlay changed while idle"
+    for msg_id in sent:
+        assert sim.broadcasts[msg_id].duplicates == 0, f"seed={seed}: {msg_id} delivered twice"
+    for record in checks:
+        reach = {x for x in graph if component_of[x] == component_of[record.source]}
+        got = {x for x in record.deliveries if sim.is_alive(x)}
+        assert got == reach and record.duplicates == 0, f"seed={seed}: {record.msg_id}"
+    assert checks[-1].rmr == 0.0, f"seed={seed}: the tree did not settle ({checks[-1].rmr})"
