@@ -77,8 +77,8 @@ class Flood:
         return [Deliver(msg_id, payload, 0, None), *self._forward(msg_id, payload, 1, None)]
 
     def handle(self, event: Received | TimerFired, now: float) -> list[LayerAction]:
-        if not isinstance(event, Received) or not isinstance(event.msg, FloodMessage):
-            self.dropped += 1
+        if not isinstance(event, Received) or not _well_formed(event.msg):
+            self.dropped += 1  # a peer's bad input: counted and dropped, never raised
             return []
         msg = event.msg
         if msg.msg_id in self._seen:
@@ -107,3 +107,13 @@ class Flood:
             if seen[first] >= horizon:
                 break
             del seen[first]
+
+
+def _well_formed(msg: object) -> bool:
+    if type(msg) is not FloodMessage or type(msg.hops) is not int or msg.hops < 0:
+        return False
+    try:
+        hash(msg.msg_id)
+    except TypeError:
+        return False
+    return True

@@ -58,6 +58,7 @@ __all__ = ["Gossip", "Graft", "IHave", "Plumtree", "PlumtreeStatistics", "Prune"
 log = logging.getLogger(__name__)
 
 _LAZY_TIMER = "plumtree:lazy"
+MAX_ANNOUNCEMENTS = 10_000  # a longer IHave is a peer's bad input
 _GRAFT_PREFIX = "plumtree:graft:"
 
 
@@ -192,19 +193,24 @@ class Plumtree:
             return self._graft_timer(msg_id, event.name, now)
         msg, sender = event.msg, event.sender
         kind = type(msg)
-        if kind is Gossip:
+        if kind is Gossip and _well_formed_id(msg.msg_id) and _hop(msg.round):
             return self._on_gossip(msg, sender, now)
-        if kind is IHave:
+        if kind is IHave and _well_formed_ihave(msg):
             return self._on_ihave(msg, sender, now)
-        if kind is Graft:
+        if (
+            kind is Graft
+            and (msg.msg_id is None or _well_formed_id(msg.msg_id))
+            and _hop(msg.round)
+        ):
             return self._on_graft(msg, sender)
         if kind is Prune:
             if sender.name in self.eager:
                 del self.eager[sender.name]
                 self.lazy[sender.name] = sender
             return []
+        # a peer's bad input: count it, log it, drop it (never raise)
         self._dropped += 1
-        log.debug("dropping non-Plumtree message %r from %s", type(msg).__name__, sender)
+        log.debug("dropping malformed or foreign message %r from %s", kind.__name__, sender)
         return []
 
     # ------------------------------------------------------------ handlers
@@ -332,3 +338,28 @@ class Plumtree:
             if peer is not None and queue[name]:
                 out.append(Send(peer, IHave(tuple(queue[name])), BROADCAST_CHANNEL))
         return out
+
+
+def _well_formed_id(msg_id: object) -> bool:
+    """A message id must be hashable (it keys every table here)."""
+    try:
+        hash(msg_id)
+    except TypeError:
+        return False
+    return msg_id is not None
+
+
+def _hop(value: object) -> bool:
+    return type(value) is int and 0 <= value < 1 << 31
+
+
+def _well_formed_ihave(msg: IHave) -> bool:
+    items = msg.announcements
+    return (
+        type(items) is tuple
+        and len(items) <= MAX_ANNOUNCEMENTS
+        and all(
+            type(item) is tuple and len(item) == 2 and _well_formed_id(item[0]) and _hop(item[1])
+            for item in items
+        )
+    )

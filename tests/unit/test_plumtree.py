@@ -157,11 +157,37 @@ def test_messages_from_non_neighbours_never_make_them_neighbours() -> None:
     assert [n.name for n in p.neighbors()] == ["a"]
 
 
-def test_bad_input_is_counted_and_dropped() -> None:
-    p = tree(A)
-    assert p.handle(Received(A, "garbage"), 1.0) == []
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "garbage",
+        Gossip(["unhashable"], "x", 1),
+        Gossip(None, "x", 1),
+        Gossip("m", "x", -1),
+        Gossip("m", "x", "1"),
+        IHave("not a tuple"),  # type: ignore[arg-type]  # a buggy peer's message
+        IHave((("m",),)),  # type: ignore[arg-type]
+        IHave(((["m"], 1),)),
+        IHave((("m", 1),) * 10_001),
+        Graft({}, 1),
+        Graft("m", 2.5),  # type: ignore[arg-type]
+    ],
+)
+def test_bad_input_is_counted_and_dropped_state_unchanged(bad: object) -> None:
+    p = tree(A, lazy=(B,))
+    assert p.handle(Received(B, bad), 1.0) == []
     assert p.handle(TimerFired("not-ours"), 1.0) == []
     assert p.statistics().dropped == 1
+    assert p.eager_peers() == ["a"] and p.lazy_peers() == ["b"]
+    assert p.broadcast("ok", "x", 2.0)[0] == Deliver("ok", "x", 0, None)  # still works
+
+
+def test_flood_drops_malformed_messages() -> None:
+    f = Flood(ME, CFG, random.Random(1))
+    f.neighbor_up(A, 0.0)
+    for bad in (FloodMessage(["x"], 1, 1), FloodMessage("m", 1, -2), FloodMessage("m", 1, "2")):
+        assert f.handle(Received(A, bad), 1.0) == []
+    assert f.dropped == 3
 
 
 def test_seen_messages_expire_after_the_ttl() -> None:
