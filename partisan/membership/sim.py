@@ -59,8 +59,16 @@ API (stable; the property tests of every manager use it)::
     sim.set_link("n1", "n2", LinkModel(loss=1.0))
     sim.manager("n1").active(); sim.spec("n1"); sim.live_names()
     sim.active_graph()            # {name: (neighbour names...)} over live nodes
-    mid = sim.broadcast("n1"); sim.broadcasts[mid].reliability(...)
-    sim.events                    # events processed so far
+    mid = sim.broadcast("n1")     # needs a broadcast layer; returns the message id
+    rec = sim.broadcasts[mid]     # BroadcastRecord: .deliveries {name: hops},
+    rec.reliability, rec.rmr, rec.last_delivery_hop, rec.duplicates
+    sim.set_broadcast("flood")    # fresh layers on the same overlay
+    sim.call_at(12.5, fn)         # scripted faults at a virtual time
+    sim.events, sim.now, sim.in_flight
+
+Module layout: this file is the public half (nodes, faults, queries);
+`partisan.membership.sim_engine` holds the heap, the run loop and the action
+semantics described above.
 """
 
 from __future__ import annotations
