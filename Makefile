@@ -29,6 +29,7 @@ test-integration: $(STAMP)
 
 demo: $(STAMP)
 	DEMO_SECONDS=$(DEMO_SECONDS) $(PY) examples/demo.py
+	$(PY) examples/actors_demo.py
 
 bench: $(STAMP)
 	$(PY) -m benchmarks
