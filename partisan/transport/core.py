@@ -61,6 +61,7 @@ class LinksCore:
     _router_scheduled: bool
     _paused: bool
     _dirty: dict[OutLane, Peer]
+    _synced: set[OutLane]
     _dirty_scheduled: bool
     _closed: bool
     _spec: NodeSpec | None

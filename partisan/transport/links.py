@@ -111,6 +111,7 @@ class Links(Handshake, Detection, Receiver, Outbound):
         self._router_scheduled = False
         self._paused = False
         self._dirty: dict[OutLane, Peer] = {}
+        self._synced: set[OutLane] = set()
         self._dirty_scheduled = False
         self._closed = False
         self._spec: NodeSpec | None = None

@@ -32,6 +32,9 @@ _MORE = int(zmq.SNDMORE)
 _FIRST = int(zmq.NOBLOCK) | _MORE
 _ZERO_COPY = 64 * 1024  # parts at least this big are sent without copying
 _send = zmq.backend.Socket.send  # the Cython method, without pyzmq's Python wrapper
+_get = zmq.backend.Socket.get
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
 
 
 class Outbound(LinksCore):
@@ -138,13 +141,23 @@ class Outbound(LinksCore):
                 return True  # the link is going down; the loss is reported with it
             raise
         lane.seq = seq
-        if not lane.routed:  # _mark_dirty, inlined
+        if lane.routed:
+            self._recheck_router()
+        elif self._dirty_scheduled or lane in self._synced:  # _mark_dirty, inlined
             self._dirty[lane] = peer
             if not self._dirty_scheduled:
                 self._dirty_scheduled = True
                 self._running().call_soon(self._check_dirty)
         else:
-            self._recheck_router()
+            # The first send on a lane since its EVENTS were last read is
+            # checked at once (~1.5 us) instead of in one more loop iteration
+            # (a call's request would otherwise cost the caller an extra
+            # epoll round); later sends before that check are batched.
+            self._synced.add(lane)
+            if _get(sock, _EVENTS) & _POLLIN:
+                self._dirty[lane] = peer
+                self._dirty_scheduled = True
+                self._running().call_soon(self._check_dirty)
         peer.budget.sent += size
         peer.sent_recently = True
         counts = peer.counters.channels.get(channel) or peer.counters.channel(channel)
@@ -206,6 +219,7 @@ class Outbound(LinksCore):
         return lane
 
     def _close_lane(self, lane: OutLane, linger: int = 0) -> None:
+        self._synced.discard(lane)
         if self._loop is not None and not lane.routed and not lane.sock.closed:
             self._loop.remove_reader(lane.sock.FD)
             if lane.monitor is not None:

@@ -107,11 +107,22 @@ class Receiver(LinksCore):
         if sock is None or self._paused:
             return
         count = 0
+        events = -1  # unknown
         recv = sock.recv
         names = self._names
         rid_cache = self._rid_cache
         try:
             while count < _BATCH:
+                if count == 1:
+                    # A lone message (a call, a reply) is the common wake-up:
+                    # asking EVENTS after it (~1.5 us) spares the EAGAIN
+                    # exception that ends a drain (~4 us) and the EVENTS after that.
+                    if self._router is None:
+                        break
+                    events = _events(sock)
+                    if not events & zmq.POLLIN:
+                        break
+                    events = -1
                 try:
                     rid = recv(zmq.NOBLOCK)
                 except zmq.Again:
@@ -148,7 +159,9 @@ class Receiver(LinksCore):
                 self._on_router_message(rid, raw, parts)
         finally:
             self._send_credits()
-        if self._router is not None and (count >= _BATCH or _events(self._router) & zmq.POLLIN):
+        if self._router is not None and (
+            count >= _BATCH or (events < 0 and _events(self._router) & zmq.POLLIN)
+        ):
             self._schedule_router()
 
     def _schedule_router(self) -> None:
@@ -159,9 +172,15 @@ class Receiver(LinksCore):
     def _on_dealer_readable(self, peer: Peer, lane: OutLane) -> None:
         sock = lane.sock
         count = 0
+        events = -1  # unknown
         recv = sock.recv
         try:
             while count < _BATCH and not sock.closed:
+                if count == 1:  # see _on_router_readable
+                    events = _events(sock)
+                    if not events & zmq.POLLIN:
+                        break
+                    events = -1
                 try:
                     first = recv(zmq.NOBLOCK, copy=False)
                 except zmq.Again:
@@ -173,7 +192,9 @@ class Receiver(LinksCore):
             self._send_credits()
         if sock.closed:
             return
-        events = _events(sock)
+        if events < 0:
+            events = _events(sock)
+        self._synced.discard(lane)
         if events & zmq.POLLOUT and lane.queue:
             self._flush(peer, lane)
             events = _events(sock) if not sock.closed else 0
@@ -197,6 +218,7 @@ class Receiver(LinksCore):
 
     def _check_dirty(self) -> None:
         self._dirty_scheduled = False
+        self._synced.clear()
         dirty, self._dirty = self._dirty, {}
         for lane, peer in dirty.items():
             sock = lane.sock
