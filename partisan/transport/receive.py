@@ -174,6 +174,7 @@ class Receiver(LinksCore):
         count = 0
         events = -1  # unknown
         recv = sock.recv
+        names = self._names
         try:
             while count < _BATCH and not sock.closed:
                 if count == 1:  # see _on_router_readable
@@ -186,6 +187,29 @@ class Receiver(LinksCore):
                 except zmq.Again:
                     break
                 count += 1
+                if not first.more:
+                    # The hot path, as on the ROUTER: a reply's path is as
+                    # short as its request's.
+                    blob = first.bytes
+                    if blob[:4] == _DATA_PREFIX and len(blob) >= 26 and blob[4] & _INLINE_BYTE:
+                        end = 26 + blob[22] + blob[23] + (blob[24] << 8 | blob[25])
+                        sender = names.get(blob[22:end])
+                        inbound = peer.in_lanes.get(lane.rid)
+                        if sender is not None and inbound is not None:
+                            flags, incarnation, seq = _FLAGS_INC_SEQ.unpack_from(blob, 4)
+                            spec = peer.spec
+                            if (
+                                seq == inbound.expected
+                                and not flags & CODEC_FLAGS_MASK
+                                and spec is not None
+                                and incarnation == spec.incarnation
+                                and sender[0] == peer.name
+                                and len(blob) > end
+                            ):
+                                inbound.expected = seq + 1
+                                peer.credit_lane = lane
+                                self._deliver_plain(peer, None, sender, blob, end)
+                                continue
                 raw, parts = _read_message(recv, first)
                 self._on_dealer_message(peer, lane, raw, parts)
         finally:
@@ -334,6 +358,10 @@ class Receiver(LinksCore):
             inbound = peer.in_lanes.get(lane.rid)
             if inbound is None:
                 inbound = peer.in_lanes[lane.rid] = InboundLane()
+            if raw[22:] not in self._names:  # checked in full above: the hot path may trust it
+                if len(self._names) >= _NAMES_CACHE:
+                    self._names.clear()
+                self._names[raw[22:]] = (header.sender, header.channel, header.dest)
             peer.credit_lane = lane
             size = len(raw) + sum(len(p) for p in parts)
             self._deliver(
@@ -343,7 +371,7 @@ class Receiver(LinksCore):
             self._handle_control(peer, header, parts)
 
     def _deliver_plain(
-        self, peer: Peer, rid: bytes, names: tuple[str, str, str], blob: bytes, start: int
+        self, peer: Peer, rid: bytes | None, names: tuple[str, str, str], blob: bytes, start: int
     ) -> None:
         """Deliver a checked, in-sequence, one-part plain-pickle DATA message (the hot path).
 
@@ -353,7 +381,8 @@ class Receiver(LinksCore):
         size = len(blob)
         peer.heard_recently = True
         peer.consumed += size
-        peer.credit_rid = rid
+        if rid is not None:
+            peer.credit_rid = rid
         self._credit_due.add(peer)
         try:
             value = _loads(memoryview(blob)[start:])
