@@ -67,6 +67,7 @@ log = logging.getLogger(__name__)
 
 #: magic, version, kind, flags, incarnation, seq: the header bytes before template[2].
 _HEADER_PREFIX = 22
+_UP = OutState.UP
 
 
 class LinkHandler(Protocol):
@@ -326,14 +327,19 @@ class Links(Handshake, Detection, Receiver, Outbound):
             raise NotConnected(f"{self.name} has no link to {peer}")
         lane = self._pick_lane(state, channel, partition_key)
         flags, frames = encode_payload(payload)
-        template = self._template(channel, dest)
-        size = _HEADER_PREFIX + len(template[2])
+        template = self._templates.get((channel, dest)) or self._template(channel, dest)
         limit = self.config.max_frame_bytes
-        for frame in frames:
-            n = len(frame) if type(frame) is bytes else memoryview(frame).nbytes
-            if n > limit:
-                raise ValueError(f"payload frame of {n} bytes exceeds max_frame_bytes ({limit})")
-            size += n
+        if len(frames) == 1 and type(frames[0]) is bytes and len(frames[0]) <= limit:
+            size = _HEADER_PREFIX + len(template[2]) + len(frames[0])  # the common case
+        else:
+            size = _HEADER_PREFIX + len(template[2])
+            for frame in frames:
+                n = len(frame) if type(frame) is bytes else memoryview(frame).nbytes
+                if n > limit:
+                    raise ValueError(
+                        f"payload frame of {n} bytes exceeds max_frame_bytes ({limit})"
+                    )
+                size += n
         budget = state.budget
         queue = lane.queue
         outstanding = budget.queued + budget.sent - budget.acked
@@ -346,8 +352,8 @@ class Links(Handshake, Detection, Receiver, Outbound):
                 )
         if (
             queue.bytes == 0  # nothing queued ahead of it (every message has bytes)
-            and state.out_state is OutState.UP
-            and (lane.up or lane.routed)
+            and state.out_state is _UP
+            and (lane.up or lane.prefix)  # lane.routed, inlined
             and self._hand_off(state, lane, channel, template, flags, frames, size)
         ):
             return

@@ -12,6 +12,7 @@ cost several times the send itself. With NOBLOCK the first part decides
 from __future__ import annotations
 
 import logging
+import struct
 from typing import Any
 
 import zmq
@@ -33,6 +34,7 @@ _FIRST = int(zmq.NOBLOCK) | _MORE
 _ZERO_COPY = 64 * 1024  # parts at least this big are sent without copying
 _send = zmq.backend.Socket.send  # the Cython method, without pyzmq's Python wrapper
 _get = zmq.backend.Socket.get
+_FLAGS_INC_SEQ = struct.Struct("!H8sQ").pack  # wire.py's layout at offset 4
 _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
 
@@ -101,33 +103,22 @@ class Outbound(LinksCore):
         seq = lane.seq + 1
         send = _send
         sock = lane.sock
+        prefix = lane.prefix
         try:
             # The first part decides (EAGAIN / EHOSTUNREACH); the rest of a
             # multipart message is then always accepted. One send per part is
             # ~4x cheaper than send_multipart; the base class's send skips
             # pyzmq's Python wrapper.
-            if lane.prefix:
-                send(sock, lane.prefix[0], _FIRST)
+            if prefix:
+                send(sock, prefix[0], _FIRST)
                 first = _MORE
             else:
                 first = _FIRST
             if len(frames) == 1 and size < _ZERO_COPY:
-                flags |= FLAG_INLINE
-                blob = b"".join(
-                    (
-                        head,
-                        flags.to_bytes(2, "big"),
-                        incarnation,
-                        seq.to_bytes(8, "big"),
-                        strings,
-                        frames[0],
-                    )
-                )
-                send(sock, blob, first & ~_MORE)
+                middle = _FLAGS_INC_SEQ(flags | FLAG_INLINE, incarnation, seq)
+                send(sock, b"".join((head, middle, strings, frames[0])), first & ~_MORE)
             else:
-                header = b"".join(
-                    (head, flags.to_bytes(2, "big"), incarnation, seq.to_bytes(8, "big"), strings)
-                )
+                header = b"".join((head, _FLAGS_INC_SEQ(flags, incarnation, seq), strings))
                 send(sock, header, first)
                 last = len(frames) - 1
                 for i, frame in enumerate(frames):
@@ -141,7 +132,7 @@ class Outbound(LinksCore):
                 return True  # the link is going down; the loss is reported with it
             raise
         lane.seq = seq
-        if lane.routed:
+        if prefix:  # lane.routed
             self._recheck_router()
         elif self._dirty_scheduled or lane in self._synced:  # _mark_dirty, inlined
             self._dirty[lane] = peer
