@@ -72,6 +72,7 @@ class Distribution(Inbound):
         #: monitor_node subscribers: node name (None = all visible) -> processes
         self.node_subs: defaultdict[str | None, set[Process]] = defaultdict(set)
         self._pid_cache: dict[str, Pid] = {}
+        self._pid_tuples: dict[tuple[Any, ...], Pid] = {}
         from partisan.actors.remote_requests import Requests
 
         self.requests: Requests = Requests(self)
@@ -243,14 +244,22 @@ class Distribution(Inbound):
         Returns None when sent, or ``(node, envelope)`` when the peer's send
         budget is used up (`Overloaded`): the caller then awaits `call_wait`.
         """
-        node = self.runtime.node_of(dest)
-        if isinstance(dest, Pid) and self._stale(dest):
-            self.runtime.drops["stale_incarnation"] += 1
-            raise CallExit("noproc")
+        runtime = self.runtime
+        if type(dest) is Pid:
+            node: str = dest.node
+            known = self.incarnations.get(node)
+            if known is not None and dest.incarnation < known:  # `_stale`, inlined
+                runtime.drops["stale_incarnation"] += 1
+                raise CallExit("noproc")
+        else:
+            node = runtime.node_of(dest)
+            if isinstance(dest, Pid) and self._stale(dest):
+                runtime.drops["stale_incarnation"] += 1
+                raise CallExit("noproc")
         if node not in self.up:
             raise NotConnected(f"no route to node {node!r}")
         wire: env.Target = dest if isinstance(dest, Pid) else dest[0]
-        self.runtime._add_watch(ref, Watch(caller, dest, node, future), caller)
+        runtime._add_watch(ref, Watch(caller, dest, node, future), caller)
         envelope = env.call_envelope(ref, caller.pid, wire, request)
         try:
             self.links.send(node, channel, RUNTIME_DEST, envelope, partition_key=partition_key)

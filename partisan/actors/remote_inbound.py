@@ -43,6 +43,7 @@ class Inbound:
         in_by_node: defaultdict[str, set[Ref]]
         remote_links: defaultdict[str, set[tuple[Pid, Pid]]]
         _pid_cache: dict[str, Pid]
+        _pid_tuples: dict[tuple[Any, ...], Pid]
 
         def post(
             self, node: str, envelope: Any, partition_key: Any, channel: str = "default"
@@ -84,6 +85,13 @@ class Inbound:
                 return
         proc.put(payload)
 
+    def _cache_pid(self, wire: tuple[Any, ...]) -> Pid:
+        pid = Pid(*wire)  # a malformed tuple raises here: the caller counts bad_control
+        if len(self._pid_tuples) >= _PID_CACHE_MAX:
+            self._pid_tuples.clear()
+        self._pid_tuples[wire] = pid
+        return pid
+
     def _resolve(self, target: Any) -> Process | None:
         if isinstance(target, Pid):
             return self.runtime.lookup(target)
@@ -110,9 +118,16 @@ class Inbound:
             runtime.on_reply(Ref(*ref), value, demonitored=demonitored)
         elif tag == env.CALL:
             _, ref_t, caller_t, target, request = msg
-            ref, caller = Ref(*ref_t), Pid(*caller_t)
+            ref = Ref(*ref_t)
+            # A frozen dataclass costs ~1 us to build; the same callers and
+            # targets recur, so their Pids are cached by wire tuple.
+            cache = self._pid_tuples
+            caller = cache.get(caller_t)
+            if caller is None:
+                caller = self._cache_pid(caller_t)
             if type(target) is tuple:
-                target = Pid(*target)
+                pid = cache.get(target)
+                target = pid if pid is not None else self._cache_pid(target)
             proc = self._resolve(target)
             if proc is None:
                 runtime.drops["noproc" if isinstance(target, Pid) else "unknown_name"] += 1

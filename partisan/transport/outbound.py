@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import struct
-from typing import Any
+from typing import Any, cast
 
 import zmq
 
@@ -145,7 +145,7 @@ class Outbound(LinksCore):
             # (a call's request would otherwise cost the caller an extra
             # epoll round); later sends before that check are batched.
             self._synced.add(lane)
-            if _get(sock, _EVENTS) & _POLLIN:
+            if cast(int, _get(sock, _EVENTS)) & _POLLIN:
                 self._dirty[lane] = peer
                 self._dirty_scheduled = True
                 self._running().call_soon(self._check_dirty)
