@@ -30,11 +30,14 @@ the next. After a `DisconnectNotice`, and every ``random_promotion_interval``
 while the view is not full, we ask once; below ``active_min_size`` the periodic
 round asks with HIGH priority. Unreachable peers are kept as *lost* and retried.
 
-Shuffle: every ``shuffle_interval`` a node sends itself, ``shuffle_ka`` active
-and ``shuffle_kp`` passive peers on a random walk (TTL ``shuffle_ttl``) over
-active links. The last node replies straight to the origin with as many
-passive ids as it received; both sides merge the other's ids into their
-passive views, evicting first the ids they sent.
+Shuffle (`hyparview_shuffle`): every ``shuffle_interval`` a node sends itself,
+``shuffle_ka`` active and ``shuffle_kp`` passive peers on a random walk (TTL
+``shuffle_ttl``) over active links. The last node replies straight to the
+origin with as many passive ids as it received; both sides merge the other's
+ids into their passive views, evicting first the ids they sent. The same tick
+sends `PassiveProbe` to one random passive entry: a dead entry fails the send
+and is dropped; a live one below ``active_min_size`` answers with a HIGH
+`NeighborRequest`, which the prober accepts (evicting if full).
 
 Epochs: the epoch is the `NodeSpec` incarnation. A message from an older
 incarnation than the one in our views is stale and ignored (so a disconnect sent
@@ -89,6 +92,14 @@ Deviations from the paper (and from Partisan), each with its reason
   intervals and retry one per interval, with HIGH priority if it was an active
   neighbor. Otherwise the two halves of a healed partition each repair into
   full, disjoint active views, and never merge.
+* Passive probes (ours): the paper and Partisan never contact a passive entry
+  until they need it. We probe one per shuffle tick, and a probed node below
+  ``active_min_size`` asks the prober with HIGH priority. Otherwise a survivor
+  of massive failures whose active and passive peers all died knows nobody to
+  ask, while every survivor that lists it is full and asks nobody: it stays cut
+  off for good (T9 at 90% never healed; with probes it heals). The cost is one
+  message per node per round (no reply from a healthy node), and passive views
+  lose their dead entries as a side effect.
 * Partisan's epoch is a restart counter on disk plus a per-peer disconnect
   counter; we use the incarnation, which already grows on every restart, and
   rely on per-pair FIFO delivery of the membership channel for the rest.
@@ -111,12 +122,14 @@ from partisan.membership.hyparview_messages import (
     NeighborNotice,
     NeighborReply,
     NeighborRequest,
+    PassiveProbe,
     Priority,
     Shuffle,
     ShuffleReply,
     check,
 )
-from partisan.membership.hyparview_repair import ESCALATE_AFTER_INTERVALS, Repair
+from partisan.membership.hyparview_repair import ESCALATE_AFTER_INTERVALS
+from partisan.membership.hyparview_shuffle import Shuffling
 from partisan.membership.hyparview_views import LOST_TIMEOUT_INTERVALS, HyParViewStatistics
 from partisan.membership.types import (
     Action,
@@ -155,7 +168,7 @@ _ACCEPT = NeighborReply(True)
 _REFUSE = NeighborReply(False)
 
 
-class HyParView(Repair):
+class HyParView(Shuffling):
     """The HyParView membership manager; see the module docstring."""
 
     name = "hyparview"
@@ -165,11 +178,6 @@ class HyParView(Repair):
         hv = config.hyparview
         self._arwl = hv.arwl
         self._prwl = hv.prwl
-        self._ka = hv.shuffle_ka
-        self._kp = hv.shuffle_kp
-        self._shuffle_ttl = hv.shuffle_ttl
-        self._shuffle_interval = hv.shuffle_interval
-        self._sent_in_shuffle: tuple[str, ...] = ()
         self._left = False
         self._handlers: dict[type, Callable[[NodeSpec, Any, list[Action]], None]] = {
             Shuffle: self._on_shuffle,
@@ -181,6 +189,7 @@ class HyParView(Repair):
             NeighborReply: self._on_neighbor_reply,
             DisconnectNotice: self._on_disconnect,
             LeaveNotice: self._on_leave,
+            PassiveProbe: self._on_passive_probe,
         }
 
     # ----------------------------------------------------------------- driver
@@ -207,13 +216,41 @@ class HyParView(Repair):
             self._on_leave_event(event.node, out)  # type: ignore[union-attr]
         elif kind is not PeerUp:  # a link coming up changes no view: views drive links
             raise TypeError(f"not a membership event: {event!r}")
+        return self._finish(out, now)
+
+    def receive(self, sender: NodeSpec, msg: Any, now: float) -> list[Action]:
+        """``handle(Received(sender, msg), now)`` without building the event.
+
+        The simulator's hot path (one call per delivered message); real
+        drivers may use either.
+        """
+        self._now = now
+        out: list[Action] = []
+        # `_on_received` inlined (keep the two in step)
+        handler = self._handlers.get(type(msg))
+        if handler is None or type(sender) is not NodeSpec or not check(msg):
+            self._rejected += 1
+            logger.warning("%s: dropped malformed message from %s: %.200r", self._me, sender, msg)
+            return out
+        if self._left:
+            return out
+        known = self._active.get(sender.name)
+        if (known is not None and known.incarnation == sender.incarnation) or (
+            sender.name != self._me and self._admit(sender, out)
+        ):
+            handler(sender, msg, out)
+        return self._finish(out, now)
+
+    def _finish(self, out: list[Action], now: float) -> list[Action]:
+        """What every event ends with: a pending repair, the promotion timer, MembersChanged."""
         if self._wants_repair:
             self._wants_repair = False
             self._promote(out)
         if not self._promote_armed and not self._left:
-            # Armed only while there is work: a full, healthy node has no idle
-            # wake-ups (they were a fifth of all simulator events at n = 10,000).
-            if self._needs_promotion():
+            # Armed only while there is work (a view to fill, a request out, a
+            # lost peer): a full, healthy node has no idle wake-ups (they were
+            # a fifth of all simulator events at n = 10,000).
+            if len(self._active) < self._active_size or self._pending is not None or self._lost:
                 self._promote_armed = True
                 out.append(SetTimer(PROMOTE_TIMER, now + self._promote_interval))
             else:
@@ -397,24 +434,6 @@ class HyParView(Repair):
             out.append(Disconnect(sender, DisconnectReason.LEFT))
             self._trigger_repair()
 
-    def _on_shuffle(self, sender: NodeSpec, msg: Shuffle, out: list[Action]) -> None:
-        if sender.name not in self._active:
-            self._probe_link(sender, out)
-        origin = msg.origin
-        if origin.name == self._me:
-            return
-        if msg.ttl > 0 and len(self._active) > 1:
-            hop = self._hop(sender.name, origin.name)
-            if hop is not None:
-                out.append(Send(hop, Shuffle(origin, msg.nodes, msg.ttl - 1)))
-                return
-        reply = self._sample(list(self._passive.values()), len(msg.nodes))
-        out.append(Send(origin, ShuffleReply(tuple(reply))))
-        self._merge(msg.nodes, [p.name for p in reply])
-
-    def _on_shuffle_reply(self, sender: NodeSpec, msg: ShuffleReply, out: list[Action]) -> None:
-        self._merge(msg.nodes, list(self._sent_in_shuffle))
-
     # ---------------------------------------------------------------- timers
 
     def _on_timer(self, name: str, out: list[Action]) -> None:
@@ -424,25 +443,7 @@ class HyParView(Repair):
         if name == SHUFFLE_TIMER:
             out.append(SetTimer(SHUFFLE_TIMER, now + self._shuffle_interval))
             self._start_shuffle(out)
+            self._probe_passive(out)
         elif name == PROMOTE_TIMER:
             self._promote_armed = False  # `handle` re-arms it while there is work
             self._periodic_promotion(out)
-
-    def _start_shuffle(self, out: list[Action]) -> None:
-        if not self._active:
-            return
-        self._shuffles += 1
-        active = list(self._active.values())
-        target = self._pick(active)
-        chosen = self._sample(active, self._ka) + self._sample(
-            list(self._passive.values()), self._kp
-        )
-        self._sent_in_shuffle = tuple(p.name for p in chosen)
-        msg = Shuffle(self.self_spec, (self.self_spec, *chosen), self._shuffle_ttl)
-        out.append(Send(target, msg))
-
-    def _probe_link(self, sender: NodeSpec, out: list[Action]) -> None:
-        """Answer a walk from a non-neighbor: its link to us is one-sided."""
-        if sender.name not in self._active:
-            self._probes += 1
-            out.append(Send(sender, DisconnectNotice(sender.incarnation)))

@@ -23,6 +23,7 @@ __all__ = [
     "NeighborNotice",
     "NeighborReply",
     "NeighborRequest",
+    "PassiveProbe",
     "Priority",
     "Shuffle",
     "ShuffleReply",
@@ -100,6 +101,16 @@ class LeaveNotice:
 
 
 @dataclass(frozen=True, slots=True)
+class PassiveProbe:
+    """Is the receiver, an entry of the sender's passive view, still alive and linked?
+
+    No reply unless the receiver's active view is below ``active_min_size``:
+    then it asks the sender with a HIGH `NeighborRequest`. A send that fails
+    tells the sender the entry is dead (`PeerDown`), which drops it.
+    """
+
+
+@dataclass(frozen=True, slots=True)
 class Shuffle:
     """A random walk carrying `origin`'s sample of its views (`nodes`)."""
 
@@ -141,4 +152,4 @@ def check(msg: Any) -> bool:
         return type(msg.incarnation) is int
     if kind is NeighborNotice:
         return type(msg.nodes) is tuple and len(msg.nodes) <= MAX_EXCHANGE
-    return kind is JoinRequest or kind is LeaveNotice
+    return kind is JoinRequest or kind is LeaveNotice or kind is PassiveProbe

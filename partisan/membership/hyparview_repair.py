@@ -10,6 +10,13 @@ random promotion), or once after ``ESCALATE_AFTER_INTERVALS`` intervals short of
 full; LOW otherwise. Peers found unreachable are kept as *lost* and retried one
 per interval: HIGH when they were active neighbors (a failure cut the link, not
 a decision; restoring it is what merges healed partitions).
+
+Passive probes (ours; see the deviations in hyparview.py): on every shuffle
+tick a node sends `PassiveProbe` to one random passive entry. A dead entry
+fails the send and is dropped (`PeerDown`); a live entry below
+``active_min_size`` answers with a HIGH `NeighborRequest`, which we must
+accept. That is how a survivor whose every known peer died is found again:
+it cannot ask anyone, but someone still lists it.
 """
 
 from __future__ import annotations
@@ -18,7 +25,12 @@ import random
 
 from partisan.config import Config
 from partisan.identity import NodeSpec
-from partisan.membership.hyparview_messages import JoinRequest, NeighborRequest, Priority
+from partisan.membership.hyparview_messages import (
+    JoinRequest,
+    NeighborRequest,
+    PassiveProbe,
+    Priority,
+)
 from partisan.membership.hyparview_views import Views
 from partisan.membership.types import Action, Send
 
@@ -30,6 +42,7 @@ ESCALATE_AFTER_INTERVALS = 4
 
 _HIGH = NeighborRequest(Priority.HIGH)
 _LOW = NeighborRequest(Priority.LOW)
+_PROBE = PassiveProbe()
 
 
 class Repair(Views):
@@ -92,6 +105,26 @@ class Repair(Views):
         high = not size or self._escalate or (self._urgent and size < self._active_min)
         self._escalate = False
         out.append(Send(target, _HIGH if high else _LOW))
+
+    def _probe_passive(self, out: list[Action]) -> None:
+        """Probe one random passive entry (the shuffle tick calls this)."""
+        passive = self._passive
+        if passive:
+            keys = list(passive)
+            self._passive_probes += 1
+            out.append(Send(passive[keys[int(self._random() * len(keys))]], _PROBE))
+
+    def _on_passive_probe(self, sender: NodeSpec, msg: PassiveProbe, out: list[Action]) -> None:
+        """A node lists us as a backup; below the minimum, ask it to take us (HIGH)."""
+        if len(self._active) >= self._active_min or sender.name in self._active:
+            return  # the usual case: no reply, the probe's delivery was the answer
+        self._add_passive(sender, ())
+        if self._pending is None:
+            self._tried.add(sender.name)
+            self._pending = sender
+            self._pending_since = self._now
+            self._requests += 1
+            out.append(Send(sender, _HIGH))
 
     def _settle(self, peer: NodeSpec) -> bool:
         """Clear the pending request if it was to `peer`; True if it was."""

@@ -43,6 +43,7 @@ class HyParViewStatistics:
     stale_ignored: int
     asymmetric_probes: int
     rejected: int
+    passive_probes: int
 
 
 class Views:
@@ -72,7 +73,7 @@ class Views:
         self._active_cache: tuple[NodeSpec, ...] | None = ()
         self._members_cache: tuple[NodeSpec, ...] | None = None
         self._joins = self._shuffles = self._requests = self._evictions = 0
-        self._stale = self._probes = self._rejected = 0
+        self._stale = self._probes = self._rejected = self._passive_probes = 0
 
     # ---------------------------------------------------------------- queries
 
@@ -107,6 +108,7 @@ class Views:
             stale_ignored=self._stale,
             asymmetric_probes=self._probes,
             rejected=self._rejected,
+            passive_probes=self._passive_probes,
         )
 
     def __repr__(self) -> str:
@@ -221,7 +223,7 @@ class Views:
 
         `_add_passive` inlined: this runs for every entry of every shuffle.
         """
-        me, active, passive = self._me, self._active, self._passive
+        me, active, passive, size = self._me, self._active, self._passive, self._passive_size
         for node in nodes:
             if type(node) is not NodeSpec:
                 self._rejected += 1
@@ -231,10 +233,18 @@ class Views:
                 continue
             known = passive.get(name)
             if known is None:
-                if len(passive) >= self._passive_size:
-                    self._add_passive(node, evict_first)  # the slow path: evict first
-                else:
-                    passive[name] = node
+                if len(passive) >= size:
+                    victim = None
+                    while evict_first:  # consumed as used: each is evicted at most once
+                        candidate = evict_first.pop()
+                        if candidate in passive:
+                            victim = candidate
+                            break
+                    if victim is None:
+                        keys = list(passive)
+                        victim = keys[int(self._random() * len(keys))]
+                    del passive[victim]
+                passive[name] = node
             elif node.incarnation > known.incarnation:
                 passive[name] = node
 

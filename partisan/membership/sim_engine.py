@@ -52,6 +52,7 @@ LayerFactory = Callable[[NodeSpec, Config, random.Random], BroadcastLayer]
 
 MANAGER, BROADCAST = 0, 1  # layer ids (timers and routing)
 _RECV, _EVENT, _TIMER, _CALL = 0, 1, 2, 3  # heap entry kinds
+_MEMBERSHIP = "membership"  # Send's default channel (compared by identity first)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,12 +105,18 @@ class SimNode:
     """One simulated node: its spec, manager, broadcast layer and timers."""
 
     __slots__ = (
-        "alive", "conns", "last_arrival", "layer", "manager", "neighbors", "rng", "spec", "timers",
+        "alive", "conns", "last_arrival", "layer", "manager", "neighbors", "receive", "rng",
+        "spec", "timers",
     )  # fmt: skip
 
     def __init__(self, spec: NodeSpec, manager: Manager, layer: BroadcastLayer | None) -> None:
         self.spec = spec
         self.manager = manager
+        # `manager.receive(sender, msg, now)`, when it has one, is `handle(Received(...))`
+        # without building the event: one call per delivered message
+        self.receive: Callable[[NodeSpec, Any, float], list[Any]] | None = getattr(
+            manager, "receive", None
+        )
         self.layer = layer
         self.alive = True
         self.timers: dict[tuple[int, str], int] = {}  # (layer, name) -> token
@@ -140,6 +147,7 @@ class Engine:
         self._manager_factory = _resolve_manager(manager)
         self._layer_factory = _resolve_layer(broadcast)
         self.rng = random.Random(f"partisan-sim/{seed}/net")
+        self._rand = self.rng.random
         self.now = 0.0
         self.events = 0
         self.nodes: dict[str, SimNode] = {}
@@ -221,6 +229,8 @@ class Engine:
                         layer = node.layer
                         if channel == BROADCAST_CHANNEL and layer is not None:
                             self._apply(node, BROADCAST, layer.handle(Received(sender, msg), at))
+                        elif node.receive is not None:
+                            self._apply(node, MANAGER, node.receive(sender, msg, at))
                         else:
                             self._apply(
                                 node, MANAGER, node.manager.handle(Received(sender, msg), at)
@@ -300,7 +310,11 @@ class Engine:
 
     def _send(self, node: SimNode, action: Send) -> None:
         peer, msg, channel = action.peer, action.msg, action.channel
-        if channel == BROADCAST_CHANNEL and getattr(msg, "carries_payload", False):
+        if (
+            channel is not _MEMBERSHIP
+            and channel == BROADCAST_CHANNEL
+            and getattr(msg, "carries_payload", False)
+        ):
             record = self.broadcasts.get(msg.msg_id)
             if record is not None:
                 record.payload_sends += 1
@@ -315,28 +329,29 @@ class Engine:
             why = self._unreachable(node, peer) or "unreachable"
             self._push(self.now, _EVENT, node, None, PeerDown(peer, why))
             return
-        links = self._links
-        model = links.get((node.spec.name, pname), self.link) if links else self.link
+        model = self._links.get((node.spec.name, pname), self.link) if self._links else self.link
         rng = self.rng
-        copies = 1
+        payload = (node.spec, msg, channel)
         if model.loss or model.duplicate:
             if model.loss and rng.random() < model.loss:
                 return
             if model.duplicate and rng.random() < model.duplicate:
-                copies = 2
-        payload = (node.spec, msg, channel)
-        lo, span = model.delay_min, model.delay_max - model.delay_min
-        last_arrival = node.last_arrival
-        for _ in range(copies):
-            at = self.now + lo + span * rng.random()
-            if self.fifo:
-                last = last_arrival.get(pname, 0.0)
-                if at < last:
-                    at = last
-                last_arrival[pname] = at
-            self._seq += 1
-            self._in_flight += 1
-            heapq.heappush(self._heap, (at, self._seq, _RECV, other, None, payload))
+                self._arrive(node, other, model, payload)
+        self._arrive(node, other, model, payload)
+
+    def _arrive(self, node: SimNode, other: SimNode, model: LinkModel, payload: Any) -> None:
+        """Schedule one copy of a message after the link's delay (FIFO per link)."""
+        at = self.now + model.delay_min + (model.delay_max - model.delay_min) * self._rand()
+        if self.fifo:
+            last_arrival = node.last_arrival
+            pname = other.spec.name
+            last = last_arrival.get(pname, 0.0)
+            if at < last:
+                at = last
+            last_arrival[pname] = at
+        self._seq += 1
+        self._in_flight += 1
+        heapq.heappush(self._heap, (at, self._seq, _RECV, other, None, payload))
 
     def _connect(self, node: SimNode, peer: NodeSpec) -> None:
         why = self._unreachable(node, peer)

@@ -23,6 +23,7 @@ from partisan.membership.hyparview_messages import (
     NeighborNotice,
     NeighborReply,
     NeighborRequest,
+    PassiveProbe,
     Priority,
     Shuffle,
     ShuffleReply,
@@ -560,13 +561,68 @@ def test_shuffle_sends_self_and_samples_of_both_views_to_an_active_peer() -> Non
     assert hv.handle(TimerFired(SHUFFLE_TIMER), 20.0) == [
         SetTimer(SHUFFLE_TIMER, 30.0),
         Send(A, Shuffle(ME, (ME, A, P), 6)),
+        Send(P, PassiveProbe()),  # and one passive entry is probed
     ]
     assert hv.statistics().shuffles_started == 1
+    assert hv.statistics().passive_probes == 1
 
 
-def test_shuffle_with_an_empty_active_view_only_rearms() -> None:
+def test_shuffle_with_empty_views_only_rearms() -> None:
     assert make(shuffle_interval=10.0).handle(TimerFired(SHUFFLE_TIMER), 0.0) == [
         SetTimer(SHUFFLE_TIMER, 10.0)
+    ]
+
+
+def test_shuffle_tick_probes_one_random_passive_entry() -> None:
+    hv = make(shuffle_interval=10.0)
+    with_passive(hv, P, Q, S)
+    probed = [hv.handle(TimerFired(SHUFFLE_TIMER), 10.0 * t)[1] for t in range(1, 40)]
+    assert all(type(a) is Send and a.msg == PassiveProbe() for a in probed)
+    assert {a.peer for a in probed} == {P, Q, S}  # type: ignore[union-attr]
+
+
+def test_probe_of_a_dead_passive_entry_drops_it() -> None:
+    hv = make(shuffle_interval=10.0)
+    with_active(hv, A)
+    with_passive(hv, P)
+    assert hv.handle(TimerFired(SHUFFLE_TIMER), 10.0)[-1] == Send(P, PassiveProbe())
+    hv.handle(PeerDown(P), 10.0)  # the driver could not reach it
+    assert hv.passive() == ()
+    assert hv.statistics().lost == 1
+
+
+def test_probe_is_not_answered_by_a_node_with_enough_neighbors() -> None:
+    hv = make(active_min_size=1)
+    with_active(hv, A)
+    assert recv(hv, P, PassiveProbe()) == []
+    assert hv.passive() == ()
+
+
+def test_probe_of_a_cut_off_node_is_answered_with_a_high_request() -> None:
+    hv = make(active_min_size=1)
+    # Knows nobody alive: the prober becomes its passive view and is asked HIGH.
+    assert recv(hv, P, PassiveProbe()) == [Send(P, HIGH)]
+    assert hv.passive() == (P,)
+    assert recv(hv, P, NeighborReply(True)) == [Connect(P), members(P)]
+
+
+def test_probe_below_the_minimum_does_not_stack_requests() -> None:
+    hv = make(active_min_size=2)
+    assert recv(hv, P, PassiveProbe())[0] == Send(P, HIGH)
+    assert recv(hv, Q, PassiveProbe()) == []  # P's answer is outstanding
+    assert set(hv.passive()) == {P, Q}  # Q is kept: the next round asks it
+
+
+def test_prober_must_accept_the_high_request_of_a_cut_off_node() -> None:
+    hv = make(active_size=1, active_min_size=1)
+    with_active(hv, A)
+    with_passive(hv, S)
+    assert recv(hv, S, HIGH) == [
+        Send(A, DisconnectNotice(A.incarnation)),
+        Disconnect(A, VIEW_CHANGE),
+        Connect(S),
+        Send(S, NeighborReply(True)),
+        members(S),
     ]
 
 
