@@ -172,6 +172,16 @@ class Links(Handshake, Detection, Receiver, Outbound):
         log.info("links of %s listening on %s", self.name, self._spec)
         return self._spec
 
+    def leave(self) -> None:
+        """Start leaving (a graceful stop's first step): refuse new sessions, keep the live ones.
+
+        Peers that dial us from now on get `JoinRefused("... is leaving")`, and
+        `connect` refuses too; existing links stay up so that what the node
+        sends on its way out (the exit signals and `Down`s of its stopping
+        actors) still reaches them. `close` then flushes and says BYE.
+        """
+        self._leaving = True
+
     async def close(self, *, flush_timeout: float) -> None:
         """Flush what peers have not yet credited (up to `flush_timeout`), say BYE, close."""
         if self._closed or self._loop is None:
@@ -222,6 +232,8 @@ class Links(Handshake, Detection, Receiver, Outbound):
         timeout = self.config.handshake_timeout if timeout is None else timeout
         if spec.name == self.name:
             raise JoinRefused(f"self-join: {self.name} cannot join itself")
+        if self._leaving or self._closed:
+            raise JoinRefused(f"{self.name} is leaving: no new connections")
         peer = self._peers.get(spec.name)
         if peer is not None and peer.up_reported and not peer.closing:
             assert peer.spec is not None
@@ -231,6 +243,13 @@ class Links(Handshake, Detection, Receiver, Outbound):
             raise JoinRefused(f"{backoff[2]} (backing off for {backoff[0] - loop.time():.1f} s)")
         if peer is not None and peer.closing:
             self._teardown(peer, "disconnected", notify=False)
+            peer = None
+        elif peer is not None and not peer.up_reported and peer.address != spec.address:
+            # A dial of ours to another address for this name is still pending
+            # (e.g. an earlier connect timed out): this connect supersedes it.
+            # Waiting on it would time out against the old address.
+            error = JoinRefused(f"dial of {spec.name}@{peer.address} superseded by {spec.address}")
+            self._teardown(peer, "unreachable", notify=False, error=error)
             peer = None
         if peer is None:
             peer = self._new_peer(spec.name, spec.host, spec.port)
