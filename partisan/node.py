@@ -14,13 +14,15 @@ wired in (a later issue) a node connects exactly to the peers it joins.
 
 Inside the ``async with`` block, code outside any actor acts as the node's
 main pseudo-actor: `partisan.self()` is its Pid and `partisan.receive()`
-reads its mailbox. Leaving the block stops gracefully: actors are stopped
-(reason ``"shutdown"``), outgoing queues are flushed within
-``shutdown_timeout``, sockets close.
+reads its mailbox. Leaving the block stops gracefully (`Node.stop`): leave
+(no new joins), stop the root tree and then the other actors (reason
+``"shutdown"``), flush outgoing queues within ``shutdown_timeout``, say BYE,
+close sockets.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import sys
@@ -34,6 +36,7 @@ from partisan.actors.process import _current, set_default_runtime
 from partisan.actors.remote import Distribution
 from partisan.actors.runtime import Runtime, RuntimeStatistics
 from partisan.config import Config
+from partisan.errors import JoinRefused
 from partisan.identity import NodeSpec, Pid
 
 __all__ = ["Node", "NodeStatistics", "run"]
@@ -90,6 +93,7 @@ class Node:
         #: after the transport, stopped first. `self.root` is its RootTree.
         self._root_spec = root
         self.root: Any = None
+        self._leaving = False
 
     # ----------------------------------------------------------- lifecycle
 
@@ -140,16 +144,33 @@ class Node:
         return self
 
     async def stop(self) -> None:
-        """Stop actors, flush and close the transport (idempotent)."""
+        """Stop gracefully (idempotent): leave, stop the tree and actors, flush, BYE, close.
+
+        The order is CONTRACT.md's and it is what makes a stop observable as
+        one: (1) leave — refuse new joins and sessions, but keep the live
+        links; (2) stop the root supervision tree in order, then every other
+        actor (reason ``"shutdown"``) — their exit signals and `Down`s queue
+        for the peers that watch them; (3) flush — control envelopes waiting
+        for budget, then the transport's queues until peers credited them,
+        within ``shutdown_timeout``; (4) BYE and close. Peers thus see every
+        `Down` with its real reason before `NodeDown(..., "left")`.
+        """
         runtime, dist = self.runtime, self.dist
         if runtime is None or dist is None or not runtime.running:
             return
+        timeout = self.config.shutdown_timeout
         try:
+            self._leaving = True
+            leave = getattr(self.links, "leave", None)
+            if leave is not None:  # (test transports may have no leave phase)
+                leave()
             if self.root is not None:  # the tree first, in order, while links still work
-                await self.root.stop(self.config.shutdown_timeout)
-            await runtime.shutdown(self.config.shutdown_timeout)
-            await dist.close()
-            await self.links.close(flush_timeout=self.config.shutdown_timeout)
+                await self.root.stop(timeout)
+            await runtime.shutdown(timeout)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
+            await dist.close(flush_timeout=timeout)
+            await self.links.close(flush_timeout=max(0.0, deadline - loop.time()))
         finally:
             set_default_runtime(runtime, False)
             if self._token is not None:
@@ -182,6 +203,8 @@ class Node:
         """
         if self.links is None:
             raise RuntimeError(f"node {self.name} is not started")
+        if self._leaving:
+            raise JoinRefused(f"node {self.name} is stopping")
         timeout = self.config.handshake_timeout if timeout is None else timeout
         spec: NodeSpec = await self.links.connect(contact, timeout=timeout)
         return spec

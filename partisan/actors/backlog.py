@@ -78,6 +78,17 @@ class ControlBacklog:
             self.dist.runtime.drops["control_not_connected"] += len(queue)
             queue.clear()
 
+    async def drain(self, timeout: float) -> bool:
+        """Wait up to `timeout` for every backlog to reach the transport; True if all did.
+
+        A graceful stop calls this before the links flush and say BYE: the
+        DownSigs and exit signals of actors stopped on the way out are what
+        peers' monitors and links are waiting for.
+        """
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=max(0.0, timeout))
+        return not self.queues
+
     async def close(self) -> None:
         for task in list(self.tasks):
             task.cancel()

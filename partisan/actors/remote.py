@@ -385,9 +385,16 @@ class Distribution(Inbound):
     async def ping(self, target: Any, *, timeout: float | None) -> bool:
         return await self.requests.ping(target, timeout)
 
-    async def close(self) -> None:
-        """Stop the helper tasks (requests being served, backlog drains)."""
+    async def close(self, flush_timeout: float = 0.0) -> None:
+        """Stop the helper tasks (requests being served, backlog drains).
+
+        Control envelopes still waiting for room in a peer's budget get up to
+        `flush_timeout` to reach the transport first; only what remains after
+        that is dropped (and counted).
+        """
         await self.requests.close()
+        if flush_timeout > 0 and not await self.backlog.drain(flush_timeout):
+            logger.warning("control envelopes not flushed within %.1f s", flush_timeout)
         await self.backlog.close()
 
     def disconnected(self, node: str, reason: str) -> None:

@@ -40,6 +40,9 @@ def _view(part: Any) -> bytes | memoryview:
 class Handshake(LinksCore):
     """Open our half-session and accept the peer's (see the module docstring)."""
 
+    #: Set by `Links.leave`: new sessions are refused, live ones finish.
+    _leaving: bool = False
+
     def _new_peer(self, name: str, host: str, port: int) -> Peer:
         counters = self._counters.get(name)
         if counters is None:
@@ -139,6 +142,15 @@ class Handshake(LinksCore):
             self._refuse(rid, reason, session)
             return
         peer = self._peers.get(hello.name)
+        if (
+            self._leaving
+            and hello.reply_to is None
+            and (peer is None or peer.in_session != session)
+        ):
+            # Leaving: a new session would be cut by our BYE at once. A
+            # dial-back of a connect we started, or a repeated HELLO, is fine.
+            self._refuse(rid, f"{self.name} is leaving", session)
+            return
         if peer is not None:
             known = peer.spec
             if known is not None and known.incarnation > hello.incarnation:
