@@ -14,7 +14,8 @@ server handles one message at a time, in mailbox order, as in OTP:
   ``await gen_server.stop(dest, reason)`` does it from outside.
 
 OTP details kept: ``terminate`` runs when the server stops itself, crashes
-in a callback, or (trapping exits) gets an exit signal from its parent; an
+in a callback, or (trapping exits) gets an exit signal from its parent or a
+node shutdown — never for the untrappable ``exit(pid, "kill")``; an
 exception in a callback crashes the server and the caller of a pending
 `call` gets `CallExit(Crashed(...))`; calling yourself is
 ``CallExit("calling_self")``; the default call timeout is 5 s.
@@ -119,8 +120,11 @@ class GenServer(Actor):
                 msg = await proc.receive()
                 await self._dispatch(msg)
         except asyncio.CancelledError:
-            if proc.trap_exit:
-                await self._terminate(proc.kill_reason or "killed")
+            # Cancelled by a kill. Trapping, terminate runs for a shutdown or a
+            # parent's exit; never for the untrappable exit(pid, "kill")
+            # (kill_reason "killed"), as in OTP.
+            if proc.trap_exit and proc.kill_reason not in (None, "killed"):
+                await self._terminate(proc.kill_reason)
             raise
         except Exception as exc:
             await self._terminate(crashed_from(exc))

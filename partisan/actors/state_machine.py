@@ -200,8 +200,11 @@ class StateMachine(Actor):
             while reason is None:
                 reason = await self._dispatch(await proc.receive())
         except asyncio.CancelledError:
-            if proc.trap_exit:
-                await self._terminate(proc.kill_reason or "killed")
+            # Cancelled by a kill. Trapping, terminate runs for a shutdown or a
+            # parent's exit; never for the untrappable exit(pid, "kill")
+            # (kill_reason "killed"), as in OTP.
+            if proc.trap_exit and proc.kill_reason not in (None, "killed"):
+                await self._terminate(proc.kill_reason)
             raise
         except Exception as exc:
             await self._terminate(crashed_from(exc))

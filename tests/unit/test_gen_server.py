@@ -176,6 +176,23 @@ async def test_trapping_server_terminates_when_its_parent_exits() -> None:
 
 
 @async_test
+async def test_untrappable_kill_skips_terminate_while_a_trapped_exit_runs_it() -> None:
+    async with nodes("a"):
+        # exit(pid, "kill") cannot be trapped: the server dies "killed" and, as in
+        # OTP, terminate does not run (nothing is left to run it).
+        pid = await Trapping.start(partisan.self())
+        ref = partisan.monitor(pid)
+        partisan.exit(pid, "kill")
+        assert await partisan.receive(match=Down, timeout=2) == Down(ref, pid, "killed")
+        partisan.send(partisan.self(), "marker")  # anything terminate sent arrives before it
+        assert await partisan.receive(timeout=2) == "marker"
+        # Any other exit signal is trapped; one from the parent runs terminate.
+        await partisan.spawn(start_trapping_then_exit, partisan.self())
+        msg = await partisan.receive(match=tuple, timeout=2)
+        assert msg[0] == "terminated" and isinstance(msg[1], Crashed)
+
+
+@async_test
 async def test_call_timeout_and_defaults() -> None:
     async with nodes("a"):
         pid = await Counter.start()

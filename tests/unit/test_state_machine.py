@@ -252,6 +252,29 @@ async def test_a_crashing_callback_fails_the_call_and_runs_terminate() -> None:
     assert log[-1][0] == "terminate" and isinstance(log[-1][1], Crashed)
 
 
+@pytest.mark.timeout(10)
+@run_async
+async def test_an_untrappable_kill_skips_terminate_of_a_trapping_machine() -> None:
+    log: list[Any] = []
+    pid = await Trapper.start(log)
+    ref = api.monitor(pid)
+    api.exit(pid, "kill")
+    down = await api.receive(Down, timeout=DEADLINE)
+    assert down.ref == ref and down.reason == "killed"
+    assert not [entry for entry in log if entry[0] == "terminate"]
+    # A trapped exit from its parent (the starter) stops it with terminate.
+    pid = await Trapper.start(log)
+    ref = api.monitor(pid)
+    api.exit(pid, "custom")
+    down = await api.receive(Down, timeout=DEADLINE)
+    assert down.ref == ref and down.reason == "custom"
+    assert log[-1] == ("terminate", "custom", Phase.IDLE)
+
+
+class Trapper(Worker):
+    trap_exit = True
+
+
 class BadInit(StateMachine):
     def init(self) -> Any:
         raise RuntimeError("no config")

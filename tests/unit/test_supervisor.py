@@ -342,6 +342,18 @@ async def test_brutal_kill_is_immediate() -> None:
     down = await api.receive(lambda m: getattr(m, "ref", None) == ref, timeout=DEADLINE)
     assert down.reason == "killed"
     assert not any(kind == "ignored" for kind, _ in log)  # it never saw a shutdown signal
+    # A GenServer that traps exits is killed as brutally: its terminate does not run (OTP).
+    trapping: list[tuple[str, str]] = []
+    pid = await Supervisor.start_link(
+        SupervisorSpec([worker("w", trapping, shutdown=BRUTAL_KILL), worker("v", trapping)])
+    )
+    w = await pid_of(pid, "w")
+    ref = api.monitor(w)
+    await sup.terminate_child(pid, "w")
+    down = await api.receive(lambda m: getattr(m, "ref", None) == ref, timeout=DEADLINE)
+    assert down.reason == "killed"
+    await sup.terminate_child(pid, "v")  # a timed shutdown: terminate runs
+    assert trapping == [("start", "w"), ("start", "v"), ("stop", "v")]
 
 
 # ------------------------------------------------------------ API and errors
