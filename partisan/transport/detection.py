@@ -7,7 +7,10 @@ busy Python loop causes no false alarm) and a monitor watches every DEALER.
 On an established session a DISCONNECTED or failed handshake on *any* lane
 ends the whole link: every DEALER to the peer is closed with linger 0 (libzmq
 would otherwise reconnect silently and lose or delay frames), queued messages
-are counted as dropped, and `on_peer_down(peer, reason)` fires once. The
+are counted as dropped, and `on_peer_down(peer, reason)` fires once — after
+reading what already arrived and, if no BYE explained the failure, one grace
+heartbeat interval later (a leaving peer's BYE can trail the close of its
+other connections; `_link_lost`). The
 reason is ``heartbeat_timeout`` when the peer has been silent past the
 heartbeat allowance — we PING idle links every heartbeat interval so that
 silence means something — else ``connection_closed``. A hidden peer has no
@@ -21,6 +24,7 @@ a wrong server key every 100 ms forever (reliability.md §1).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import zmq
@@ -46,6 +50,9 @@ _FAILED_EVENTS: dict[int, str] = {
 class Detection(LinksCore):
     """Monitors, heartbeats, PINGs, backoff and the one place a link ends."""
 
+    #: Links whose connection failed, waiting one grace period for a BYE (`_link_lost`).
+    _lost: dict[Peer, asyncio.TimerHandle]
+
     def _on_monitor(self, peer: Peer, lane: OutLane) -> None:
         monitor = lane.monitor
         while monitor is not None and not monitor.closed:
@@ -67,14 +74,41 @@ class Detection(LinksCore):
             elif kind == zmq.EVENT_DISCONNECTED:
                 lane.up = False
                 if peer.out_state is OutState.UP:
-                    self._drain_before_down(peer)
-                    if self._peers.get(peer.name) is peer:  # (a BYE may have ended it)
-                        self._teardown(peer, self._down_reason(peer))
+                    self._link_lost(peer, self._down_reason(peer))
                     return
                 # Still handshaking: libzmq re-dials and HELLO is sent again.
             elif kind in _FAILED_EVENTS:
                 self._handshake_failed(peer, _FAILED_EVENTS[kind])
                 return
+
+    def _link_lost(self, peer: Peer, reason: str, error: BaseException | None = None) -> None:
+        """A connection of a reported-up link failed: end the link, unless a BYE explains it.
+
+        A peer stopping gracefully sends BYE on one connection and then closes
+        the others; our monitor may report one of those closes before libzmq's
+        I/O thread has even read the BYE from its socket (under load, measured
+        ~1 in 40 stops right after a join). So we read what already arrived
+        and, if the link is still ours, look once more after a grace of one
+        heartbeat interval before reporting the failure with the reason seen
+        now. A crash is thus reported at most one interval later.
+        """
+        self._drain_before_down(peer)
+        if self._peers.get(peer.name) is not peer:
+            return  # the BYE (or something else) ended it
+        if peer in self._lost:
+            return  # already waiting
+        loop = self._running()
+        self._lost[peer] = loop.call_later(
+            self.config.heartbeat_interval, self._confirm_lost, peer, reason, error
+        )
+
+    def _confirm_lost(self, peer: Peer, reason: str, error: BaseException | None) -> None:
+        self._lost.pop(peer, None)
+        if self._peers.get(peer.name) is not peer:
+            return
+        self._drain_before_down(peer)
+        if self._peers.get(peer.name) is peer:
+            self._teardown(peer, reason, error=error)
 
     def _drain_before_down(self, peer: Peer) -> None:
         """Read what already arrived before declaring a peer down.
@@ -99,9 +133,7 @@ class Detection(LinksCore):
             # dialled us and this is our dial-back): a failed handshake now is
             # the peer going away (e.g. mid-shutdown), not a key problem.
             log.info("%s: handshake with %s failed (%s) on a live link", self.name, where, how)
-            self._drain_before_down(peer)
-            if self._peers.get(peer.name) is peer:
-                self._teardown(peer, "connection_closed")
+            self._link_lost(peer, "connection_closed")
             return
         if how == "auth":
             reason = f"{where} rejected our key: is {self.name}'s public key in its key directory?"
@@ -117,10 +149,13 @@ class Detection(LinksCore):
         log.warning("%s: %s", self.name, reason)
         self._rejected["handshake_failed"] += 1
         if peer.out_state is OutState.UP:
-            self._teardown(peer, "connection_closed")
+            self._link_lost(peer, "connection_closed")
             return
         if peer.in_session is None:  # a dial of ours, not a dial-back
             self._backoff_address(peer, reason)
+        elif peer.up_reported:  # our dial-back: the peer may be leaving (its BYE wins)
+            self._link_lost(peer, "unreachable", JoinRefused(reason))
+            return
         self._teardown(peer, "unreachable", notify=peer.up_reported, error=JoinRefused(reason))
 
     def _housekeeping(self) -> None:

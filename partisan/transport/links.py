@@ -50,7 +50,7 @@ from partisan.transport.keys import KeyStore
 from partisan.transport.lanes import OutLane
 from partisan.transport.outbound import Outbound
 from partisan.transport.peer import OutState, Peer
-from partisan.transport.receive import Receiver
+from partisan.transport.receive import CREDIT_CHUNK, Receiver
 from partisan.transport.session import InboundLane
 from partisan.transport.sockets import make_router, raise_nofile_limit
 from partisan.transport.statistics import (
@@ -101,6 +101,8 @@ class Links(Handshake, Detection, Receiver, Outbound):
         self._decoded = 0
         self._credit_due: set[Peer] = set()
         self._credit_timer = False
+        self._credit_urgent = False
+        self._credit_chunk = min(config.send_buffer_bytes // 4, CREDIT_CHUNK)
         self._names: dict[bytes, tuple[str, str, str]] = {}
         self._backoff: dict[tuple[str, str, int], tuple[float, float, str]] = {}
         self._templates: dict[tuple[str, str], tuple[bytes, bytes, bytes]] = {}
@@ -118,6 +120,7 @@ class Links(Handshake, Detection, Receiver, Outbound):
         self._spec: NodeSpec | None = None
         self._flushed = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._lost: dict[Peer, asyncio.TimerHandle] = {}
 
     # ------------------------------------------------------------ lifecycle
 
@@ -189,14 +192,19 @@ class Links(Handshake, Detection, Receiver, Outbound):
             return
         self._closed = True
         deadline = self._loop.time() + flush_timeout
+        # Every reported-up peer counts, also one whose dial-back is still
+        # handshaking: what we queued for it goes once its WELCOME arrives.
         while self._loop.time() < deadline and any(
-            p.budget.outstanding for p in self._peers.values() if p.out_state is OutState.UP
+            p.budget.outstanding for p in self._peers.values() if p.up_reported
         ):
             self._flushed.clear()
             try:
                 await asyncio.wait_for(self._flushed.wait(), deadline - self._loop.time())
             except TimeoutError:
                 break
+        for handle in self._lost.values():
+            handle.cancel()
+        self._lost.clear()
         for peer in list(self._peers.values()):
             self._send_bye(peer, "left")
         for peer in list(self._peers.values()):

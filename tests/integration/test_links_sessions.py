@@ -114,3 +114,36 @@ def test_leave_refuses_new_sessions_and_keeps_live_links_until_close(
             assert received.downs == [("a", "left")]
 
     asyncio.run(main())
+
+
+@pytest.mark.timeout(30)
+def test_a_failed_connection_waits_one_heartbeat_interval_for_the_leaving_peers_bye(
+    key_dir: Callable[..., Path],
+) -> None:
+    """A stopping peer's BYE can trail the close of its other connections.
+
+    Our monitor may report a lane of the link failing before libzmq has read
+    the BYE from another connection: the link is reported down only if no BYE
+    came within one heartbeat interval, so a graceful stop reads as ``left``.
+    """
+    keys = key_dir("a", "b", "c")
+
+    async def main() -> None:
+        async with started(keys, "a", "b", "c", heartbeat_interval=0.2) as (a, b, c):
+            await b.connect(a.spec)
+            await c.connect(a.spec)
+            await async_wait_until(lambda: a.is_connected("b") and a.is_connected("c"), 2.0)
+            seen = a.handler
+            assert isinstance(seen, Recorder)
+            # A lane to b fails first (as b's ROUTER closing would make it), then b's BYE.
+            a._link_lost(a._peers["b"], "connection_closed")
+            assert a.is_connected("b")  # not yet reported: waiting for a BYE
+            await b.close(flush_timeout=1.0)
+            await async_wait_until(lambda: seen.downs, 2.0)
+            assert seen.downs == [("b", "left")]
+            # Without a BYE the failure is reported, with the reason seen at the time.
+            a._link_lost(a._peers["c"], "connection_closed")
+            await async_wait_until(lambda: len(seen.downs) == 2, 2.0)
+            assert seen.downs[1] == ("c", "connection_closed")
+
+    asyncio.run(main())
