@@ -89,6 +89,19 @@ class Flood:
             *self._forward(msg.msg_id, msg.payload, msg.hops + 1, event.sender.name),
         ]
 
+    def receive(self, sender: NodeSpec, msg: Any, now: float) -> list[LayerAction]:
+        """``handle(Received(sender, msg), now)`` without building the event (simulator)."""
+        if not _well_formed(msg):
+            self.dropped += 1
+            return []
+        if msg.msg_id in self._seen:
+            return []
+        self._remember(msg.msg_id, now)
+        return [
+            Deliver(msg.msg_id, msg.payload, msg.hops, sender),
+            *self._forward(msg.msg_id, msg.payload, msg.hops + 1, sender.name),
+        ]
+
     def _forward(
         self, msg_id: Hashable, payload: Any, hops: int, skip: str | None
     ) -> list[LayerAction]:

@@ -179,18 +179,6 @@ class HyParView(Shuffling):
         self._arwl = hv.arwl
         self._prwl = hv.prwl
         self._left = False
-        self._handlers: dict[type, Callable[[NodeSpec, Any, list[Action]], None]] = {
-            Shuffle: self._on_shuffle,
-            ShuffleReply: self._on_shuffle_reply,
-            ForwardJoin: self._on_forward_join,
-            JoinRequest: self._on_join_request,
-            NeighborNotice: self._on_neighbor_notice,
-            NeighborRequest: self._on_neighbor_request,
-            NeighborReply: self._on_neighbor_reply,
-            DisconnectNotice: self._on_disconnect,
-            LeaveNotice: self._on_leave,
-            PassiveProbe: self._on_passive_probe,
-        }
 
     # ----------------------------------------------------------------- driver
 
@@ -227,7 +215,7 @@ class HyParView(Shuffling):
         self._now = now
         out: list[Action] = []
         # `_on_received` inlined (keep the two in step)
-        handler = self._handlers.get(type(msg))
+        handler = _HANDLERS.get(type(msg))
         if handler is None or type(sender) is not NodeSpec or not check(msg):
             self._rejected += 1
             logger.warning("%s: dropped malformed message from %s: %.200r", self._me, sender, msg)
@@ -238,7 +226,7 @@ class HyParView(Shuffling):
         if (known is not None and known.incarnation == sender.incarnation) or (
             sender.name != self._me and self._admit(sender, out)
         ):
-            handler(sender, msg, out)
+            handler(self, sender, msg, out)
         return self._finish(out, now)
 
     def _finish(self, out: list[Action], now: float) -> list[Action]:
@@ -309,7 +297,7 @@ class HyParView(Shuffling):
     # ------------------------------------------------------------- messages
 
     def _on_received(self, sender: NodeSpec, msg: Any, out: list[Action]) -> None:
-        handler = self._handlers.get(type(msg))
+        handler = _HANDLERS.get(type(msg))
         if handler is None or type(sender) is not NodeSpec or not check(msg):
             self._rejected += 1
             logger.warning("%s: dropped malformed message from %s: %.200r", self._me, sender, msg)
@@ -320,7 +308,7 @@ class HyParView(Shuffling):
         fast = known is not None and known.incarnation == sender.incarnation
         if not fast and (sender.name == self._me or not self._admit(sender, out)):
             return
-        handler(sender, msg, out)
+        handler(self, sender, msg, out)
 
     def _admit(self, spec: NodeSpec, out: list[Action]) -> bool:
         """Reconcile `spec`'s incarnation with our views; False if it is stale."""
@@ -447,3 +435,19 @@ class HyParView(Shuffling):
         elif name == PROMOTE_TIMER:
             self._promote_armed = False  # `handle` re-arms it while there is work
             self._periodic_promotion(out)
+
+
+# One table for every instance (a per-instance dict of bound methods cost ~1 KB
+# per node and a cache miss per message at n = 10,000).
+_HANDLERS: dict[type, Callable[[HyParView, NodeSpec, Any, list[Action]], None]] = {
+    Shuffle: HyParView._on_shuffle,
+    ShuffleReply: HyParView._on_shuffle_reply,
+    ForwardJoin: HyParView._on_forward_join,
+    JoinRequest: HyParView._on_join_request,
+    NeighborNotice: HyParView._on_neighbor_notice,
+    NeighborRequest: HyParView._on_neighbor_request,
+    NeighborReply: HyParView._on_neighbor_reply,
+    DisconnectNotice: HyParView._on_disconnect,
+    LeaveNotice: HyParView._on_leave,
+    PassiveProbe: HyParView._on_passive_probe,
+}

@@ -6,9 +6,10 @@ One process holds thousands of simulated nodes. Each node is the *same* manager
 class a real node runs (``Cls(self_spec, config, rng)``), optionally with a
 broadcast layer (flood or Plumtree) stacked on it. The simulator is their
 driver: it feeds events with the virtual time ``now`` and carries out the
-actions they return. Everything pending lives in one heap ordered by
-``(time, sequence number)``, so ties resolve in the order events were created
-and a run is a pure function of the seed.
+actions they return. Everything pending waits in two heaps (timers in one,
+messages and events in the other) popped together in ``(time, sequence
+number)`` order, so ties resolve in the order events were created and a run is
+a pure function of the seed.
 
 Network model (TCP-like, what HyParView's paper assumes):
 
@@ -285,7 +286,7 @@ class Simulator(Engine):
 
     def run_until_idle(self, *, max_time: float = 3600.0) -> bool:
         """Run until nothing at all is pending (held timers aside); False on timeout."""
-        return not self._heap or self._run(self.now + max_time, None, 2)
+        return (not self._heap and not self._timer_heap) or self._run(self.now + max_time, None, 2)
 
     def call_at(self, at: float, fn: Callable[[], object]) -> None:
         """Schedule `fn()` at virtual time `at` (scripted faults in tests)."""
@@ -301,7 +302,8 @@ class Simulator(Engine):
         keep = []
         for at, seq, node, key, token in self._deferred:
             if key[0] == layer:
-                heapq.heappush(self._heap, (max(at, self.now), seq, _TIMER, node, key, token))
+                entry = (max(at, self.now), seq, _TIMER, node, key, token)
+                heapq.heappush(self._timer_heap, entry)
             else:
                 keep.append((at, seq, node, key, token))
         self._deferred = keep
