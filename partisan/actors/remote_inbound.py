@@ -54,7 +54,10 @@ class Inbound:
         runtime = self.runtime
         if dest == RUNTIME_DEST:
             try:
-                self._control(sender, payload)
+                if type(payload) is tuple:  # a call or a reply: `_control`'s first case
+                    self._hot(sender, payload)
+                else:
+                    self._control(sender, payload)
             except Exception:  # an authenticated peer's malformed envelope: count, never crash
                 runtime.drops["bad_control"] += 1
                 logger.exception("bad control message from %s", sender)

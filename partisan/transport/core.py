@@ -51,6 +51,8 @@ class LinksCore:
     _decoded: int
     _credit_due: set[Peer]
     _credit_timer: bool
+    _credit_urgent: bool  # some peer's uncredited bytes reached _credit_chunk
+    _credit_chunk: int
     _names: dict[bytes, tuple[str, str, str]]
     _backoff: dict[tuple[str, str, int], tuple[float, float, str]]
     _templates: dict[tuple[str, str], tuple[bytes, bytes, bytes]]

@@ -58,7 +58,7 @@ _BYE_REASONS = {"left": "left", "disconnected": "disconnected"}
 _DATA_PREFIX = MAGIC + bytes((WIRE_VERSION, Kind.DATA))
 _FLAGS_INC_SEQ = struct.Struct("!HQQ")  # wire.py's layout at offset 4: flags, incarnation, seq
 _NAMES_CACHE = 4096
-_CREDIT_CHUNK = 1 << 20  # bytes delivered before a CREDIT goes at once
+CREDIT_CHUNK = 1 << 20  # bytes delivered before a CREDIT goes at once (at most)
 _CREDIT_DELAY = 0.01  # seconds before a smaller credit goes anyway
 _loads = pickle.loads
 _INLINE_BYTE = FLAG_INLINE >> 8  # the links' flags are the high byte of Header.flags
@@ -390,6 +390,8 @@ class Receiver(LinksCore):
         if rid is not None:
             peer.credit_rid = rid
         self._credit_due.add(peer)
+        if peer.consumed - peer.credited >= self._credit_chunk:
+            self._credit_urgent = True
         try:
             value = _loads(memoryview(blob)[start:])
         except (Exception, SystemExit) as exc:
@@ -419,6 +421,8 @@ class Receiver(LinksCore):
         peer.heard_recently = True
         peer.consumed += size
         self._credit_due.add(peer)
+        if peer.consumed - peer.credited >= self._credit_chunk:
+            self._credit_urgent = True
         if seq == inbound.expected:  # InboundLane.check, inlined for the common case
             inbound.expected = seq + 1
         elif inbound.check(seq) is SeqVerdict.DUPLICATE:
@@ -476,7 +480,10 @@ class Receiver(LinksCore):
         """
         if not self._credit_due:
             return
-        chunk = min(self.config.send_buffer_bytes // 4, _CREDIT_CHUNK)
+        if not force and self._credit_timer and not self._credit_urgent:
+            return  # no peer reached a chunk, and the timer will send the rest
+        self._credit_urgent = False
+        chunk = self._credit_chunk
         router_used = False
         for peer in list(self._credit_due):
             if peer.consumed <= peer.credited:
