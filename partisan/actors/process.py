@@ -106,7 +106,9 @@ def set_default_runtime(runtime: Runtime, present: bool) -> None:
 def current_or_none() -> Process | None:
     """The running actor, else the main pseudo-actor of the newest running node, else None."""
     proc = _current.get(None)
-    if proc is not None and proc.runtime.running:
+    # `alive`, not `runtime.running`: an actor stopping with its node (e.g. a
+    # GenServer's terminate during a graceful stop) is still itself.
+    if proc is not None and proc.alive:
         return proc
     if _default_runtimes:
         return _default_runtimes[-1].main

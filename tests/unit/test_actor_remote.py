@@ -364,3 +364,35 @@ async def test_calls_to_unreachable_nodes_raise_not_connected() -> None:
         assert await partisan.receive(match=Down, timeout=2) == Down(
             ref, ("kv", "nowhere"), "noconnection"
         )
+
+
+class SlowToStop(GenServer):
+    """Traps exits; its terminate tells `watcher` and waits for a go-ahead."""
+
+    trap_exit = True
+
+    def init(self, watcher: Any) -> None:
+        self.watcher = watcher
+
+    async def terminate(self, reason: Any) -> None:
+        partisan.send(self.watcher, ("terminating", partisan.self(), reason))
+        await partisan.receive(match="go".__eq__, timeout=5)
+
+
+@async_test
+async def test_graceful_stop_leaves_first_and_peers_see_down_before_nodedown() -> None:
+    async with nodes("a", "b") as (_, b):
+        partisan.monitor_node("b")
+        pid = await SlowToStop.start(partisan.self(), node="b")
+        ref = partisan.monitor(pid)
+        stopping = asyncio.ensure_future(b.stop())
+        msg = await partisan.receive(match=tuple, timeout=2)
+        assert msg == ("terminating", pid, "shutdown")
+        # b is leaving: it refuses new joins while its actors stop, links stay up
+        with pytest.raises(partisan.JoinRefused, match="stopping"):
+            await b.join("a")
+        assert partisan.nodes() == ["b"]
+        partisan.send(pid, "go")
+        await stopping
+        events = [await partisan.receive(match=(Down, NodeDown), timeout=2) for _ in "12"]
+        assert events == [Down(ref, pid, "shutdown"), NodeDown("b", "left")]
