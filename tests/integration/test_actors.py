@@ -211,6 +211,10 @@ def test_every_down_reason_demonitor_and_flush(
 async def link_and_report(peer: Any, report_to: Any, trap: bool) -> None:
     partisan.trap_exit(trap)
     partisan.link(peer)
+    # The link request travels on the lane the ping takes after it: once the
+    # peer's node answered, the link is in place there (else a crash that
+    # overtakes the request is answered "noproc", rightly).
+    assert await partisan.ping(peer)
     partisan.send(report_to, "linked")
     partisan.send(report_to, await partisan.receive(match=Exit))
 
