@@ -109,7 +109,8 @@ class Flood:
         targets = [name for name in sorted(self._neighbors) if name != skip]
         if self.fanout is not None and len(targets) > self.fanout:
             targets = sorted(self.rng.sample(targets, self.fanout))
-        return [Send(self._neighbors[name], out, BROADCAST_CHANNEL) for name in targets]
+        neighbors = self._neighbors
+        return [_send(neighbors[name], out) for name in targets]
 
     def _remember(self, msg_id: Hashable, now: float) -> None:
         seen = self._seen
@@ -130,3 +131,19 @@ def _well_formed(msg: object) -> bool:
     except TypeError:
         return False
     return True
+
+
+_new = object.__new__
+_send_peer = Send.__dict__["peer"].__set__
+_send_msg = Send.__dict__["msg"].__set__
+_send_channel = Send.__dict__["channel"].__set__
+
+
+def _send(peer: NodeSpec, msg: FloodMessage) -> Send:
+    """``Send(peer, msg, BROADCAST_CHANNEL)`` built through its slots (the frozen
+    dataclass's ``__init__`` costs twice as much; a flood makes one per edge)."""
+    send = _new(Send)
+    _send_peer(send, peer)
+    _send_msg(send, msg)
+    _send_channel(send, BROADCAST_CHANNEL)
+    return send

@@ -429,7 +429,11 @@ class HyParView(Shuffling):
             return
         now = self._now
         if name == SHUFFLE_TIMER:
-            out.append(SetTimer(SHUFFLE_TIMER, now + self._shuffle_interval))
+            # Each period jittered by +-25%: nodes whose timers were released
+            # together (a restart wave, the simulator's held timers) drift
+            # apart instead of shuffling in lockstep for ever.
+            period = self._shuffle_interval * (0.75 + 0.5 * self._random())
+            out.append(SetTimer(SHUFFLE_TIMER, now + period))
             self._start_shuffle(out)
             self._probe_passive(out)
         elif name == PROMOTE_TIMER:

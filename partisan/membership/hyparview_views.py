@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from itertools import islice
 
 from partisan.config import Config
 from partisan.errors import ConfigError
@@ -240,9 +241,8 @@ class Views:
                         if candidate in passive:
                             victim = candidate
                             break
-                    if victim is None:
-                        keys = list(passive)
-                        victim = keys[int(self._random() * len(keys))]
+                    if victim is None:  # the i-th key, as list(passive)[i], without the list
+                        victim = next(islice(passive, int(self._random() * len(passive)), None))
                     del passive[victim]
                 passive[name] = node
             elif node.incarnation > known.incarnation:

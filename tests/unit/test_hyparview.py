@@ -558,8 +558,10 @@ def test_shuffle_sends_self_and_samples_of_both_views_to_an_active_peer() -> Non
     hv = make(shuffle_ttl=6, shuffle_interval=10.0)
     with_active(hv, A)
     with_passive(hv, P)
-    assert hv.handle(TimerFired(SHUFFLE_TIMER), 20.0) == [
-        SetTimer(SHUFFLE_TIMER, 30.0),
+    timer, *rest = hv.handle(TimerFired(SHUFFLE_TIMER), 20.0)
+    assert type(timer) is SetTimer and timer.name == SHUFFLE_TIMER
+    assert 27.5 <= timer.at < 32.5  # the next period, jittered +-25%
+    assert rest == [
         Send(A, Shuffle(ME, (ME, A, P), 6)),
         Send(P, PassiveProbe()),  # and one passive entry is probed
     ]
@@ -568,9 +570,22 @@ def test_shuffle_sends_self_and_samples_of_both_views_to_an_active_peer() -> Non
 
 
 def test_shuffle_with_empty_views_only_rearms() -> None:
-    assert make(shuffle_interval=10.0).handle(TimerFired(SHUFFLE_TIMER), 0.0) == [
-        SetTimer(SHUFFLE_TIMER, 10.0)
-    ]
+    [timer] = make(shuffle_interval=10.0).handle(TimerFired(SHUFFLE_TIMER), 0.0)
+    assert type(timer) is SetTimer and timer.name == SHUFFLE_TIMER and 7.5 <= timer.at < 12.5
+
+
+def test_shuffle_periods_are_jittered_so_nodes_drift_out_of_lockstep() -> None:
+    hv = make(shuffle_interval=10.0)
+    periods = []
+    now = 0.0
+    for _ in range(200):
+        timer = hv.handle(TimerFired(SHUFFLE_TIMER), now)[0]
+        assert type(timer) is SetTimer
+        periods.append(timer.at - now)
+        now = timer.at
+    assert all(7.5 <= p < 12.5 for p in periods)
+    assert min(periods) < 8.0 and max(periods) > 12.0  # spread over the whole range
+    assert 9.5 <= sum(periods) / len(periods) <= 10.5  # one shuffle per interval on average
 
 
 def test_shuffle_tick_probes_one_random_passive_entry() -> None:
