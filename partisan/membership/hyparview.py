@@ -30,7 +30,8 @@ the next. After a `DisconnectNotice`, and every ``random_promotion_interval``
 while the view is not full, we ask once; below ``active_min_size`` the periodic
 round asks with HIGH priority. Unreachable peers are kept as *lost* and retried.
 
-Shuffle (`hyparview_shuffle`): every ``shuffle_interval`` a node sends itself,
+Shuffle (`hyparview_shuffle`): every ``shuffle_interval`` (each period jittered
+by +-25%, so nodes never stay in lockstep) a node sends itself,
 ``shuffle_ka`` active and ``shuffle_kp`` passive peers on a random walk (TTL
 ``shuffle_ttl``) over active links. The last node replies straight to the
 origin with as many passive ids as it received; both sides merge the other's
@@ -309,29 +310,6 @@ class HyParView(Shuffling):
         if not fast and (sender.name == self._me or not self._admit(sender, out)):
             return
         handler(self, sender, msg, out)
-
-    def _admit(self, spec: NodeSpec, out: list[Action]) -> bool:
-        """Reconcile `spec`'s incarnation with our views; False if it is stale."""
-        name = spec.name
-        known = self._active.get(name)
-        if known is None:
-            known = self._passive.get(name)
-            if known is not None and known.incarnation != spec.incarnation:
-                if known.incarnation > spec.incarnation:
-                    self._stale += 1
-                    return False
-                self._passive[name] = spec
-            return True
-        if known.incarnation == spec.incarnation:
-            return True
-        if known.incarnation > spec.incarnation:
-            self._stale += 1
-            return False
-        # A newer incarnation: the life we were linked to has ended.
-        self._remove_active(name)
-        out.append(Disconnect(known, DisconnectReason.FAILED))
-        self._trigger_repair()
-        return True
 
     def _on_join_request(self, sender: NodeSpec, msg: JoinRequest, out: list[Action]) -> None:
         self._joins += 1

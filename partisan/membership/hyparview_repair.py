@@ -32,7 +32,7 @@ from partisan.membership.hyparview_messages import (
     Priority,
 )
 from partisan.membership.hyparview_views import Views
-from partisan.membership.types import Action, Send
+from partisan.membership.types import Action, Disconnect, DisconnectReason, Send
 
 __all__ = ["ESCALATE_AFTER_INTERVALS", "Repair"]
 
@@ -125,6 +125,29 @@ class Repair(Views):
             self._pending_since = self._now
             self._requests += 1
             out.append(Send(sender, _HIGH))
+
+    def _admit(self, spec: NodeSpec, out: list[Action]) -> bool:
+        """Reconcile `spec`'s incarnation with our views; False if it is stale."""
+        name = spec.name
+        known = self._active.get(name)
+        if known is None:
+            known = self._passive.get(name)
+            if known is not None and known.incarnation != spec.incarnation:
+                if known.incarnation > spec.incarnation:
+                    self._stale += 1
+                    return False
+                self._passive[name] = spec
+            return True
+        if known.incarnation == spec.incarnation:
+            return True
+        if known.incarnation > spec.incarnation:
+            self._stale += 1
+            return False
+        # A newer incarnation: the life we were linked to has ended.
+        self._remove_active(name)
+        out.append(Disconnect(known, DisconnectReason.FAILED))
+        self._trigger_repair()
+        return True
 
     def _settle(self, peer: NodeSpec) -> bool:
         """Clear the pending request if it was to `peer`; True if it was."""
