@@ -73,6 +73,8 @@ class Distribution(Inbound):
         self.node_subs: defaultdict[str | None, set[Process]] = defaultdict(set)
         self._pid_cache: dict[str, Pid] = {}
         self._pid_tuples: dict[tuple[Any, ...], Pid] = {}
+        self._last_pid: Pid | None = None
+        self._last_wire = ""
         from partisan.actors.remote_requests import Requests
 
         self.requests: Requests = Requests(self)
@@ -148,7 +150,14 @@ class Distribution(Inbound):
             if known is not None and dest.incarnation < known:
                 self.runtime.drops["stale_incarnation"] += 1
                 return
-            wire_dest = str(dest)
+            # A stream of sends usually targets one Pid object: remember its
+            # wire name by identity (Pids are immutable) instead of
+            # formatting it per message.
+            if dest is self._last_pid:
+                wire_dest = self._last_wire
+            else:
+                wire_dest = self._last_wire = str(dest)
+                self._last_pid = dest
         elif isinstance(dest, Pid):
             if self._stale(dest):
                 self.runtime.drops["stale_incarnation"] += 1
