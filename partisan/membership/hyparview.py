@@ -194,8 +194,8 @@ class HyParView(Shuffling):
         out: list[Action] = []
         kind = type(event)
         if kind is Received:
-            self._on_received(event.sender, event.msg, out)  # type: ignore[union-attr]
-        elif kind is PeerDown:
+            return self.receive(event.sender, event.msg, now)  # type: ignore[union-attr]
+        if kind is PeerDown:
             self._on_peer_down(event.peer, event.reason, out)  # type: ignore[union-attr]
         elif kind is TimerFired:
             self._on_timer(event.name, out)  # type: ignore[union-attr]
@@ -215,7 +215,6 @@ class HyParView(Shuffling):
         """
         self._now = now
         out: list[Action] = []
-        # `_on_received` inlined (keep the two in step)
         handler = _HANDLERS.get(type(msg))
         if handler is None or type(sender) is not NodeSpec or not check(msg):
             self._rejected += 1
@@ -228,7 +227,20 @@ class HyParView(Shuffling):
             sender.name != self._me and self._admit(sender, out)
         ):
             handler(self, sender, msg, out)
-        return self._finish(out, now)
+        # `_finish` inlined: this runs once per message (keep the two in step)
+        if self._wants_repair:
+            self._wants_repair = False
+            self._promote(out)
+        if not self._promote_armed and not self._left:
+            if len(self._active) < self._active_size or self._pending is not None or self._lost:
+                self._promote_armed = True
+                out.append(SetTimer(PROMOTE_TIMER, now + self._promote_interval))
+            else:
+                self._hungry = 0
+        if self._changed:
+            self._changed = False
+            out.append(MembersChanged(self.members()))
+        return out
 
     def _finish(self, out: list[Action], now: float) -> list[Action]:
         """What every event ends with: a pending repair, the promotion timer, MembersChanged."""
@@ -296,20 +308,6 @@ class HyParView(Shuffling):
             self._trigger_repair()
 
     # ------------------------------------------------------------- messages
-
-    def _on_received(self, sender: NodeSpec, msg: Any, out: list[Action]) -> None:
-        handler = _HANDLERS.get(type(msg))
-        if handler is None or type(sender) is not NodeSpec or not check(msg):
-            self._rejected += 1
-            logger.warning("%s: dropped malformed message from %s: %.200r", self._me, sender, msg)
-            return
-        if self._left:
-            return
-        known = self._active.get(sender.name)
-        fast = known is not None and known.incarnation == sender.incarnation
-        if not fast and (sender.name == self._me or not self._admit(sender, out)):
-            return
-        handler(self, sender, msg, out)
 
     def _on_join_request(self, sender: NodeSpec, msg: JoinRequest, out: list[Action]) -> None:
         self._joins += 1

@@ -86,10 +86,20 @@ class Shuffling(Repair):
         origin = msg.origin
         if origin.name == self._me:
             return
-        if msg.ttl > 0 and len(active) > 1:
-            hop = self._hop(sender.name, origin.name)
-            if hop is not None:
-                out.append(fast_send(hop, _shuffle(origin, msg.nodes, msg.ttl - 1)))
+        ttl = msg.ttl
+        if ttl > 0 and len(active) > 1:
+            # `_hop`'s first draw inlined (the common case: it avoids both names)
+            peers = self._active_cache
+            if peers is None:
+                peers = self.active()
+            nodes = msg.nodes
+            hop = peers[int(self._random() * len(peers))]
+            if hop.name != sender.name and hop.name != origin.name:
+                out.append(fast_send(hop, _shuffle(origin, nodes, ttl - 1)))
+                return
+            other = self._hop(sender.name, origin.name, tries=2)
+            if other is not None:
+                out.append(fast_send(other, _shuffle(origin, nodes, ttl - 1)))
                 return
         reply = self._sample(list(self._passive.values()), len(msg.nodes))
         out.append(fast_send(origin, ShuffleReply(tuple(reply))))

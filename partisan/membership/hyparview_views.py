@@ -141,13 +141,13 @@ class Views:
             items[i], items[j] = items[j], items[i]
         return items[:k]
 
-    def _hop(self, avoid1: str, avoid2: str) -> NodeSpec | None:
+    def _hop(self, avoid1: str, avoid2: str, *, tries: int = 3) -> NodeSpec | None:
         """A random active peer named neither `avoid1` nor `avoid2`, if any."""
         active = self._active_cache
         if active is None:
             active = self.active()
         n = len(active)
-        for _ in range(3):  # rejection sampling: at most 2 of n >= 2 peers are excluded
+        for _ in range(tries):  # rejection sampling: at most 2 of n >= 2 peers are excluded
             peer = active[int(self._random() * n)]
             if peer.name != avoid1 and peer.name != avoid2:
                 return peer
