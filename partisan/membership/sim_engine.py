@@ -53,6 +53,7 @@ LayerFactory = Callable[[NodeSpec, Config, random.Random], BroadcastLayer]
 
 MANAGER, BROADCAST = 0, 1  # layer ids (timers and routing)
 _RECV, _EVENT, _TIMER, _CALL = 0, 1, 2, 3  # heap entry kinds
+_heappush = heapq.heappush
 _FIFO_PRUNE = 64  # last-arrival entries per node before the past ones are dropped
 _MEMBERSHIP = "membership"  # Send's default channel (compared by identity first)
 
@@ -312,9 +313,9 @@ class Engine:
             self._push(self.now, _EVENT, node, None, PeerDown(peer, why))
             return
         model = self._links.get((node.spec.name, pname), self.link) if self._links else self.link
-        rng = self.rng
         payload = (node.spec, msg, channel)
         if model.loss or model.duplicate:
+            rng = self.rng
             if model.loss and rng.random() < model.loss:
                 return
             if model.duplicate and rng.random() < model.duplicate:
@@ -333,9 +334,9 @@ class Engine:
             if len(last_arrival) > _FIFO_PRUNE:
                 # an arrival already past can no longer hold a message back
                 node.last_arrival = {k: v for k, v in last_arrival.items() if v > now}
-        self._seq += 1
+        seq = self._seq = self._seq + 1
         self._in_flight += 1
-        heapq.heappush(self._heap, (at, self._seq, _RECV, other, None, payload))
+        _heappush(self._heap, (at, seq, _RECV, other, None, payload))
 
     def _arrive(self, node: SimNode, other: SimNode, model: LinkModel, payload: Any) -> None:
         """Schedule one copy of a message after the link's delay (FIFO per link)."""
