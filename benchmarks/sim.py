@@ -101,15 +101,19 @@ def run(args: Any) -> list[dict[str, Any]]:
     )  # fmt: skip
 
     # The CLI experiment, timed phase by phase on one overlay.
+    # The snapshot that lets the other scenarios reuse the overlay (pickling
+    # 10,000 nodes) is not part of the CLI experiment: timed apart.
     spec = ExperimentSpec(n=n, seed=SEED, fail=0.5, broadcasts=100)
     wall, cpu = time.perf_counter(), time.process_time()
     sim = build_overlay(spec)
     overlay = measure_overlay(sim, spec)
-    blob = pickle.dumps(sim)
     build_wall, build_cpu = time.perf_counter() - wall, time.process_time() - cpu
     build_events = sim.events
-    wall2, cpu2 = time.perf_counter(), time.process_time()
+    snap = time.process_time()
+    blob = pickle.dumps(sim)
     copy: Simulator = pickle.loads(blob)
+    snap_cpu = time.process_time() - snap
+    wall2, cpu2 = time.perf_counter(), time.process_time()
     rng = random.Random(f"partisan-sim/{SEED}/experiment")
     records = fail_and_broadcast(copy, spec, rng)
     half = summarize(records)
@@ -121,7 +125,8 @@ def run(args: Any) -> list[dict[str, Any]]:
         {"name": f"experiment n={n}, 50% fail, 100 broadcasts: wall", "value": total_wall,
          "unit": "s", "goal": "< 60 s", "note": f"CPU {total_cpu:.1f} s (machine shared)"},
         {"name": f"experiment n={n}: events/s", "value": events / total_cpu,
-         "unit": "events/s (CPU)", "note": f"{events:,} events; overlay build {build_cpu:.1f} s CPU"},
+         "unit": "events/s (CPU)", "note": f"{events:,} events; overlay build {build_cpu:.1f} s "
+         f"CPU; overlay snapshot for the other scenarios {snap_cpu:.1f} s CPU, not counted"},
     ]  # fmt: skip
 
     stable = _scenario(blob, n, 0.0, 20, False)
@@ -172,7 +177,7 @@ def run(args: Any) -> list[dict[str, Any]]:
     graph_ok = metrics.is_connected(sim.active_graph()) and overlay["symmetric"]
     rows.append({"name": "overlay connected and symmetric", "value": str(graph_ok), "unit": ""})
     if not quick:
-        _write_doc(n, table, total_wall, total_cpu, events, rate)
+        _write_doc(n, table, total_wall, total_cpu, events, rate, snap_cpu)
     return rows
 
 
@@ -183,7 +188,7 @@ def _healed(scenarios: dict[float, dict[str, Any]]) -> bool:
 
 def _write_doc(
     n: int, table: list[tuple[str, str, str, str, bool]], wall: float, cpu: float, events: int,
-    rate: float,
+    rate: float, snap_cpu: float,
 ) -> None:  # fmt: skip
     lines = [
         BEGIN,
@@ -195,7 +200,8 @@ def _write_doc(
         *(f"| {t} | {w} | {p} | {o} | {'yes' if ok else 'no'} |" for t, w, p, o, ok in table),
         "",
         f"Experiment (`partisan sim -n {n} --fail 0.5 --broadcasts 100`): {wall:.1f} s wall, "
-        f"{cpu:.1f} s CPU, {events:,} events ({events / cpu:,.0f} events/s CPU); the driver "
+        f"{cpu:.1f} s CPU, {events:,} events ({events / cpu:,.0f} events/s CPU; the overlay "
+        f"snapshot the other scenarios reuse, {snap_cpu:.1f} s CPU, is not counted); the driver "
         f"alone runs {rate:,.0f} events/s with a trivial manager.",
         END,
     ]

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from partisan.config import Config, HyParViewConfig
@@ -184,6 +184,54 @@ def test_small_views_under_churn(seed: int, size: int, ops: list[Op]) -> None:
     """
     sim = _run_schedule(seed, size, ops, SMALL)
     _settle_and_check(sim, SMALL, saturated_islands_allowed=True)
+
+
+@settings(max_examples=20, deadline=None, derandomize=True)
+@given(seed=st.integers(0, 2**32), pick=st.integers(0, 10_000))
+@pytest.mark.timeout(60)
+def test_a_node_whose_known_peers_all_died_is_found_by_a_survivor_listing_it(
+    seed: int, pick: int
+) -> None:
+    """Passive probes: every peer `x` knows crashes; one survivor still lists `x`.
+
+    `x` cannot ask anyone; the survivor (whose own neighbors all live, so it
+    asks nobody either) must find it by probing its passive view, unless
+    shuffles make every live node forget `x` first.
+    """
+    sim = Simulator(
+        seed, manager=HyParView, config=Config(hyparview=SMALL), crash_detect_delay=CRASH_DETECT
+    )
+    sim.add_node()
+    for _ in range(29):
+        sim.join(sim.add_node().name, "n1")
+        assert sim.run_until_quiet()
+    sim.run_for(10 * SMALL.shuffle_interval)
+    live = sim.live_names()
+    x = live[pick % len(live)]
+    mine = sim.manager(x)
+    known = {p.name for p in (*mine.active(), *mine.passive())}
+    listing = [
+        n for n in live
+        if n != x and n not in known and any(p.name == x for p in sim.manager(n).passive())
+    ]  # fmt: skip
+    keepers = [n for n in listing if not known & {p.name for p in sim.manager(n).active()}]
+    assume(keepers)
+    for name in sorted(known) + [n for n in listing if n != keepers[0]]:
+        sim.crash(name)
+    sim.run_for(2 * CRASH_DETECT)
+    assume(not any(sim.is_alive(p.name) for p in (*mine.active(), *mine.passive())))
+
+    def listed() -> bool:
+        return any(
+            any(p.name == x for p in sim.manager(n).passive()) for n in sim.live_names() if n != x
+        )
+
+    # Each shuffle tick probes one of a lister's <= 8 passive entries. Shuffles
+    # may also evict `x` from every passive view first: then nobody can find
+    # it (the documented limit), and that is the only other way this ends.
+    sim.run_until(lambda: bool(mine.active()) or not listed(), max_time=40 * SMALL.shuffle_interval)
+    assert mine.active() or not listed(), f"{x} is still listed but cut off"
+    _views_ok(sim, SMALL)
 
 
 @pytest.mark.timeout(30)
