@@ -95,9 +95,7 @@ def test_t6_t7_reliability_after_massive_failures(
     assert stats["duplicates"] == 0
 
 
-@pytest.mark.parametrize(
-    ("fail", "max_rounds"), [(0.5, 1), (0.8, 2), (0.9, 5)]
-)
+@pytest.mark.parametrize(("fail", "max_rounds"), [(0.5, 1), (0.8, 2), (0.9, 5)])
 def test_t9_healing_rounds(overlay: bytes, fail: float, max_rounds: int) -> None:
     sim = restore(overlay)
     spec = ExperimentSpec(n=N, seed=SEED, fail=fail, broadcasts=20, max_heal_rounds=10)

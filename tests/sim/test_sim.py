@@ -398,7 +398,7 @@ def _fast_path_run(fast: bool) -> tuple[Any, ...]:
         link=LinkModel(0.001, 0.01, 0.02, 0.02),
     )  # fmt: skip
     sim.add_node()
-    for i in range(2, 41):
+    for _ in range(39):
         sim.join(sim.add_node().name, "n1")
         sim.run_until_quiet()
     sim.run_for(60.0)
