@@ -40,13 +40,12 @@ harness making every client join every server).
 from __future__ import annotations
 
 import logging
-import random
 from dataclasses import dataclass
 
 from partisan.config import Config
 from partisan.identity import NodeSpec
 from partisan.membership.static import DirectPeers, JoinRequest
-from partisan.membership.types import Action, Connect, Event, Send
+from partisan.membership.types import Action, Connect, Event, Random, Send
 
 __all__ = ["CLIENT_CLIENT", "ClientServer", "ServerList", "join_refusal", "role_of"]
 
@@ -84,7 +83,7 @@ class ClientServer(DirectPeers):
 
     name = "client-server"
 
-    def __init__(self, self_spec: NodeSpec, config: Config, rng: random.Random) -> None:
+    def __init__(self, self_spec: NodeSpec, config: Config, rng: Random) -> None:
         super().__init__(self_spec, config, rng)
         self.role = role_of(self_spec)
 

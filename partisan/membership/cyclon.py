@@ -23,7 +23,6 @@ deliberately plain: no leave, no incarnation handling beyond replacing a spec.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -35,6 +34,7 @@ from partisan.membership.types import (
     Join,
     MembersChanged,
     PeerDown,
+    Random,
     Received,
     Send,
     SetTimer,
@@ -87,7 +87,7 @@ class Cyclon:
         self,
         self_spec: NodeSpec,
         config: Config,
-        rng: random.Random,
+        rng: Random,
         *,
         view_size: int = 35,
         shuffle_length: int = 14,

@@ -17,7 +17,6 @@ lazily (no timer), so memory stays bounded without keeping the simulator busy.
 
 from __future__ import annotations
 
-import random
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from typing import Any, ClassVar
 from partisan.config import Config
 from partisan.identity import NodeSpec
 from partisan.membership.broadcast import BROADCAST_CHANNEL, Deliver, LayerAction
-from partisan.membership.types import Received, Send, TimerFired
+from partisan.membership.types import Random, Received, Send, TimerFired
 
 __all__ = ["Flood", "FloodMessage"]
 
@@ -48,7 +47,7 @@ class Flood:
     name = "flood"
 
     def __init__(
-        self, self_spec: NodeSpec, config: Config, rng: random.Random, *, fanout: int | None = None
+        self, self_spec: NodeSpec, config: Config, rng: Random, *, fanout: int | None = None
     ) -> None:
         self.spec = self_spec
         self.rng = rng

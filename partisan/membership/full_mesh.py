@@ -42,7 +42,6 @@ keys connections by name and the new incarnation's session must survive.
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -60,6 +59,7 @@ from partisan.membership.types import (
     MembersChanged,
     PeerDown,
     PeerUp,
+    Random,
     Received,
     Send,
     SetTimer,
@@ -102,7 +102,7 @@ class FullMesh:
 
     name = "full-mesh"
 
-    def __init__(self, self_spec: NodeSpec, config: Config, rng: random.Random) -> None:
+    def __init__(self, self_spec: NodeSpec, config: Config, rng: Random) -> None:
         self.self_spec = self_spec
         self.config = config
         self.rng = rng  # unused: full mesh makes no random choices

@@ -109,7 +109,6 @@ Deviations from the paper (and from Partisan), each with its reason
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Callable
 from typing import Any
 
@@ -143,6 +142,7 @@ from partisan.membership.types import (
     MembersChanged,
     PeerDown,
     PeerUp,
+    Random,
     Received,
     Send,
     SetTimer,
@@ -174,7 +174,7 @@ class HyParView(Shuffling):
 
     name = "hyparview"
 
-    def __init__(self, self_spec: NodeSpec, config: Config, rng: random.Random) -> None:
+    def __init__(self, self_spec: NodeSpec, config: Config, rng: Random) -> None:
         super().__init__(self_spec, config, rng)
         hv = config.hyparview
         self._arwl = hv.arwl

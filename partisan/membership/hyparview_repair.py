@@ -21,8 +21,6 @@ it cannot ask anyone, but someone still lists it.
 
 from __future__ import annotations
 
-import random
-
 from partisan.config import Config
 from partisan.identity import NodeSpec
 from partisan.membership.hyparview_messages import (
@@ -32,7 +30,7 @@ from partisan.membership.hyparview_messages import (
     Priority,
 )
 from partisan.membership.hyparview_views import Views
-from partisan.membership.types import Action, Disconnect, DisconnectReason, Send
+from partisan.membership.types import Action, Disconnect, DisconnectReason, Random, Send
 
 __all__ = ["ESCALATE_AFTER_INTERVALS", "Repair"]
 
@@ -48,7 +46,7 @@ _PROBE = PassiveProbe()
 class Repair(Views):
     """Views plus the promotion rounds that keep the active view full."""
 
-    def __init__(self, self_spec: NodeSpec, config: Config, rng: random.Random) -> None:
+    def __init__(self, self_spec: NodeSpec, config: Config, rng: Random) -> None:
         super().__init__(self_spec, config, rng)
         hv = config.hyparview
         self._active_min = hv.active_min_size

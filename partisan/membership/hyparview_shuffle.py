@@ -17,14 +17,13 @@ n = 10,000), so its messages and `Send`s are built with `fast_send` /
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
 from partisan.config import Config
 from partisan.identity import NodeSpec
 from partisan.membership.hyparview_messages import DisconnectNotice, Shuffle, ShuffleReply
 from partisan.membership.hyparview_repair import Repair
-from partisan.membership.types import Action, Send
+from partisan.membership.types import Action, Random, Send
 
 __all__ = ["Shuffling", "fast_send"]
 
@@ -57,7 +56,7 @@ def _shuffle(origin: NodeSpec, nodes: tuple[NodeSpec, ...], ttl: int) -> Shuffle
 class Shuffling(Repair):
     """Views and repair plus the shuffle walks."""
 
-    def __init__(self, self_spec: NodeSpec, config: Config, rng: random.Random) -> None:
+    def __init__(self, self_spec: NodeSpec, config: Config, rng: Random) -> None:
         super().__init__(self_spec, config, rng)
         hv = config.hyparview
         self._ka = hv.shuffle_ka

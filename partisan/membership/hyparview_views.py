@@ -12,7 +12,6 @@ reserved role's slot is held by at most one active peer, which is never evicted.
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from itertools import islice
 
@@ -20,7 +19,7 @@ from partisan.config import Config
 from partisan.errors import ConfigError
 from partisan.identity import NodeSpec
 from partisan.membership.hyparview_messages import DisconnectNotice
-from partisan.membership.types import Action, Connect, Disconnect, DisconnectReason, Send
+from partisan.membership.types import Action, Connect, Disconnect, DisconnectReason, Random, Send
 
 __all__ = ["LOST_TIMEOUT_INTERVALS", "HyParViewStatistics", "Views"]
 
@@ -50,7 +49,7 @@ class HyParViewStatistics:
 class Views:
     """The views of one HyParView node and the operations that keep their invariants."""
 
-    def __init__(self, self_spec: NodeSpec, config: Config, rng: random.Random) -> None:
+    def __init__(self, self_spec: NodeSpec, config: Config, rng: Random) -> None:
         hv = config.hyparview
         if len(hv.reservations) > hv.active_size:
             raise ConfigError(

@@ -42,7 +42,6 @@ property tests in tests/sim/test_plumtree.py):
 from __future__ import annotations
 
 import logging
-import random
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
@@ -51,7 +50,7 @@ from typing import Any, ClassVar
 from partisan.config import Config
 from partisan.identity import NodeSpec
 from partisan.membership.broadcast import BROADCAST_CHANNEL, Deliver, LayerAction
-from partisan.membership.types import CancelTimer, Received, Send, SetTimer, TimerFired
+from partisan.membership.types import CancelTimer, Random, Received, Send, SetTimer, TimerFired
 
 __all__ = ["Gossip", "Graft", "IHave", "Plumtree", "PlumtreeStatistics", "Prune"]
 
@@ -114,7 +113,7 @@ class Plumtree:
         self,
         self_spec: NodeSpec,
         config: Config,
-        rng: random.Random,
+        rng: Random,
         *,
         threshold: int = 3,
     ) -> None:

@@ -32,7 +32,6 @@ role rules (`partisan.membership.client_server`).
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -49,6 +48,7 @@ from partisan.membership.types import (
     MembersChanged,
     PeerDown,
     PeerUp,
+    Random,
     Received,
     Send,
     SetTimer,
@@ -108,7 +108,7 @@ class DirectPeers:
 
     name = "direct"
 
-    def __init__(self, self_spec: NodeSpec, config: Config, rng: random.Random) -> None:
+    def __init__(self, self_spec: NodeSpec, config: Config, rng: Random) -> None:
         self.self_spec = self_spec
         self.config = config
         self.rng = rng  # unused: no random choices here

@@ -14,6 +14,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
+from random import Random  # the type of the injected generator; never the global one
 from typing import Any, Protocol, runtime_checkable
 
 from partisan.identity import NodeSpec
@@ -31,6 +32,7 @@ __all__ = [
     "MembersChanged",
     "PeerDown",
     "PeerUp",
+    "Random",
     "Received",
     "Send",
     "SetTimer",
