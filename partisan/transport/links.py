@@ -44,13 +44,14 @@ from partisan.errors import CallTimeout, ConfigError, JoinRefused, NotConnected,
 from partisan.identity import NodeSpec
 from partisan.transport.backpressure import Pending
 from partisan.transport.codec import encode_payload
+from partisan.transport.credits import CREDIT_CHUNK, CreditReturn
 from partisan.transport.detection import Detection
 from partisan.transport.handshake import Handshake
 from partisan.transport.keys import KeyStore
 from partisan.transport.lanes import OutLane
 from partisan.transport.outbound import Outbound
 from partisan.transport.peer import OutState, Peer
-from partisan.transport.receive import CREDIT_CHUNK, Receiver
+from partisan.transport.receive import Receiver
 from partisan.transport.session import InboundLane
 from partisan.transport.sockets import make_router, raise_nofile_limit
 from partisan.transport.statistics import (
@@ -80,7 +81,7 @@ class LinkHandler(Protocol):
     def on_peer_down(self, peer: NodeSpec, reason: str) -> None: ...
 
 
-class Links(Handshake, Detection, Receiver, Outbound):
+class Links(Handshake, Detection, Receiver, CreditReturn, Outbound):
     """This node's links to its peers (see the module docstring)."""
 
     def __init__(self, config: Config, *, incarnation: int, handler: LinkHandler) -> None:
