@@ -6,9 +6,9 @@ already works in ``__init__``), calls ``__init__(*args)``, then awaits
 with `Crashed`. Set the class attribute ``trap_exit = True`` to receive exit
 signals from links as `Exit` messages instead of dying with them.
 
-Behaviours (`GenServer`, the supervision engineer's `StateMachine`) subclass
-`Actor` and override `_partisan_start`; setting ``waits_for_init = True``
-makes `spawn`/`start` return only once the behaviour called
+Behaviours (`GenServer`, `StateMachine`, `Supervisor`) subclass `Behaviour`
+and override `_partisan_start`; its ``waits_for_init = True`` makes
+`spawn`/`start` return only once the behaviour called
 ``self._partisan_started()`` (or raise what its init raised).
 """
 
@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 from partisan.actors.process import Process
 from partisan.identity import Pid
 
-__all__ = ["Actor"]
+__all__ = ["Actor", "Behaviour"]
 
 
 class Actor:
@@ -68,6 +68,34 @@ class Actor:
             started.exception()  # mark retrieved: the starter may have timed out
         if proc.parent is not None and proc.links and proc.parent in proc.links:
             proc.runtime.unlink(proc, proc.parent)
+
+
+class Behaviour(Actor):
+    """Base of the OTP behaviours (`GenServer`, `StateMachine`, `Supervisor`).
+
+    A behaviour has an init step: `start` returns its Pid only once init
+    returned, and an exception in init is raised to the starter.
+    """
+
+    waits_for_init: ClassVar[bool] = True
+
+    @classmethod
+    async def start(
+        cls, *args: Any, name: str | None = None, node: str | None = None, timeout: float = 5.0
+    ) -> Pid:
+        """Start it (on `node`, registered as `name`); returns its Pid once init returned."""
+        from partisan.actors.api import spawn
+
+        return await spawn(cls, *args, name=name, node=node, timeout=timeout)
+
+    @classmethod
+    async def start_link(
+        cls, *args: Any, name: str | None = None, node: str | None = None, timeout: float = 5.0
+    ) -> Pid:
+        """Like `start`, and link it to the caller (who then sees its exit)."""
+        from partisan.actors.api import spawn
+
+        return await spawn(cls, *args, name=name, node=node, link=True, timeout=timeout)
 
 
 async def run_actor_class(cls: type[Actor], args: tuple[Any, ...]) -> None:

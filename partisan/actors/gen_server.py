@@ -29,10 +29,9 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from partisan.actors.actor import Actor
+from partisan.actors.actor import Behaviour
 from partisan.actors.runtime import crashed_from
 from partisan.actors.signals import Call, Cast, Exit, From, NoReply
-from partisan.identity import Pid
 
 __all__ = ["GenServer", "stop"]
 
@@ -50,10 +49,8 @@ async def _maybe_await(value: Any) -> Any:
     return value
 
 
-class GenServer(Actor):
+class GenServer(Behaviour):
     """Subclass and override the callbacks; start with ``await MyServer.start(...)``."""
-
-    waits_for_init = True
 
     _stop_reason: Any = None
 
@@ -86,24 +83,6 @@ class GenServer(Actor):
     def stop(self, reason: Any = "normal") -> None:
         """End the server with `reason` once the current callback returns."""
         self._stop_reason = reason
-
-    @classmethod
-    async def start(
-        cls, *args: Any, name: str | None = None, node: str | None = None, timeout: float = 5.0
-    ) -> Pid:
-        """Start the server; returns its Pid once ``init`` returned."""
-        from partisan.actors.api import spawn
-
-        return await spawn(cls, *args, name=name, node=node, timeout=timeout)
-
-    @classmethod
-    async def start_link(
-        cls, *args: Any, name: str | None = None, node: str | None = None, timeout: float = 5.0
-    ) -> Pid:
-        """Like `start`, and link the server to the caller."""
-        from partisan.actors.api import spawn
-
-        return await spawn(cls, *args, name=name, node=node, link=True, timeout=timeout)
 
     # ---------------------------------------------------------------- loop
 

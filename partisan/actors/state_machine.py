@@ -43,7 +43,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from partisan.actors.actor import Actor
+from partisan.actors.actor import Behaviour
 from partisan.actors.gen_server import _maybe_await, _StopRequest
 from partisan.actors.runtime import crashed_from
 from partisan.actors.signals import Call as _CallMsg
@@ -78,7 +78,6 @@ from partisan.actors.state_machine_types import (
     Stopped,
     Transition,
 )
-from partisan.identity import Pid
 
 __all__ = [
     "CAST",
@@ -125,10 +124,9 @@ def state_function_name(state: Any) -> str:
     )
 
 
-class StateMachine(Actor):
+class StateMachine(Behaviour):
     """Subclass, write ``init`` and the state callbacks; start with ``await M.start(...)``."""
 
-    waits_for_init = True
     #: Call the state callback with ``(ENTER, old_state)`` on each state change.
     state_enter: ClassVar[bool] = False
 
@@ -162,24 +160,6 @@ class StateMachine(Actor):
     def reply(self, caller: From, value: Any) -> None:
         """Answer a call later (gen_statem:reply), instead of with a `Reply` action."""
         self._process.runtime.reply(self._process, caller, value)
-
-    @classmethod
-    async def start(
-        cls, *args: Any, name: str | None = None, node: str | None = None, timeout: float = 5.0
-    ) -> Pid:
-        """Start the machine; returns its Pid once ``init`` returned and the first state is entered."""
-        from partisan.actors.api import spawn
-
-        return await spawn(cls, *args, name=name, node=node, timeout=timeout)
-
-    @classmethod
-    async def start_link(
-        cls, *args: Any, name: str | None = None, node: str | None = None, timeout: float = 5.0
-    ) -> Pid:
-        """Like `start`, and link the machine to the caller."""
-        from partisan.actors.api import spawn
-
-        return await spawn(cls, *args, name=name, node=node, link=True, timeout=timeout)
 
     # ------------------------------------------------------------------ loop
 

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from partisan.actors import api
-from partisan.actors.actor import Actor
+from partisan.actors.actor import Behaviour
 from partisan.actors.gen_server import _StopRequest
 from partisan.actors.signals import Call, Down, Exit, NodeUp
 from partisan.errors import CallTimeout, NotConnected, ReceiveTimeout
@@ -104,7 +104,7 @@ class _Child:
         )
 
 
-class Supervisor(Actor):
+class Supervisor(Behaviour):
     """Start with ``await Supervisor.start_link(SupervisorSpec([...], strategy=...))``.
 
     Or subclass and override ``init(*args)`` to return a `SupervisorSpec` or
@@ -114,7 +114,6 @@ class Supervisor(Actor):
     """
 
     trap_exit = True
-    waits_for_init = True
     strategy: ClassVar[Strategy] = Strategy.ONE_FOR_ONE
     intensity: ClassVar[int] = 1
     period: ClassVar[float] = 5.0
@@ -135,20 +134,6 @@ class Supervisor(Actor):
     def init(self, spec: SupervisorSpec | Iterable[ChildSpec] = ()) -> Any:
         """Return the tree to run: a `SupervisorSpec` or the children (flags from the class)."""
         return spec
-
-    @classmethod
-    async def start(
-        cls, *args: Any, name: str | None = None, node: str | None = None, timeout: float = 5.0
-    ) -> Pid:
-        """Start the supervisor and all its children; returns once they all started."""
-        return await api.spawn(cls, *args, name=name, node=node, timeout=timeout)
-
-    @classmethod
-    async def start_link(
-        cls, *args: Any, name: str | None = None, node: str | None = None, timeout: float = 5.0
-    ) -> Pid:
-        """Like `start`, linked to the caller (who then sees its escalations)."""
-        return await api.spawn(cls, *args, name=name, node=node, link=True, timeout=timeout)
 
     # ------------------------------------------------------------ start-up
 
