@@ -42,7 +42,10 @@ def _print_table(title: str, rows: list[dict[str, Any]]) -> None:
                 for c in ("name", "value", "unit", "baseline", "ratio", "goal", "note")
             )
         )
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)  # a log file: wide enough that rows stay on one line
+    console.print(table)
 
 
 def _fmt(value: Any) -> str:
