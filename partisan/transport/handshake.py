@@ -137,6 +137,7 @@ class Handshake(LinksCore):
             wire_version=WIRE_VERSION,
             key_owner=key_owner,
             secure=self.keystore is not None,
+            local_role=self.config.role,
         )
         if reason is not None:
             self._refuse(rid, reason, session)

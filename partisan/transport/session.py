@@ -42,6 +42,7 @@ from typing import Any
 
 from partisan.errors import ProtocolError
 from partisan.identity import NodeSpec
+from partisan.membership.client_server import join_refusal
 
 __all__ = [
     "Greeting",
@@ -172,11 +173,14 @@ def refusal(
     wire_version: int,
     key_owner: str | None,
     secure: bool,
+    local_role: str | None = None,
 ) -> str | None:
     """Why a HELLO must be refused, or None to accept it.
 
     `key_owner` is the node name the peer's authenticated CURVE key belongs to
-    (None when the key is not listed); it is ignored when not `secure`.
+    (None when the key is not listed); it is ignored when not `secure`. Under
+    the client-server manager two clients may not join each other; a hidden
+    peer (a tool, a test) is exempt, as it never enters a view.
     """
     if hello.wire_version != wire_version:
         return f"wire version mismatch: {hello.name} speaks {hello.wire_version}, {local_name} speaks {wire_version}"
@@ -195,6 +199,8 @@ def refusal(
         )
     if hello.manager != local_manager:
         return f"manager mismatch: {hello.name} runs {hello.manager}, {local_name} runs {local_manager}"
+    if local_manager == "client-server" and not hello.hidden:
+        return join_refusal(hello.role, local_role)
     return None
 
 

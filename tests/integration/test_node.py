@@ -161,3 +161,21 @@ def test_overloaded_send_raises_and_wait_true_waits_for_room(
             assert node.statistics().routed_remote == 200
 
     asyncio.run(main())
+
+
+@pytest.mark.timeout(60)
+def test_client_client_join_is_refused_with_its_reason(
+    cluster: Callable[..., NodeProcess], keys: Path
+) -> None:
+    server = cluster("b", "--manager", "client-server", "--role", "server")
+    client = cluster("c", "--manager", "client-server", "--role", "client")
+
+    async def main() -> None:
+        options = {"manager": "client-server", "role": "client", **SETTINGS}
+        async with partisan.Node("t", key_dir=str(keys), **options) as node:
+            with pytest.raises(JoinRefused, match="client-client join"):
+                await node.join(f"c@{client.address}")
+            await node.join(f"b@{server.address}")  # a client may join a server
+            assert partisan.nodes() == ["b"]
+
+    asyncio.run(main())

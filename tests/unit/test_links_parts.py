@@ -237,6 +237,33 @@ def test_bad_hellos_are_refused_with_a_reason(
     assert reason is not None and expected in reason
 
 
+@pytest.mark.parametrize(
+    ("peer_role", "local_role", "hidden", "expected"),
+    [
+        ("client", "client", False, "client-client join"),
+        ("client", "server", False, None),
+        ("server", "client", False, None),
+        (None, "client", False, None),  # no role counts as a server
+        ("client", "client", True, None),  # a hidden tool never enters a view
+        ("boss", "server", False, "unknown role 'boss'"),
+    ],
+)
+def test_client_server_refuses_client_client_joins_at_hello(
+    peer_role: str | None, local_role: str, hidden: bool, expected: str | None
+) -> None:
+    reason = refusal(
+        _greeting(manager="client-server", role=peer_role, hidden=hidden),
+        local_name="b",
+        local_incarnation=20,
+        local_manager="client-server",
+        wire_version=WIRE_VERSION,
+        key_owner="a",
+        secure=True,
+        local_role=local_role,
+    )
+    assert reason == expected if expected is None else expected in str(reason)
+
+
 def test_refusal_payload_round_trips() -> None:
     assert decode_refusal(encode_refusal("because", 7)) == ("because", 7)
     with pytest.raises(ProtocolError):
