@@ -133,19 +133,17 @@ class Node:
         # A real node drives a membership manager; a hidden node has none, and
         # a test transport (`links_factory`) keeps the plain connect-what-you-join
         # behaviour its tests were written for.
-        drive = self._links_factory is None and not self.config.hidden
-        handler: Any = dist
-        if drive:
-            from partisan.peer_service import PeerService
-
-            handler = _Deferred(dist)
-        links = factory(self.config, incarnation=self.incarnation, handler=handler)
+        links = factory(self.config, incarnation=self.incarnation, handler=dist)
         dist.links = links
         self.spec = await links.start()
         self.runtime, self.dist, self.links = runtime, dist, links
-        if drive:
+        if self._links_factory is None and not self.config.hidden:
+            from partisan.peer_service import PeerService
+
+            # The service needs the bound spec; no peer knows our port before
+            # `start` returns, so no session can have begun on the plain handler.
             self.peer_service = PeerService(self.config, self.spec, dist, links)
-            handler.target = self.peer_service
+            links.handler = self.peer_service
             self.peer_service.start()
         set_default_runtime(runtime, True)
         self._token = _current.set(runtime.main)
@@ -313,22 +311,6 @@ class Node:
 
     def __repr__(self) -> str:
         return f"<Node {self.spec or self.name} running={self.running}>"
-
-
-class _Deferred:
-    """The transport's handler until the `PeerService` exists (it needs the bound spec)."""
-
-    def __init__(self, dist: Distribution) -> None:
-        self.target: Any = dist
-
-    def on_message(self, sender: NodeSpec, channel: str, dest: str, payload: object) -> None:
-        self.target.on_message(sender, channel, dest, payload)
-
-    def on_peer_up(self, peer: NodeSpec, hidden: bool) -> None:
-        self.target.on_peer_up(peer, hidden)
-
-    def on_peer_down(self, peer: NodeSpec, reason: str) -> None:
-        self.target.on_peer_down(peer, reason)
 
 
 def run(main: Any, **node_options: Any) -> Any:
