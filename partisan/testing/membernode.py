@@ -8,9 +8,7 @@ Closing stdin stops the node gracefully.
 
 Commands: ``join`` (target) · ``leave`` (node, optional) · ``view`` — members,
 nodes, the manager's active and passive views · ``events`` — every
-`NodeUp`/`NodeDown` the application saw, in order · ``monitor`` (node) — a
-remote monitor on that node's ``"$runtime"``-served watcher actor, which pins
-the link · ``exit``.
+`NodeUp`/`NodeDown` the application saw, in order · ``exit``.
 """
 
 from __future__ import annotations
