@@ -9,8 +9,10 @@
 Composition: `Config.load(...)` from the keywords; a `Runtime` (actors,
 named after the node, with this start's incarnation ``time.time_ns()``); a
 `Distribution` (the remote half of the runtime, which is the transport's
-`LinkHandler`); and the transport `Links`. Until the membership managers are
-wired in (a later issue) a node connects exactly to the peers it joins.
+`LinkHandler`); the transport `Links`; and, unless the node is hidden, a
+`PeerService` (`partisan.peer_service`) that drives the configured membership
+manager (``config.manager``) over those links: it stands in front of the
+`Distribution` as the transport's handler. `members()` is the manager's view.
 
 Inside the ``async with`` block, code outside any actor acts as the node's
 main pseudo-actor: `partisan.self()` is its Pid and `partisan.receive()`
@@ -94,6 +96,8 @@ class Node:
         self._root_spec = root
         self.root: Any = None
         self._leaving = False
+        #: The membership driver (None for a hidden node or a custom transport).
+        self.peer_service: Any = None
 
     # ----------------------------------------------------------- lifecycle
 
@@ -126,10 +130,21 @@ class Node:
             from partisan.transport.links import Links
 
             factory = Links
+        # A real node drives a membership manager; a hidden node has none, and
+        # a test transport (`links_factory`) keeps the plain connect-what-you-join
+        # behaviour its tests were written for.
         links = factory(self.config, incarnation=self.incarnation, handler=dist)
         dist.links = links
         self.spec = await links.start()
         self.runtime, self.dist, self.links = runtime, dist, links
+        if self._links_factory is None and not self.config.hidden:
+            from partisan.peer_service import PeerService
+
+            # The service needs the bound spec; no peer knows our port before
+            # `start` returns, so no session can have begun on the plain handler.
+            self.peer_service = PeerService(self.config, self.spec, dist, links)
+            links.handler = self.peer_service
+            self.peer_service.start()
         set_default_runtime(runtime, True)
         self._token = _current.set(runtime.main)
         logger.info("node %s started (incarnation %d)", self.spec, self.incarnation)
@@ -161,6 +176,8 @@ class Node:
         timeout = self.config.shutdown_timeout
         try:
             self._leaving = True
+            if self.peer_service is not None:
+                self.peer_service.leave_for_stop()
             leave = getattr(self.links, "leave", None)
             if leave is not None:  # (test transports may have no leave phase)
                 leave()
@@ -207,6 +224,18 @@ class Node:
             raise JoinRefused(f"node {self.name} is stopping")
         timeout = self.config.handshake_timeout if timeout is None else timeout
         spec: NodeSpec = await self.links.connect(contact, timeout=timeout)
+        if self.peer_service is not None:
+            from partisan.membership.types import Disconnect, DisconnectReason
+
+            for action in self.peer_service.join_actions(spec):
+                if (
+                    isinstance(action, Disconnect)
+                    and action.reason is DisconnectReason.REFUSED
+                    and action.peer.name == spec.name
+                ):
+                    raise JoinRefused(
+                        f"{spec.name} refused the join (manager {self.config.manager})"
+                    )
         return spec
 
     async def sync_join(self, contact: NodeSpec | str, *, timeout: float | None = None) -> NodeSpec:
@@ -220,12 +249,26 @@ class Node:
         """Leave the cluster (close every session), or drop `other` from our connections."""
         if self.links is None or self.dist is None:
             return
+        service = self.peer_service
+        if service is not None:
+            from partisan.membership.types import Leave
+
+            if other is None:
+                service.handle(Leave())
+            else:
+                name = other.name if isinstance(other, NodeSpec) else other.split("@", 1)[0]
+                spec = service.find(name)
+                if spec is not None:
+                    service.handle(Leave(spec))
         if other is None:
             names = [spec.name for spec in self.links.peers()]
         else:
             names = [other.name if isinstance(other, NodeSpec) else other.split("@", 1)[0]]
         for name in names:
-            self.links.disconnect(name)
+            if service is not None:
+                self.links.disconnect(name, reason="left")
+            else:
+                self.links.disconnect(name)
             self.dist.disconnected(name, "left")
 
     def nodes(self) -> list[str]:
@@ -233,7 +276,10 @@ class Node:
         return [] if self.dist is None else self.dist.nodes()
 
     def members(self) -> list[str]:
-        """The membership view, self included."""
+        """The membership manager's view, self included (HyParView: active view + self)."""
+        if self.peer_service is not None:
+            members: list[str] = self.peer_service.members()
+            return members
         return [self.name] if self.dist is None else self.dist.members()
 
     # ---------------------------------------------------------- statistics

@@ -62,6 +62,8 @@ class Distribution(Inbound):
         self.up: dict[str, NodeSpec] = {}
         self.hidden: set[str] = set()
         self.incarnations: dict[str, int] = {}
+        #: peers whose link closed for a view change (no NodeDown): name -> incarnation
+        self.parked: dict[str, int] = {}
         #: node -> refs of monitors/calls held here on that node's actors
         self.watch_index: defaultdict[str, set[Ref]] = defaultdict(set)
         #: ref -> local process monitored by a remote watcher; and by watcher node
@@ -339,8 +341,24 @@ class Distribution(Inbound):
             if proc.alive:
                 proc.put(event)
 
+    def park(self, peer: NodeSpec) -> None:
+        """A healthy peer's link closed for a view change: leave `nodes()`, no NodeDown.
+
+        Only for an unpinned link (the membership driver checks). If the same
+        incarnation comes back, `on_peer_up` raises no NodeUp either.
+        """
+        current = self.up.pop(peer.name, None)
+        if current is not None:
+            self.hidden.discard(peer.name)
+            self.parked[peer.name] = current.incarnation
+
     def on_peer_up(self, peer: NodeSpec, hidden: bool) -> None:
         """The transport has a session with `peer` (LinkHandler)."""
+        if self.parked.pop(peer.name, None) == peer.incarnation and peer.name not in self.up:
+            self.up[peer.name] = peer  # back from a view change: it never went down
+            if hidden:
+                self.hidden.add(peer.name)
+            return
         current = self.up.get(peer.name)
         if current is not None:
             if current.incarnation >= peer.incarnation:

@@ -291,21 +291,26 @@ class Links(Handshake, Detection, Receiver, CreditReturn, Outbound):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(state.room.wait(), max(0.0, deadline - loop.time()))
 
-    def disconnect(self, peer: str) -> None:
-        """Close the link to `peer` on purpose: flush, say BYE, close; no PeerDown callback."""
+    def disconnect(self, peer: str, *, reason: str = "disconnected") -> None:
+        """Close the link to `peer` on purpose: flush, say BYE, close; no PeerDown callback.
+
+        `reason` is what the BYE tells the peer: ``"disconnected"`` (a view
+        change; the default) or ``"left"`` (a leave: the peer reports NodeDown
+        with reason ``"left"``).
+        """
         state = self._peers.get(peer)
         if state is None or state.closing:
             return
         state.closing = True
         if state.budget.outstanding == 0:
-            self._send_bye(state, "disconnected")
+            self._send_bye(state, reason)
             self._teardown(state, "disconnected", notify=False, linger=100)
         else:
-            task = self._running().create_task(self._drain_then_close(state))
+            task = self._running().create_task(self._drain_then_close(state, reason))
             self._tasks.add(task)  # a strong reference until it is done
             task.add_done_callback(self._tasks.discard)
 
-    async def _drain_then_close(self, peer: Peer) -> None:
+    async def _drain_then_close(self, peer: Peer, reason: str = "disconnected") -> None:
         loop = self._running()
         deadline = loop.time() + self.config.shutdown_timeout
         while peer.budget.outstanding and self._peers.get(peer.name) is peer:
@@ -317,7 +322,7 @@ class Links(Handshake, Detection, Receiver, CreditReturn, Outbound):
             except TimeoutError:
                 break
         if self._peers.get(peer.name) is peer:
-            self._send_bye(peer, "disconnected")
+            self._send_bye(peer, reason)
             self._teardown(peer, "disconnected", notify=False, linger=100)
 
     def is_connected(self, peer: str) -> bool:

@@ -8,6 +8,7 @@ import signal
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,6 +20,22 @@ from partisan.testing import NodeProcess, wait_until
 HERE = Path(__file__).resolve().parent
 SETTINGS = {"heartbeat_interval": 0.1, "heartbeat_timeout": 0.5}
 DEADLINE = SETTINGS["heartbeat_timeout"] + 1.0
+#: Full-mesh gossip settles in a few gossip_interval rounds (default 1 s).
+GOSSIP_DEADLINE = 5 * 1.0 + DEADLINE
+
+
+async def until(probe: Callable[[], Any], timeout: float, expected: Any = True) -> None:
+    """Poll `probe` (sync or async) until it returns `expected`, within `timeout` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = probe()
+        if asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
+            value = await value
+        if value == expected:
+            return
+        assert loop.time() < deadline, f"still {value!r}, expected {expected!r}"
+        await asyncio.sleep(0.02)  # ok-sleep: the poll interval of a deadline-bound wait
 
 
 @pytest.fixture
@@ -72,8 +89,10 @@ def test_join_sync_join_refusals_leave_and_statistics(
                 await node.join("x@127.0.0.1:9")
             await node.sync_join(f"c@{c.address}")
             assert await partisan.receive(match=NodeUp, timeout=5) == NodeUp("c")
-            assert partisan.nodes() == ["b", "c"] and partisan.members() == ["b", "c", "t"]
-            assert await partisan.rpc("b", partisan.nodes) == ["t"]  # not hidden: visible to b
+            assert partisan.nodes() == ["b", "c"]
+            await until(lambda: partisan.members() == ["b", "c", "t"], GOSSIP_DEADLINE)
+            # not hidden: visible to b; and b, c found each other (full mesh)
+            await until(lambda: partisan.rpc("b", partisan.nodes), GOSSIP_DEADLINE, ["c", "t"])
             # statistics: remote routing and the deepest mailboxes
             sink = await partisan.spawn(counter, node="b")
             for i in range(50):
@@ -87,8 +106,9 @@ def test_join_sync_join_refusals_leave_and_statistics(
             # leave one peer: NodeDown "left" here, and the peer forgets us
             await node.leave("c")
             assert await partisan.receive(match=NodeDown, timeout=DEADLINE) == NodeDown("c", "left")
-            assert partisan.nodes() == ["b"]
-            assert await partisan.rpc("b", partisan.nodes) == ["t"]
+            assert partisan.nodes() == ["b"] and partisan.members() == ["b", "t"]
+            # c was removed from the cluster: it leaves, and b forgets it too
+            await until(lambda: partisan.rpc("b", partisan.nodes), GOSSIP_DEADLINE, ["t"])
 
     asyncio.run(main())
 

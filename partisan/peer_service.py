@@ -1,0 +1,352 @@
+"""The peer service: drive one membership manager with a node's real links.
+
+Theory of operation
+-------------------
+A membership manager (`partisan.membership`) is a pure state machine: events
+in, actions out. `PeerService` is its driver on a real node. It sits between
+the transport (`Links`) and the actor runtime (`Distribution`): it *is* the
+`LinkHandler` the node gives to `Links`, and it forwards every callback to
+the `Distribution` after looking at it:
+
+* ``on_message`` — frames to ``"$membership"`` become `Received` events for
+  the manager (the payload was unpickled only after CURVE authenticated the
+  peer); everything else goes to the runtime.
+* ``on_peer_up`` / ``on_peer_down`` — become `PeerUp` / `PeerDown` (hidden
+  peers are not members and are not reported to the manager).
+
+Actions are carried out in order (docs/membership.md, "What the driver must
+do"): ``Connect`` dials (one dial per peer at a time; a failure comes back as
+``PeerDown(peer, "unreachable")``); ``Send`` queues on the link, dialling
+first when the peer is not connected (HyParView's temporary connections), and
+sends queued behind a dial keep their order; ``Disconnect`` closes the link
+after what was queued is flushed — unless the reason is a failure (the link
+is gone or going already) or the link is *pinned* (`Distribution.pinned`:
+monitors, links or calls depend on it); ``SetTimer`` / ``CancelTimer`` use
+``loop.call_at`` with the loop's clock, the same clock passed as ``now``;
+``MembersChanged`` is what `Node.members()` returns.
+
+View changes are not failures (CONTRACT.md, Failure semantics). A link we
+close for ``VIEW_CHANGE`` and a link the peer closes with BYE
+``"disconnected"`` are *parked* in the `Distribution`: the peer leaves
+`nodes()` but no `NodeDown` fires and nothing gets ``noconnection``; if it
+comes back with the same incarnation no `NodeUp` fires either. A pinned link
+is never closed for a view change; a sweep every ``connection_interval``
+closes links that no view needs any more (pinned ones once they are
+unpinned, temporary ones after a second look).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Sequence
+from typing import Any
+
+from partisan.config import Config
+from partisan.errors import PartisanError
+from partisan.identity import NodeSpec
+from partisan.membership.registry import create_manager
+from partisan.membership.types import (
+    Action,
+    CancelTimer,
+    Connect,
+    Disconnect,
+    DisconnectReason,
+    Event,
+    Join,
+    Leave,
+    Manager,
+    MembersChanged,
+    PeerDown,
+    PeerUp,
+    Received,
+    Send,
+    SetTimer,
+    TimerFired,
+)
+
+__all__ = ["MEMBERSHIP_DEST", "PeerService"]
+
+logger = logging.getLogger(__name__)
+
+#: The destination membership messages are addressed to (like ``"$runtime"``).
+MEMBERSHIP_DEST = "$membership"
+
+
+class _Dial:
+    """A dial in flight: sends queued behind it, and whether to close once they are out."""
+
+    __slots__ = ("close_reason", "sends", "spec")
+
+    def __init__(self, spec: NodeSpec) -> None:
+        self.spec = spec
+        self.sends: list[tuple[str, Any]] = []
+        self.close_reason: DisconnectReason | None = None
+
+
+class PeerService:
+    """One node's membership driver; the `LinkHandler` in front of its `Distribution`."""
+
+    def __init__(
+        self,
+        config: Config,
+        spec: NodeSpec,
+        dist: Any,
+        links: Any,
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.spec = spec
+        self.dist = dist
+        self.links = links
+        self.manager: Manager = create_manager(config.manager, spec, config, rng or random.Random())
+        self._members: tuple[NodeSpec, ...] = (spec,)
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._dials: dict[str, _Dial] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._sweep_handle: asyncio.TimerHandle | None = None
+        self._unneeded: set[str] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping = False
+        #: True while carrying out our own Leave (its LEFT disconnects are ours to do).
+        self._own_leave = False
+        #: True during a graceful stop: `Links.close` closes every link after the flush.
+        self._keep_links = False
+        self.drops: dict[str, int] = {}
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Arm the manager's timers and the sweep of unneeded links."""
+        self._loop = asyncio.get_running_loop()
+        self._apply(self.manager.start(self._loop.time()))
+        self._sweep_handle = self._loop.call_later(self.config.connection_interval, self._sweep)
+
+    def leave_for_stop(self) -> None:
+        """A graceful stop: tell the cluster we leave, keep the links for the flush.
+
+        The manager's farewell `Send`s go out now; its `Disconnect`s are left to
+        `Links.close`, which says BYE ``"left"`` after the flush.
+        """
+        if self._loop is None or self._stopping:
+            return
+        self._keep_links = True
+        self.handle(Leave())
+        self.close()
+
+    def close(self) -> None:
+        """Cancel timers and dials (idempotent)."""
+        self._stopping = True
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+        if self._sweep_handle is not None:
+            self._sweep_handle.cancel()
+            self._sweep_handle = None
+        for task in list(self._tasks):
+            task.cancel()
+
+    # --------------------------------------------------------------- views
+
+    def members(self) -> list[str]:
+        """The manager's view, self included, sorted (HyParView: active view + self)."""
+        return sorted(spec.name for spec in self._members)
+
+    def member_specs(self) -> tuple[NodeSpec, ...]:
+        return self._members
+
+    def find(self, name: str) -> NodeSpec | None:
+        """The spec the manager (or a live link) knows for `name`."""
+        for spec in (*self._members, *self.manager.passive(), *self.links.peers()):
+            if spec.name == name:
+                return spec
+        return None
+
+    # -------------------------------------------------------------- events
+
+    def handle(self, event: Event) -> list[Action]:
+        """Feed one event to the manager and carry out its actions; return them."""
+        if self._stopping or self._loop is None:
+            return []
+        try:
+            actions = self.manager.handle(event, self._loop.time())
+        except Exception:  # a peer's malformed message must never take the node down
+            self.drops["bad_membership"] = self.drops.get("bad_membership", 0) + 1
+            logger.exception("membership manager rejected %r", event)
+            return []
+        self._own_leave = type(event) is Leave
+        try:
+            self._apply(actions)
+        finally:
+            self._own_leave = False
+        return actions
+
+    def on_message(self, sender: NodeSpec, channel: str, dest: str, payload: object) -> None:
+        """LinkHandler: membership frames to the manager, the rest to the runtime."""
+        if dest != MEMBERSHIP_DEST:
+            self.dist.on_message(sender, channel, dest, payload)
+        elif channel != "membership" or sender.name in self.dist.hidden:
+            self.drops["misrouted_membership"] = self.drops.get("misrouted_membership", 0) + 1
+        else:
+            self.handle(Received(sender, payload))
+
+    def on_peer_up(self, peer: NodeSpec, hidden: bool) -> None:
+        self.dist.on_peer_up(peer, hidden)
+        if not hidden:
+            self.handle(PeerUp(peer))
+
+    def on_peer_down(self, peer: NodeSpec, reason: str) -> None:
+        hidden = peer.name in self.dist.hidden
+        if reason == "disconnected" and not self.dist.pinned(peer.name):
+            self.dist.park(peer)  # the peer closed a healthy link on purpose: no NodeDown
+        else:
+            self.dist.on_peer_down(peer, reason)
+        if not hidden:
+            self.handle(PeerDown(peer, reason))
+
+    # ------------------------------------------------------------- actions
+
+    def _apply(self, actions: Sequence[Action]) -> None:
+        for action in actions:
+            kind = type(action)
+            if kind is Send:
+                self._send(action)  # type: ignore[arg-type]
+            elif kind is Connect:
+                self._dial(action.peer)  # type: ignore[union-attr]
+            elif kind is Disconnect:
+                self._disconnect(action.peer, action.reason)  # type: ignore[union-attr]
+            elif kind is SetTimer:
+                self._set_timer(action.name, action.at)  # type: ignore[union-attr]
+            elif kind is CancelTimer:
+                handle = self._timers.pop(action.name, None)  # type: ignore[union-attr]
+                if handle is not None:
+                    handle.cancel()
+            elif kind is MembersChanged:
+                self._members = tuple(action.members)  # type: ignore[union-attr]
+                logger.info("members of %s: %s", self.spec.name, ", ".join(self.members()))
+
+    def _set_timer(self, name: str, at: float) -> None:
+        assert self._loop is not None
+        old = self._timers.pop(name, None)
+        if old is not None:
+            old.cancel()
+        self._timers[name] = self._loop.call_at(at, self._fire, name)
+
+    def _fire(self, name: str) -> None:
+        self._timers.pop(name, None)
+        self.handle(TimerFired(name))
+
+    def _send(self, action: Send) -> None:
+        name = action.peer.name
+        dial = self._dials.get(name)
+        if dial is not None:
+            dial.sends.append((action.channel, action.msg))
+        elif self.links.is_connected(name):
+            self._send_now(action.peer, action.channel, action.msg)
+        else:
+            self._dial(action.peer).sends.append((action.channel, action.msg))
+
+    def _send_now(self, peer: NodeSpec, channel: str, msg: Any) -> bool:
+        try:
+            self.links.send(peer.name, channel, MEMBERSHIP_DEST, msg)
+        except (PartisanError, ValueError) as exc:
+            logger.info("membership send to %s failed: %s", peer.name, exc)
+            self._report_unreachable(peer)
+            return False
+        return True
+
+    def _report_unreachable(self, peer: NodeSpec) -> None:
+        assert self._loop is not None
+        # Reported from the loop, not from inside the action list being applied.
+        self._loop.call_soon(self.handle, PeerDown(peer, "unreachable"))
+
+    def _dial(self, spec: NodeSpec) -> _Dial:
+        dial = self._dials.get(spec.name)
+        if dial is not None:
+            return dial
+        dial = self._dials[spec.name] = _Dial(spec)
+        if self.links.is_connected(spec.name):
+            self._loop_call(self._finish_dial, spec.name, None)
+        else:
+            task = asyncio.get_running_loop().create_task(self._connect(spec))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return dial
+
+    def _loop_call(self, fn: Any, *args: Any) -> None:
+        assert self._loop is not None
+        self._loop.call_soon(fn, *args)
+
+    async def _connect(self, spec: NodeSpec) -> None:
+        error: BaseException | None = None
+        try:
+            await self.links.connect(spec, timeout=self.config.handshake_timeout)
+        except (PartisanError, OSError) as exc:
+            error = exc
+        self._finish_dial(spec.name, error)
+
+    def _finish_dial(self, name: str, error: BaseException | None) -> None:
+        dial = self._dials.pop(name, None)
+        if dial is None or self._stopping:
+            return
+        if error is not None:
+            logger.info("dial of %s failed: %s", dial.spec, error)
+            self.handle(PeerDown(dial.spec, "unreachable"))
+            return
+        for channel, msg in dial.sends:
+            if not self._send_now(dial.spec, channel, msg):
+                return
+        if dial.close_reason is not None:
+            self._close(dial.spec, dial.close_reason)
+
+    def _disconnect(self, peer: NodeSpec, reason: DisconnectReason) -> None:
+        name = peer.name
+        if reason is DisconnectReason.FAILED or self._stopping or self._keep_links:
+            return  # a failed link is gone already; a stop closes every link itself
+        if reason is DisconnectReason.LEFT and not self._own_leave:
+            # The peer left (or was removed and will leave): it closes the link
+            # itself, BYE "left" after its last Downs. Closing it from here would
+            # cut those short; the sweep closes it if it never does.
+            return
+        dial = self._dials.get(name)
+        if dial is not None:
+            dial.close_reason = reason  # after the queued sends are out
+            return
+        self._close(peer, reason)
+
+    def _close(self, peer: NodeSpec, reason: DisconnectReason) -> None:
+        name = peer.name
+        if reason is DisconnectReason.VIEW_CHANGE and self.dist.pinned(name):
+            logger.info("keeping pinned link to %s across a view change", name)
+            return
+        if not self.links.is_connected(name):
+            return
+        bye = "left" if reason is DisconnectReason.LEFT else "disconnected"
+        self.links.disconnect(name, reason=bye)
+        if reason is DisconnectReason.VIEW_CHANGE:
+            self.dist.park(peer)
+        else:
+            self.dist.disconnected(name, bye if reason is DisconnectReason.LEFT else reason.value)
+
+    def _sweep(self) -> None:
+        """Close links no view needs: seen unneeded twice in a row and not pinned."""
+        assert self._loop is not None
+        self._sweep_handle = self._loop.call_later(self.config.connection_interval, self._sweep)
+        needed = {spec.name for spec in self.manager.active()} | set(self._dials)
+        unneeded = set()
+        for spec in self.links.peers():
+            name = spec.name
+            if name in needed or name in self.dist.hidden or self.dist.pinned(name):
+                continue
+            if name in self._unneeded:
+                self.links.disconnect(name, reason="disconnected")
+                self.dist.park(spec)
+            else:
+                unneeded.add(name)
+        self._unneeded = unneeded
+
+    def join_actions(self, contact: NodeSpec) -> list[Action]:
+        """Feed `Join(contact)` (after the node dialled it) and carry out the actions."""
+        return self.handle(Join(contact))

@@ -1,0 +1,120 @@
+"""A scriptable full `Node` process for membership tests: ``python -m partisan.testing.membernode``.
+
+It takes the options of ``partisan node start`` (``--manager``, ``--role``,
+``--set hyparview.active_size=2`` ...), prints the same ready line, and obeys
+one JSON command per line on stdin, answering ``{"id", "ok": true, ...}`` (the
+protocol of `partisan.testing.testnode`, so `NodeProcess.request` drives it).
+Closing stdin stops the node gracefully.
+
+Commands: ``join`` (target) · ``leave`` (node, optional) · ``view`` — members,
+nodes, the manager's active and passive views · ``events`` — every
+`NodeUp`/`NodeDown` the application saw, in order · ``exit``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from typing import Any
+
+import partisan
+from partisan.actors.signals import NodeDown, NodeUp
+from partisan.commands.node import (
+    add_node_arguments,
+    config_from_args,
+    configure_logging,
+    ready_line,
+)
+from partisan.node import Node
+
+
+class MemberNode:
+    """Runs the node and answers the harness's commands."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.events: list[dict[str, Any]] = []
+        self.stop = asyncio.Event()
+
+    async def watcher(self) -> None:
+        """The application's view of node transitions (monitor_node for every visible node)."""
+        partisan.monitor_node(None)
+        while True:
+            msg = await partisan.receive()
+            if isinstance(msg, NodeUp):
+                self.events.append({"event": "up", "node": msg.node})
+            elif isinstance(msg, NodeDown):
+                self.events.append({"event": "down", "node": msg.node, "reason": msg.reason})
+
+    async def cmd_join(self, target: str) -> dict[str, Any]:
+        spec = await self.node.join(target)
+        return {"peer": str(spec)}
+
+    async def cmd_leave(self, node: str | None = None) -> None:
+        await self.node.leave(node)
+
+    async def cmd_view(self) -> dict[str, Any]:
+        service = self.node.peer_service
+        manager = service.manager if service is not None else None
+        return {
+            "members": self.node.members(),
+            "nodes": self.node.nodes(),
+            "active": sorted(s.name for s in manager.active()) if manager else [],
+            "passive": sorted(s.name for s in manager.passive()) if manager else [],
+        }
+
+    async def cmd_events(self) -> dict[str, Any]:
+        return {"events": list(self.events)}
+
+    async def cmd_exit(self) -> None:
+        self.stop.set()
+
+    async def execute(self, line: bytes) -> None:
+        ident = None
+        try:
+            request = json.loads(line)
+            ident = request.pop("id")
+            handler = getattr(self, "cmd_" + request.pop("cmd"))
+            answer = {"id": ident, "ok": True, **(await handler(**request) or {})}
+        except Exception as exc:  # reported to the harness, which raises it in the test
+            answer = {"id": ident, "ok": False, "error": type(exc).__name__, "message": str(exc)}
+        print(json.dumps(answer), flush=True)
+
+
+async def _main(config: Any, join: list[str]) -> None:
+    async with Node(config=config) as node:
+        member = MemberNode(node)
+        await partisan.spawn(member.watcher)
+        for contact in join:
+            await node.join(contact)
+        assert node.spec is not None
+        print(ready_line(node.spec), flush=True)
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        tasks: set[asyncio.Task[None]] = set()
+        while not member.stop.is_set():
+            line = await reader.readline()
+            if not line:
+                break
+            task = asyncio.ensure_future(member.execute(line))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        for task in list(tasks):
+            task.cancel()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m partisan.testing.membernode")
+    add_node_arguments(parser)
+    args = parser.parse_args(argv)
+    config = config_from_args(args)
+    configure_logging(config)
+    asyncio.run(_main(config, list(args.join or [])))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
