@@ -55,11 +55,10 @@ from partisan.transport.receive import Receiver
 from partisan.transport.session import InboundLane
 from partisan.transport.sockets import make_router, raise_nofile_limit
 from partisan.transport.statistics import (
-    ChannelStatistics,
     LinkStatistics,
     PeerCounters,
-    PeerStatistics,
     freeze_rejected,
+    snapshot_peer,
 )
 
 __all__ = ["LinkHandler", "Links"]
@@ -449,40 +448,13 @@ class Links(Handshake, Detection, Receiver, CreditReturn, Outbound):
 
     def statistics(self) -> LinkStatistics:
         """An immutable snapshot of every peer's counters."""
-        records = []
-        for name, counters in sorted(self._counters.items()):
-            peer = self._peers.get(name)
-            live = peer is not None and peer.up_reported and not peer.closing
-            queued = peer.queued() if peer is not None else (0, 0)
-            lanes_open: Counter[str] = Counter()
-            if peer is not None:
-                for channel, _ in peer.lanes:
-                    lanes_open[channel] += 1
-            channels = tuple(
-                ChannelStatistics(
-                    channel, values[0], values[1], values[2], values[3], lanes_open[channel]
-                )
-                for channel, values in sorted(counters.channels.items())
-            )
-            records.append(
-                PeerStatistics(
-                    name=name,
-                    connected=live,
-                    incarnation=peer.spec.incarnation if peer and peer.spec else None,
-                    hidden=peer.hidden if peer else False,
-                    sessions=counters.sessions,
-                    reconnects=max(0, counters.sessions - 1),
-                    queue_messages=queued[0],
-                    queue_bytes=queued[1],
-                    outstanding_bytes=peer.budget.outstanding if peer else 0,
-                    rejects=counters.rejects,
-                    dropped=counters.dropped,
-                    channels=channels,
-                )
-            )
+        records = tuple(
+            snapshot_peer(name, counters, self._peers.get(name))
+            for name, counters in sorted(self._counters.items())
+        )
         return LinkStatistics(
             node=self.name,
-            peers=tuple(records),
+            peers=records,
             rejected=freeze_rejected(self._rejected),
             refused=self._refused,
             handshakes=self._handshakes,

@@ -10,12 +10,17 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # peer.py imports this module
+    from partisan.transport.peer import Peer
 
 __all__ = [
     "ChannelStatistics",
     "LinkStatistics",
     "PeerCounters",
     "PeerStatistics",
+    "snapshot_peer",
 ]
 
 # Slots of a channel counter list.
@@ -120,3 +125,31 @@ class PeerCounters:
 def freeze_rejected(counter: Counter[str]) -> dict[str, int]:
     """A copy of the rejection counter for a snapshot (plain dict: `dataclasses.asdict` works)."""
     return dict(counter)
+
+
+def snapshot_peer(name: str, counters: PeerCounters, peer: Peer | None) -> PeerStatistics:
+    """Freeze one peer's counters and live state (`peer` is None once it is forgotten)."""
+    live = peer is not None and peer.up_reported and not peer.closing
+    queued = peer.queued() if peer is not None else (0, 0)
+    lanes_open: Counter[str] = Counter()
+    if peer is not None:
+        for channel, _ in peer.lanes:
+            lanes_open[channel] += 1
+    channels = tuple(
+        ChannelStatistics(channel, values[0], values[1], values[2], values[3], lanes_open[channel])
+        for channel, values in sorted(counters.channels.items())
+    )
+    return PeerStatistics(
+        name=name,
+        connected=live,
+        incarnation=peer.spec.incarnation if peer and peer.spec else None,
+        hidden=peer.hidden if peer else False,
+        sessions=counters.sessions,
+        reconnects=max(0, counters.sessions - 1),
+        queue_messages=queued[0],
+        queue_bytes=queued[1],
+        outstanding_bytes=peer.budget.outstanding if peer else 0,
+        rejects=counters.rejects,
+        dropped=counters.dropped,
+        channels=channels,
+    )
