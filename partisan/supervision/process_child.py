@@ -6,6 +6,7 @@ import asyncio
 from dataclasses import dataclass, field
 
 from partisan.supervision.os_process import OsProcess
+from partisan.supervision.policy import RestartIntensity
 from partisan.supervision.process_spec import ProcessInfo, ProcessSpec, ProcessState
 
 __all__ = ["ChildRecord"]
@@ -24,6 +25,8 @@ class ChildRecord:
     started_at: float | None = None
     last_exit: str | None = None
     watcher: asyncio.Task[None] | None = None
+    #: This child's own restart intensity (a supervisor with ``escalate=False``).
+    intensity: RestartIntensity | None = None
 
     def info(self) -> ProcessInfo:
         """An immutable snapshot (what `which_children` returns)."""

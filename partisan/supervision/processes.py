@@ -21,11 +21,19 @@ An unexpected exit is seen the moment it happens (pidfd readable) and, per
 the child's restart type (permanent: always; transient: unless it exited 0;
 temporary: never, and it is forgotten), the child is restarted at once as a
 new incarnation *on the port it reported*, by substituting ``{port}`` in its
-argv. Each restart is counted against OTP's intensity (default: more than 1
-restart in 5 s is too many); exceeding it makes the supervisor give up: it
-stops every child in reverse order and finishes with a ``shutdown`` reason
-(`wait()` returns it), as an OTP supervisor escalates to its parent. A restart
-whose child fails before its ready line counts as another crash.
+argv (or through `command_for`, which may also rebuild the argv, e.g. to join
+whichever peers are up now). Each restart is counted against OTP's intensity
+(default: more than 1 restart in 5 s is too many); exceeding it makes the
+supervisor give up: it stops every child in reverse order and finishes with a
+``shutdown`` reason (`wait()` returns it), as an OTP supervisor escalates to
+its parent. A restart whose child fails before its ready line counts as
+another crash.
+
+``escalate=False`` changes the last rule for a set of *peers*, such as the
+nodes of a local cluster: each child gets its own intensity, and a child past
+it stays down (TERMINATED, `last_exit` says why) while the supervisor and
+every other child carry on. Killing half a cluster at once must not tear the
+other half down, which OTP's shared 1-in-5 s default would do.
 
 Only one_for_one applies to processes: nodes of a cluster are peers, not a
 pipeline, and the actor `Supervisor` offers the other strategies.
@@ -39,7 +47,7 @@ import logging
 import signal
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 
 from partisan.supervision.errors import StartChildError, SupervisorError
@@ -95,6 +103,8 @@ class ProcessSupervisor:
         clock: Callable[[], float] = time.monotonic,
         history: int = 1000,
         start_concurrency: int = 1,
+        escalate: bool = True,
+        command_for: Callable[[ProcessSpec, int], Sequence[str]] | None = None,
     ) -> None:
         self._initial = list(specs)
         if start_concurrency < 1:
@@ -104,6 +114,9 @@ class ProcessSupervisor:
         self._start_concurrency = start_concurrency
         self._children: dict[str, ChildRecord] = {}
         self._intensity = RestartIntensity(intensity, period)
+        self._limits = (intensity, period)
+        self._escalate = escalate
+        self._command_for = command_for
         self._clock = clock
         self._lock = asyncio.Lock()
         self._listeners: list[Callable[[ProcessEvent], None]] = []
@@ -291,9 +304,12 @@ class ProcessSupervisor:
         spec = child.spec
         child.state = ProcessState.STARTING
         try:
-            proc = OsProcess.spawn(
-                spec.command(child.port), env=spec.env, cwd=spec.cwd, stderr_path=spec.stderr_path
+            argv = (
+                spec.command(child.port)
+                if self._command_for is None
+                else list(self._command_for(spec, child.port))
             )
+            proc = OsProcess.spawn(argv, env=spec.env, cwd=spec.cwd, stderr_path=spec.stderr_path)
         except OSError as exc:  # no such program, bad cwd, unwritable stderr_path...
             child.state = ProcessState.TERMINATED
             self._emit(ProcessStartFailed(spec.id, str(exc)))
@@ -344,7 +360,7 @@ class ProcessSupervisor:
         reason = exit_reason(code)
         child.last_exit = reason
         restart = should_restart(child.spec.restart, "normal" if code == 0 else reason)
-        within = restart and self._intensity.add(self._clock())
+        within = restart and self._intensity_of(child).add(self._clock())
         log.warning("child %s (os pid %d) exited: %s", child.spec.id, proc.pid, reason)
         self._emit(ProcessExited(child.spec.id, proc.pid, code, reason, False, within))
         if not restart:
@@ -353,7 +369,7 @@ class ProcessSupervisor:
                 self._children.pop(child.spec.id, None)
             return
         if not within:
-            self._give_up(f"shutdown: child {child.spec.id!r} exceeded the restart intensity")
+            self._exceeded(child)
             return
         child.state = ProcessState.RESTARTING
         try:
@@ -376,12 +392,30 @@ class ProcessSupervisor:
                 except StartChildError as exc:
                     log.warning("restart of %s failed: %s", child.spec.id, exc.reason)
                     child.state = ProcessState.RESTARTING
-                    if not self._intensity.add(self._clock()):
-                        child.state = ProcessState.TERMINATED
-                        self._give_up(
-                            f"shutdown: child {child.spec.id!r} exceeded the restart intensity"
-                        )
+                    if not self._intensity_of(child).add(self._clock()):
+                        self._exceeded(child)
                         return
+
+    def _intensity_of(self, child: ChildRecord) -> RestartIntensity:
+        """The intensity a restart of `child` counts against: shared, or the child's own."""
+        if self._escalate:
+            return self._intensity
+        if child.intensity is None:
+            child.intensity = RestartIntensity(*self._limits)
+        return child.intensity
+
+    def _exceeded(self, child: ChildRecord) -> None:
+        """`child` restarted too often: give up (escalate) or leave only it down."""
+        child.state = ProcessState.TERMINATED
+        if self._escalate:
+            self._give_up(f"shutdown: child {child.spec.id!r} exceeded the restart intensity")
+            return
+        intensity, period = self._limits
+        child.last_exit = (
+            f"{child.last_exit or 'crashed'}; left down after more than "
+            f"{intensity} restarts in {period:g} s"
+        )
+        log.error("child %s: %s", child.spec.id, child.last_exit)
 
     def _give_up(self, reason: str) -> None:
         log.error("process supervisor giving up: %s", reason)

@@ -215,6 +215,41 @@ async def test_gives_up_after_intensity_and_stops_everyone(no_orphans: list[int]
 
 @pytest.mark.timeout(30)
 @run_async
+async def test_per_child_limits_leave_only_that_child_down(no_orphans: list[int]) -> None:
+    """escalate=False: killing every child at once restarts each; a child past its own limit stays down."""
+    sup = ProcessSupervisor(
+        [spec("n1"), spec("n2"), spec("n3")], intensity=1, period=30, escalate=False
+    )
+    rec = Recorder(sup)
+    await sup.start()
+    try:
+        no_orphans.extend(i.os_pid for i in sup.which_children() if i.os_pid)
+        for name in ("n1", "n2", "n3"):  # three crashes at once: a shared 1-in-30 s would give up
+            sup.kill_child(name)
+        await wait_until(lambda: len(rec.of(ProcessStarted)) == 6, 3 * RESTART_DEADLINE, "restarts")
+        no_orphans.extend(i.os_pid for i in sup.which_children() if i.os_pid)
+        sup.kill_child("n2")  # n2's second crash within its period: only n2 stays down
+        await wait_until(
+            lambda: sup.which_children()[1].state is ProcessState.TERMINATED, 10, "n2 left down"
+        )
+        states = {i.id: i.state for i in sup.which_children()}
+        assert not sup.stopped
+        assert states == {
+            "n1": ProcessState.RUNNING,
+            "n2": ProcessState.TERMINATED,
+            "n3": ProcessState.RUNNING,
+        }
+        assert "left down" in (sup.which_children()[1].last_exit or "")
+        await sup.restart_child("n2")  # an operator's restart is not a crash
+        assert sup.which_children()[1].state is ProcessState.RUNNING
+        no_orphans.extend(i.os_pid for i in sup.which_children() if i.os_pid)
+    finally:
+        await sup.stop()
+    assert gone(no_orphans)
+
+
+@pytest.mark.timeout(30)
+@run_async
 async def test_transient_and_temporary_rules(no_orphans: list[int]) -> None:
     sup = ProcessSupervisor(intensity=5, period=10)
     rec = Recorder(sup)
