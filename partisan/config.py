@@ -163,6 +163,8 @@ class Config:
     insecure: bool = False
     allow_remote_insecure: bool = False
     log_file: str | None = None
+    #: Append JSON-lines records of starts, peers and view changes here (partisan/eventlog.py).
+    event_log: str | None = None
     log_level: str = "INFO"
     hyparview: HyParViewConfig = field(default_factory=HyParViewConfig)
     plumtree: PlumtreeConfig = field(default_factory=PlumtreeConfig)
@@ -219,8 +221,8 @@ class Config:
             seen.add(spec.name)
         if self.insecure and not self.allow_remote_insecure and not _is_loopback(self.host):
             raise ConfigError(
-                f"host: {self.host!r} is not a loopback address and insecure=True; "
-                "insecure nodes bind loopback only unless allow_remote_insecure=True"
+                f"host: {self.host!r} is not a loopback address; an insecure node (--insecure) "
+                "binds loopback only unless allow_remote_insecure is set (--allow-remote-insecure)"
             )
 
     # ------------------------------------------------------------------ views

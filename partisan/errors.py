@@ -8,6 +8,7 @@ logs and drops without ever letting it crash a node.
 from __future__ import annotations
 
 __all__ = [
+    "BindError",
     "CallExit",
     "CallTimeout",
     "ConfigError",
@@ -18,6 +19,7 @@ __all__ = [
     "ProtocolError",
     "ReceiveTimeout",
     "SpawnError",
+    "UserCodeError",
 ]
 
 
@@ -80,6 +82,21 @@ class ReceiveTimeout(PartisanError):
 
 class ConfigError(PartisanError, ValueError):
     """A configuration value is invalid; the message names field, value and what is allowed."""
+
+
+class BindError(PartisanError):
+    """The node cannot listen on its address (port in use, address not local, ...).
+
+    `errno` is the operating system's error number (e.g. ``errno.EADDRINUSE``).
+    """
+
+    def __init__(self, message: str, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
+
+
+class UserCodeError(PartisanError):
+    """The application's code named on the command line (``--import``, ``--run``) cannot load."""
 
 
 class ProtocolError(PartisanError):

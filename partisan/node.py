@@ -39,11 +39,22 @@ from partisan.actors.remote import Distribution
 from partisan.actors.runtime import Runtime, RuntimeStatistics
 from partisan.config import Config
 from partisan.errors import JoinRefused
+from partisan.eventlog import EventLog, start_event_log
 from partisan.identity import NodeSpec, Pid
 
-__all__ = ["Node", "NodeStatistics", "run"]
+__all__ = ["Node", "NodeStatistics", "node_of", "run"]
 
 logger = logging.getLogger(__name__)
+
+#: Running nodes by their runtime's id: code running *in* a node (an rpc, an
+#: actor) finds its `Node` through `node_of(current().runtime)`.
+_running: dict[int, Node] = {}
+
+
+def node_of(runtime: Runtime) -> Node | None:
+    """The started `Node` that owns `runtime`, or None (not a Node's, or stopped)."""
+    node = _running.get(id(runtime))
+    return node if node is not None and node.runtime is runtime else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +109,8 @@ class Node:
         self._leaving = False
         #: The membership driver (None for a hidden node or a custom transport).
         self.peer_service: Any = None
+        #: The JSON-lines event log (`config.event_log`; None when off).
+        self.event_log: EventLog | None = None
 
     # ----------------------------------------------------------- lifecycle
 
@@ -137,12 +150,16 @@ class Node:
         dist.links = links
         self.spec = await links.start()
         self.runtime, self.dist, self.links = runtime, dist, links
+        _running[id(runtime)] = self
+        self.event_log = start_event_log(self.config, self.spec, self.incarnation)
         if self._links_factory is None and not self.config.hidden:
             from partisan.peer_service import PeerService
 
             # The service needs the bound spec; no peer knows our port before
             # `start` returns, so no session can have begun on the plain handler.
-            self.peer_service = PeerService(self.config, self.spec, dist, links)
+            self.peer_service = PeerService(
+                self.config, self.spec, dist, links, event_log=self.event_log
+            )
             links.handler = self.peer_service
             self.peer_service.start()
         set_default_runtime(runtime, True)
@@ -190,10 +207,15 @@ class Node:
             await self.links.close(flush_timeout=max(0.0, deadline - loop.time()))
         finally:
             set_default_runtime(runtime, False)
+            if _running.get(id(runtime)) is self:
+                del _running[id(runtime)]
             if self._token is not None:
                 with contextlib.suppress(ValueError):  # entered in another context
                     _current.reset(self._token)
                 self._token = None
+            if self.event_log is not None:
+                self.event_log.write("node.stop", reason="shutdown")
+                self.event_log.close()
         logger.info("node %s stopped", self.name)
 
     async def __aenter__(self) -> Node:

@@ -45,6 +45,7 @@ from typing import Any
 
 from partisan.config import Config
 from partisan.errors import PartisanError
+from partisan.eventlog import EventLog, ViewTracker, leave_reasons
 from partisan.identity import NodeSpec
 from partisan.membership.registry import create_manager
 from partisan.membership.types import (
@@ -96,6 +97,7 @@ class PeerService:
         links: Any,
         *,
         rng: random.Random | None = None,
+        event_log: EventLog | None = None,
     ) -> None:
         self.config = config
         self.spec = spec
@@ -115,13 +117,19 @@ class PeerService:
         #: True during a graceful stop: `Links.close` closes every link after the flush.
         self._keep_links = False
         self.drops: dict[str, int] = {}
+        #: The node's event log (None: off, and the view diffs below cost nothing).
+        self.event_log = event_log
+        self._views = ViewTracker(event_log, spec.name) if event_log is not None else None
 
     # ------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
         """Arm the manager's timers and the sweep of unneeded links."""
         self._loop = asyncio.get_running_loop()
-        self._apply(self.manager.start(self._loop.time()))
+        actions = self.manager.start(self._loop.time())
+        self._apply(actions)
+        if self._views is not None:
+            self._record_views(None, actions)
         self._sweep_handle = self._loop.call_later(self.config.connection_interval, self._sweep)
 
     def leave_for_stop(self) -> None:
@@ -181,7 +189,20 @@ class PeerService:
             self._apply(actions)
         finally:
             self._own_leave = False
+        if self._views is not None:
+            self._record_views(event, actions)
         return actions
+
+    def _record_views(self, event: Event | None, actions: Sequence[Action]) -> None:
+        """Event log: what this step changed in the members, active and passive views."""
+        views = self._views
+        assert views is not None
+        try:
+            if any(type(action) is MembersChanged for action in actions):
+                views.members_changed(self._members, leave_reasons(event, actions, views.members))
+            views.views_changed(self.manager.active(), self.manager.passive())
+        except Exception:  # the log must never take the membership driver down
+            logger.exception("event log: recording the views failed")
 
     def on_message(self, sender: NodeSpec, channel: str, dest: str, payload: object) -> None:
         """LinkHandler: membership frames to the manager, the rest to the runtime."""
@@ -195,10 +216,16 @@ class PeerService:
     def on_peer_up(self, peer: NodeSpec, hidden: bool) -> None:
         self.dist.on_peer_up(peer, hidden)
         if not hidden:
+            if self.event_log is not None:
+                self.event_log.write("peer.up", peer=peer.name, peer_incarnation=peer.incarnation)
             self.handle(PeerUp(peer))
 
     def on_peer_down(self, peer: NodeSpec, reason: str) -> None:
         hidden = peer.name in self.dist.hidden
+        if not hidden and self.event_log is not None:
+            self.event_log.write(
+                "peer.down", peer=peer.name, peer_incarnation=peer.incarnation, reason=reason
+            )
         if reason == "disconnected" and not self.dist.pinned(peer.name):
             self.dist.park(peer)  # the peer closed a healthy link on purpose: no NodeDown
         else:

@@ -26,7 +26,16 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["config_from_args", "ready_line", "register", "serve", "stop_signals"]
+__all__ = [
+    "add_node_arguments",
+    "config_from_args",
+    "join_with_retry",
+    "ready_line",
+    "register",
+    "serve",
+    "stop_signals",
+    "usage_error",
+]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +50,26 @@ def register(subparsers: Any) -> None:
         description=__doc__.split("\n\n")[1] if __doc__ else None,
     )
     add_node_arguments(start)
+    start.add_argument(
+        "--join-timeout",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="retry --join for up to S seconds (default 0: one try)",
+    )
+    start.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import this module of yours before serving (repeatable)",
+    )
+    start.add_argument(
+        "--run",
+        metavar="MODULE:FUNCTION",
+        help="call this entry point once the node is ready (a coroutine runs as a task)",
+    )
     start.set_defaults(func=_start)
     node.set_defaults(func=lambda args: node.print_help(sys.stderr) or 2)
 
@@ -61,6 +90,9 @@ def add_node_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--parallelism", type=int, help="lanes of the default channel")
     parser.add_argument("--config", dest="config_file", help="TOML config file")
     parser.add_argument("--log-file", help="write this node's log here")
+    parser.add_argument(
+        "--event-log", metavar="FILE", help="append JSON-lines records of peer and view events"
+    )
     parser.add_argument("--hidden", action="store_true", default=None, help="a hidden node")
     parser.add_argument("--insecure", action="store_true", default=None, help="no CURVE (loud)")
     parser.add_argument(
@@ -94,6 +126,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         "channels": args.channels,
         "parallelism": args.parallelism,
         "log_file": args.log_file,
+        "event_log": getattr(args, "event_log", None),
         "hidden": args.hidden,
         "insecure": args.insecure,
         "allow_remote_insecure": args.allow_remote_insecure,
@@ -120,14 +153,55 @@ def ready_line(spec: Any) -> str:
 
 
 def configure_logging(config: Any) -> None:
-    """Log to the node's own file when one is given (CONTRACT: a file per node)."""
+    """Log to the node's own file when one is given (CONTRACT: a file per node).
+
+    The handlers already installed (the CLI's stderr) keep the threshold the
+    root logger had, so ``--log-file`` does not also pour INFO onto stderr.
+    """
     if not config.log_file:
         return
     handler = logging.FileHandler(config.log_file)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
+    for existing in root.handlers:
+        if existing.level == logging.NOTSET:
+            existing.setLevel(root.level)
     root.addHandler(handler)
     root.setLevel(config.log_level.upper())
+
+
+def check_keys(config: Any) -> None:
+    """Fail early, in CLI words, when the node's CURVE keys are missing.
+
+    The library's own messages name Python keywords; a user of ``partisan
+    node start`` needs the flag and a command that works as written.
+    """
+    from partisan.errors import ConfigError
+    from partisan.transport.keys import PRIVATE_DIR, PUBLIC_DIR, secret_key_path
+
+    if config.insecure:
+        return
+    name = config.name
+    if config.key_dir is None:
+        raise ConfigError(
+            "no key directory: CURVE is on by default; create keys with "
+            f"'partisan keys new DIR --node {name}' and pass --keys DIR, "
+            "or pass --insecure (no encryption, loopback only)"
+        )
+    root = config.key_dir
+    if not (
+        os.path.isdir(os.path.join(root, PUBLIC_DIR))
+        and os.path.isdir(os.path.join(root, PRIVATE_DIR))
+    ):
+        raise ConfigError(
+            f"no key directory at {root}; create one with "
+            f"'partisan keys new {root} --node {name}', or pass --insecure"
+        )
+    if not secret_key_path(root, name).exists():
+        raise ConfigError(
+            f"no secret key for node {name!r} in {root}; create one with "
+            f"'partisan keys add {root} {name}'"
+        )
 
 
 def stop_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> Callable[[], None]:
@@ -188,36 +262,102 @@ async def serve(
     join: Sequence[str] = (),
     *,
     on_ready: Callable[[str], None] = lambda line: print(line, flush=True),
+    join_timeout: float = 0.0,
+    entry_point: tuple[str, Callable[[], Any]] | None = None,
 ) -> int:
     """Run a node until SIGTERM/SIGINT or stdin EOF; return the exit code.
 
-    Prints the ready line through `on_ready` once the node listens and every
-    `join` contact answered (a refused or silent contact is logged; the node
-    keeps serving).
+    Prints the ready line through `on_ready` once the node listens and joined
+    every `join` contact, then calls `entry_point` (``(label, fn)``, see
+    `userapp.start_entry_point`). A contact that cannot be joined within
+    `join_timeout` seconds (0: one try) stops the node and raises
+    `PartisanError` ("could not join ..."): a node that was asked to join a
+    cluster and serves alone would be a silent split.
     """
-    from partisan.errors import PartisanError
     from partisan.node import Node
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     undo = stop_signals(loop, stop)
     node = Node(config=config)
+    task = None
     try:
         await node.start()
         for contact in join:
-            try:
-                await node.join(contact)
-            except PartisanError as exc:
-                log.error("could not join %s: %s", contact, exc)
+            await join_with_retry(node, contact, join_timeout)
         on_ready(ready_line(node.spec))
+        if entry_point is not None:
+            from partisan.commands.userapp import start_entry_point
+
+            task = start_entry_point(entry_point[1], entry_point[0])
         await stop.wait()
     finally:
         undo()
+        if task is not None and not task.done():
+            task.cancel()
         await node.stop()
     return 0
 
 
+async def join_with_retry(node: Any, contact: str, timeout: float) -> None:
+    """Join `contact`, retrying (0.2 s backoff doubling to 1 s) until `timeout` s passed.
+
+    Every attempt waits at most the remaining time. Raises `PartisanError`
+    naming the contact and the last reason once the time is up (after one
+    attempt when `timeout` is 0).
+    """
+    from partisan.errors import PartisanError
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    delay = 0.2
+    while True:
+        remaining = deadline - loop.time()
+        attempt = node.config.handshake_timeout
+        if timeout > 0:
+            attempt = max(0.1, min(attempt, remaining))
+        try:
+            await node.join(contact, timeout=attempt)
+            return
+        except PartisanError as exc:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise PartisanError(f"could not join {contact}: {exc}") from None
+            log.info("join of %s failed (%s); retrying for %.1f s more", contact, exc, remaining)
+        await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
+        delay = min(delay * 2, 1.0)
+
+
+def usage_error(message: str) -> int:
+    """Print one argparse-style usage error line and return exit code 2."""
+    print(f"partisan node start: error: {message}", file=sys.stderr)
+    return 2
+
+
 def _start(args: argparse.Namespace) -> int:
+    from partisan.commands.userapp import import_modules, load_entry_point, parse_entry_point
+    from partisan.identity import NodeSpec
+
+    for contact in args.join:
+        try:
+            NodeSpec.parse(contact)
+        except ValueError as exc:
+            return usage_error(f"argument --join: {exc}")
+    if args.join_timeout < 0:
+        return usage_error(f"argument --join-timeout: {args.join_timeout} is negative")
+    entry: tuple[str, str] | None = None
+    if args.run is not None:
+        try:
+            entry = parse_entry_point(args.run)
+        except ValueError as exc:
+            return usage_error(f"argument --run: {exc}")
     config = config_from_args(args)
+    check_keys(config)
     configure_logging(config)
-    return asyncio.run(serve(config, args.join))
+    import_modules(args.imports)
+    entry_point = None
+    if entry is not None:
+        entry_point = (args.run, load_entry_point(*entry))
+    return asyncio.run(
+        serve(config, args.join, join_timeout=args.join_timeout, entry_point=entry_point)
+    )

@@ -138,6 +138,7 @@ class Handshake(LinksCore):
             key_owner=key_owner,
             secure=self.keystore is not None,
             local_role=self.config.role,
+            local_hidden=self.hidden,
         )
         if reason is not None:
             self._refuse(rid, reason, session)
@@ -249,7 +250,8 @@ class Handshake(LinksCore):
             error = f"{peer.address} answered as {welcome.name!r}, not {peer.name!r} (did another node take the address?)"
         elif peer.spec is not None and peer.spec.incarnation != welcome.incarnation:
             error = f"{peer.name} restarted during the handshake"
-        elif welcome.manager != self.config.manager:
+        elif welcome.manager != self.config.manager and not (self.hidden or welcome.hidden):
+            # A hidden node (an observer) may watch a cluster of any manager.
             error = f"manager mismatch: {peer.name} runs {welcome.manager}, {self.name} runs {self.config.manager}"
         if error is not None:
             self._teardown(peer, "unreachable", notify=peer.up_reported, error=JoinRefused(error))

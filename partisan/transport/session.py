@@ -174,13 +174,16 @@ def refusal(
     key_owner: str | None,
     secure: bool,
     local_role: str | None = None,
+    local_hidden: bool = False,
 ) -> str | None:
     """Why a HELLO must be refused, or None to accept it.
 
     `key_owner` is the node name the peer's authenticated CURVE key belongs to
     (None when the key is not listed); it is ignored when not `secure`. Under
-    the client-server manager two clients may not join each other; a hidden
-    peer (a tool, a test) is exempt, as it never enters a view.
+    the client-server manager two clients may not join each other. A hidden
+    peer (a tool, a test, the ``partisan cluster`` observer) is exempt from
+    that and from the manager check, as it never enters a view; so is any
+    peer when we are hidden ourselves (`local_hidden`).
     """
     if hello.wire_version != wire_version:
         return f"wire version mismatch: {hello.name} speaks {hello.wire_version}, {local_name} speaks {wire_version}"
@@ -197,7 +200,7 @@ def refusal(
             f"this address is node {local_name!r}, not {hello.target!r} "
             "(did another node take the address?)"
         )
-    if hello.manager != local_manager:
+    if hello.manager != local_manager and not (hello.hidden or local_hidden):
         return f"manager mismatch: {hello.name} runs {hello.manager}, {local_name} runs {local_manager}"
     if local_manager == "client-server" and not hello.hidden:
         return join_refusal(hello.role, local_role)

@@ -23,6 +23,7 @@ Why each option (reliability.md §1, §4):
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import resource
 from typing import Any
@@ -30,6 +31,7 @@ from typing import Any
 import zmq
 
 from partisan.config import Config
+from partisan.errors import BindError
 from partisan.transport.keys import KeyStore
 
 __all__ = [
@@ -104,11 +106,19 @@ def make_router(
         host = f"[{config.host}]" if ":" in config.host else config.host
         if ":" in config.host:
             sock.setsockopt(zmq.IPV6, 1)
-        if config.port:
-            sock.bind(f"tcp://{host}:{config.port}")
-            port = config.port
-        else:
-            port = sock.bind_to_random_port(f"tcp://{host}")
+        try:
+            if config.port:
+                sock.bind(f"tcp://{host}:{config.port}")
+                port = config.port
+            else:
+                port = sock.bind_to_random_port(f"tcp://{host}")
+        except zmq.ZMQError as exc:
+            # One readable line for the CLI, not a ZeroMQ traceback.
+            where = f"{host}:{config.port}" if config.port else f"any port of {host}"
+            detail = zmq.strerror(exc.errno) if exc.errno else str(exc)
+            if exc.errno == errno.EADDRINUSE:
+                detail += " (is another node running there? --port 0 picks a free port)"
+            raise BindError(f"cannot listen on {where}: {detail}", exc.errno) from None
     except BaseException:
         sock.close(linger=0)
         raise

@@ -55,7 +55,7 @@ def test_node_start_exits_when_its_stdin_closes() -> None:
     [
         (["--set", "heartbeat_timeout=soon"], "heartbeat_timeout"),
         (["--insecure", "--host", "0.0.0.0"], "not a loopback address"),
-        (["--keys", "/nonexistent/keys"], "no secret key for node 'x'"),
+        (["--keys", "/nonexistent/keys"], "partisan keys new /nonexistent/keys --node x"),
     ],
 )
 def test_node_start_with_a_bad_option_exits_1_with_one_line(args: list[str], message: str) -> None:

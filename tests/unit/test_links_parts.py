@@ -264,6 +264,25 @@ def test_client_server_refuses_client_client_joins_at_hello(
     assert reason == expected if expected is None else expected in str(reason)
 
 
+def test_a_hidden_peer_or_a_hidden_listener_is_exempt_from_the_manager_check() -> None:
+    # An observer (hidden, default manager) may watch a cluster of any manager.
+    assert _refusal(_greeting(manager="hyparview", hidden=True)) is None
+    as_hidden = refusal(
+        _greeting(manager="hyparview"),
+        local_name="b",
+        local_incarnation=20,
+        local_manager="full-mesh",
+        wire_version=WIRE_VERSION,
+        key_owner="a",
+        secure=True,
+        local_hidden=True,
+    )
+    assert as_hidden is None
+    # The exemption is only for the manager: a hidden peer's key is still checked.
+    reason = _refusal(_greeting(manager="hyparview", hidden=True), key_owner="m")
+    assert reason is not None and "belongs to 'm'" in reason
+
+
 def test_refusal_payload_round_trips() -> None:
     assert decode_refusal(encode_refusal("because", 7)) == ("because", 7)
     with pytest.raises(ProtocolError):
