@@ -102,7 +102,8 @@ def neighbour_marks(snapshot: ClusterSnapshot, node: NodeStatus) -> list[Neighbo
         dead = peer is None or not peer.live
         one_way = peer is None or node.name not in peer.neighbours(snapshot.manager)
         marks.append(NeighbourMark(name, one_way, dead))
-    return sorted(marks, key=lambda m: (m.dead, m.one_way))  # stable: keeps display order
+    # Stable sort: display order within each group; a dead peer never points back anyway.
+    return sorted(marks, key=lambda m: (m.dead, m.one_way and not m.dead))
 
 
 # ---------------------------------------------------------------- JSON
