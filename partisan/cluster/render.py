@@ -165,7 +165,7 @@ def node_rows(
     `node_table` share these rows so the two cannot disagree.
     """
     degrees = _in_degrees(snapshot)
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for n in display_nodes(snapshot):
         rate_in, rate_out = _rates(n, previous, snapshot.taken_at)
         glyph = STATE_GLYPHS[n.state][0]
