@@ -11,6 +11,7 @@ __all__ = [
     "BindError",
     "CallExit",
     "CallTimeout",
+    "ClusterError",
     "ConfigError",
     "JoinRefused",
     "NotConnected",
@@ -101,3 +102,7 @@ class UserCodeError(PartisanError):
 
 class ProtocolError(PartisanError):
     """A peer sent bytes that do not decode; counted and dropped, never fatal."""
+
+
+class ClusterError(PartisanError):
+    """A ``partisan cluster`` verb cannot proceed: no cluster in DIR, one already running, an unknown node."""

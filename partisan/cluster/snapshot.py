@@ -33,12 +33,12 @@ __all__ = [
     "Health",
     "NodeState",
     "NodeStatus",
+    "name_order",
     "node_from_json",
     "node_to_json",
     "snapshot_from_json",
     "snapshot_to_json",
     "sorted_names",
-    "name_order",
 ]
 
 #: Version of the ``status --json`` document.
@@ -250,9 +250,7 @@ def snapshot_from_json(obj: Mapping[str, Any]) -> ClusterSnapshot:
             last_repair_s=h.get("last_repair_s"),
         ),
         taken_at=float(obj.get("taken_at") or 0.0),
-        configured_links=tuple(
-            (str(a), str(b)) for a, b in (obj.get("configured_links") or ())
-        ),
+        configured_links=tuple((str(a), str(b)) for a, b in (obj.get("configured_links") or ())),
     )
 
 

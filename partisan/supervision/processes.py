@@ -1,42 +1,24 @@
 """Supervise node OS processes with OTP's vocabulary (a one_for_one supervisor of processes).
 
-Theory of operation
--------------------
-Each child is an OS process started from a `ProcessSpec` (see
-`partisan.supervision.os_process` for how it is spawned and watched). The
-protocol between supervisor and child is small and is what
-``partisan node start`` speaks:
+Theory of operation (docs/supervision.md, "Node-process supervisor", says more)
+-------------------------------------------------------------------------------
+Each child is an OS process started from a `ProcessSpec` (spawned and watched
+by `partisan.supervision.os_process`). It prints ONE JSON ready line on stdout
+once it serves (its ``address`` gives its port) and runs until SIGTERM or
+until its stdin reaches EOF. We hold the write end of that pipe for the
+child's whole life, so when this supervisor dies (even ``kill -9``) every
+child exits: nothing is orphaned.
 
-* the child prints ONE JSON ready line on stdout once it serves; its
-  ``address`` (``host:port``) tells us its port;
-* the child runs until SIGTERM or until its stdin reaches EOF. We hold the
-  write end of that pipe for the child's whole life and never share it, so
-  when this supervisor dies for any reason (even ``kill -9``) the kernel
-  closes it and every child exits: nothing is orphaned.
-
-Children start in order, each once its ready line arrived (OTP's synchronous
-``start_link``), and stop in reverse order, each given its `shutdown` time
-between SIGTERM and SIGKILL (`BRUTAL_KILL`: SIGKILL at once; `INFINITY`: wait).
-An unexpected exit is seen the moment it happens (pidfd readable) and, per
-the child's restart type (permanent: always; transient: unless it exited 0;
-temporary: never, and it is forgotten), the child is restarted at once as a
-new incarnation *on the port it reported*, by substituting ``{port}`` in its
-argv (or through `command_for`, which may also rebuild the argv, e.g. to join
-whichever peers are up now). Each restart is counted against OTP's intensity
-(default: more than 1 restart in 5 s is too many); exceeding it makes the
-supervisor give up: it stops every child in reverse order and finishes with a
-``shutdown`` reason (`wait()` returns it), as an OTP supervisor escalates to
-its parent. A restart whose child fails before its ready line counts as
-another crash.
-
-``escalate=False`` changes the last rule for a set of *peers*, such as the
-nodes of a local cluster: each child gets its own intensity, and a child past
-it stays down (TERMINATED, `last_exit` says why) while the supervisor and
-every other child carry on. Killing half a cluster at once must not tear the
-other half down, which OTP's shared 1-in-5 s default would do.
-
-Only one_for_one applies to processes: nodes of a cluster are peers, not a
-pipeline, and the actor `Supervisor` offers the other strategies.
+An unexpected exit is seen the moment it happens (pidfd) and, per the child's
+restart type, the child is restarted at once as a new incarnation *on the port
+it reported* (``{port}`` in its argv, or `command_for`, which may also rebuild
+the argv, e.g. to join whichever peers are up now). Restarts count against
+OTP's intensity (default: more than 1 in 5 s is too many); past it the
+supervisor stops every child and `wait()` returns a ``shutdown`` reason, as an
+OTP supervisor escalates. With ``escalate=False`` (peers such as a local
+cluster's nodes) each child has its own intensity and only that child stays
+down. A restart that fails before its ready line counts as another crash.
+Only one_for_one applies: nodes are peers, not a pipeline.
 """
 
 from __future__ import annotations
@@ -103,6 +85,7 @@ class ProcessSupervisor:
         clock: Callable[[], float] = time.monotonic,
         history: int = 1000,
         start_concurrency: int = 1,
+        stop_concurrency: int = 1,
         escalate: bool = True,
         command_for: Callable[[ProcessSpec, int], Sequence[str]] | None = None,
     ) -> None:
@@ -112,6 +95,7 @@ class ProcessSupervisor:
                 f"start_concurrency: invalid value {start_concurrency!r}; expected >= 1"
             )
         self._start_concurrency = start_concurrency
+        self._stop_concurrency = max(1, stop_concurrency)
         self._children: dict[str, ChildRecord] = {}
         self._intensity = RestartIntensity(intensity, period)
         self._limits = (intensity, period)
@@ -138,42 +122,48 @@ class ProcessSupervisor:
         await self.stop()
 
     async def start(self) -> None:
-        """Start the initial specs in order; on a failure stop those started and raise.
-
-        With ``start_concurrency=k`` up to k children start at once (a cluster
-        of 64 nodes need not pay 64 interpreter start-ups in a row); their
-        order in `which_children` and at stop stays the spec order.
-        """
+        """Start the initial specs (in order, or `start_concurrency` at once); on a failure stop all and raise."""
         self._done = asyncio.get_running_loop().create_future()
         try:
             if self._start_concurrency == 1:
                 for spec in self._initial:
                     await self.start_child(spec)
             else:
-                await self._start_concurrently(self._initial)
+                failed = await self.start_children(self._initial)
+                if failed:
+                    raise next(iter(failed.values()))
         except BaseException:
             await self.stop()
             raise
 
-    async def _start_concurrently(self, specs: list[ProcessSpec]) -> None:
+    async def start_children(self, specs: Iterable[ProcessSpec]) -> dict[str, StartChildError]:
+        """Add and start `specs`, up to `start_concurrency` at once; return those that failed.
+
+        Unlike `start_child`, a child that fails to start is kept (TERMINATED;
+        `restart_child` may try again) and the others still start: a local
+        cluster of 64 nodes need not pay 64 interpreter start-ups in a row, nor
+        lose 63 nodes to one bad one. Order in `which_children` and at stop
+        stays the spec order.
+        """
         gate = asyncio.Semaphore(self._start_concurrency)
+        failed: dict[str, StartChildError] = {}
 
         async def launch(child: ChildRecord) -> None:
             async with gate:
-                await self._launch(child)
+                try:
+                    await self._launch(child)
+                except StartChildError as exc:
+                    failed[child.spec.id] = exc
 
         async with self._lock:
-            children = []
-            for spec in specs:
-                if spec.id in self._children:
-                    raise SupervisorError(f"child {spec.id!r} already exists")
-                children.append(
-                    self._children.setdefault(spec.id, ChildRecord(spec, port=spec.port))
-                )
-            results = await asyncio.gather(*map(launch, children), return_exceptions=True)
-        errors = [r for r in results if isinstance(r, BaseException)]
-        if errors:
-            raise errors[0]
+            self._check_alive()
+            specs = list(specs)
+            duplicate = [s.id for s in specs if s.id in self._children]
+            if duplicate:
+                raise SupervisorError(f"child {duplicate[0]!r} already exists")
+            children = [self._children.setdefault(s.id, ChildRecord(s, port=s.port)) for s in specs]
+            await asyncio.gather(*map(launch, children))
+        return failed
 
     async def stop(self, reason: str = "shutdown") -> str:
         """Stop every child in reverse start order; idempotent. Returns the stop reason."""
@@ -425,8 +415,14 @@ class ProcessSupervisor:
         self._give_up_task = task  # a strong reference until it finishes
 
     async def _stop_all(self) -> None:
-        for child in reversed(list(self._children.values())):
-            await self._shutdown(child)
+        """Stop children in reverse order, `stop_concurrency` at a time."""
+        gate = asyncio.Semaphore(self._stop_concurrency)
+
+        async def shutdown(child: ChildRecord) -> None:
+            async with gate:
+                await self._shutdown(child)
+
+        await asyncio.gather(*map(shutdown, reversed(list(self._children.values()))))
 
     async def _shutdown(self, child: ChildRecord) -> None:
         """Stop one child: SIGTERM, its shutdown time, then SIGKILL (caller holds the lock)."""
