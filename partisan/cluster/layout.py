@@ -99,7 +99,7 @@ class ClusterDir:
     def read_state(self) -> dict[str, Any] | None:
         """cluster.json as a dict, or None if there is none; ClusterError if unreadable."""
         try:
-            text = self.state_file.read_text()
+            text = self.state_file.read_bytes()  # json.loads decodes (bad UTF-8: ValueError)
         except FileNotFoundError:
             return None
         except OSError as exc:
