@@ -21,7 +21,12 @@ from partisan.errors import PartisanError
 __all__ = ["COMMANDS", "build_parser", "main"]
 
 #: Subcommand modules, in help order. Later issues append to this list.
-COMMANDS: list[str] = ["partisan.commands.keys", "partisan.commands.sim", "partisan.commands.node"]
+COMMANDS: list[str] = [
+    "partisan.commands.cluster",
+    "partisan.commands.node",
+    "partisan.commands.keys",
+    "partisan.commands.sim",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
