@@ -249,7 +249,7 @@ class ClusterDaemon:
         except StartChildError as exc:
             self._errors[name] = f"did not start: {exc.reason}"
             self._write()
-            raise ClusterError(f"{name} did not start: {exc.reason.splitlines()[0]}") from None
+            raise ClusterError(f"{name} did not start: {str(exc.reason).splitlines()[0]}") from None
 
     def _child(self, name: str) -> ProcessInfo | None:
         for child in self.supervisor.which_children():

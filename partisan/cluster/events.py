@@ -22,6 +22,7 @@ from typing import Any
 __all__ = [
     "TOPOLOGY_EVENTS",
     "EventBatch",
+    "EventTail",
     "follow_events",
     "format_event",
     "last_repair_s",
@@ -134,6 +135,61 @@ def _expand(items: Sequence[Path]) -> list[Path]:
     return out
 
 
+class EventTail:
+    """What a set of event logs gained since the previous `read`: the offsets of a ``tail -F``.
+
+    `follow_events` polls one of these forever; the observer reads one per
+    snapshot, so a long-running view costs only the new bytes, not a re-read
+    of every log every second. `paths` (files, or directories standing for
+    their ``*.jsonl`` files) may be replaced between reads: a file seen for
+    the first time is read from its start, except on the very first read when
+    `from_start` is False (then only what is written afterwards counts). A
+    file that shrank or was replaced (new inode) was rewritten, and is read
+    again from its start. An unterminated last line is left for the next read.
+    """
+
+    def __init__(self, paths: PathLike | Iterable[PathLike], *, from_start: bool = True) -> None:
+        items = [paths] if isinstance(paths, str | os.PathLike) else list(paths)
+        self.paths: list[Path] = [Path(item) for item in items]
+        self.from_start = from_start
+        #: Lines skipped as malformed so far.
+        self.malformed = 0
+        self._offsets: dict[Path, int] = {}
+        self._inodes: dict[Path, int] = {}
+        self._first = True
+
+    def read(self) -> list[Record]:
+        """The complete records written since the previous read, sorted by ``ts``."""
+        batch: list[Record] = []
+        for path in _expand(self.paths):
+            try:
+                stat = path.stat()
+            except OSError:
+                continue
+            size = stat.st_size
+            if path not in self._offsets:
+                self._offsets[path] = 0 if (self.from_start or not self._first) else size
+            if size < self._offsets[path] or self._inodes.get(path, stat.st_ino) != stat.st_ino:
+                self._offsets[path] = 0  # truncated or replaced: a new file under the old name
+            self._inodes[path] = stat.st_ino
+            if size == self._offsets[path]:
+                continue
+            try:
+                with path.open("rb") as handle:
+                    handle.seek(self._offsets[path])
+                    data = handle.read()
+            except OSError:
+                continue
+            # Split on bytes so offsets stay byte offsets even with multi-byte UTF-8.
+            complete = data[: data.rfind(b"\n") + 1]
+            self._offsets[path] += len(complete)
+            found, bad, _ = _parse_text(complete.decode("utf-8", errors="replace"), final=False)
+            batch += found
+            self.malformed += bad
+        self._first = False
+        return _sort(batch)
+
+
 def follow_events(
     paths: PathLike | Iterable[PathLike],
     *,
@@ -145,42 +201,16 @@ def follow_events(
 
     `paths` may name files that do not exist yet, or directories whose
     ``*.jsonl`` files (including ones created later) are all followed. Each
-    poll reads what every file gained, sorts that batch by ``ts`` and yields
-    it; then it waits `poll` seconds (`sleep`, replaceable in tests). A file
-    that shrank or was replaced (new inode) was rewritten, and is read again from its start. Records
-    from different files are only ordered within one poll: a node that
-    flushes late can appear after a later record of another node.
+    poll reads what every file gained (an `EventTail`), sorts that batch by
+    ``ts`` and yields it; then it waits `poll` seconds (`sleep`, replaceable
+    in tests). A file that shrank or was replaced (new inode) was rewritten,
+    and is read again from its start. Records from different files are only
+    ordered within one poll: a node that flushes late can appear after a
+    later record of another node.
     """
-    items = [paths] if isinstance(paths, str | os.PathLike) else list(paths)
-    roots = [Path(item) for item in items]
-    offsets: dict[Path, int] = {}
-    inodes: dict[Path, int] = {}
-    first = True
+    tail = EventTail(paths, from_start=from_start)
     while True:
-        batch: list[Record] = []
-        for path in _expand(roots):
-            try:
-                stat = path.stat()
-            except OSError:
-                continue
-            size = stat.st_size
-            if path not in offsets:
-                offsets[path] = 0 if (from_start or not first) else size
-            if size < offsets[path] or inodes.get(path, stat.st_ino) != stat.st_ino:
-                offsets[path] = 0  # truncated or replaced: a new file under the old name
-            inodes[path] = stat.st_ino
-            if size == offsets[path]:
-                continue
-            with path.open("rb") as handle:
-                handle.seek(offsets[path])
-                data = handle.read()
-            # Split on bytes so offsets stay byte offsets even with multi-byte UTF-8.
-            complete = data[: data.rfind(b"\n") + 1]
-            offsets[path] += len(complete)
-            found, _, _ = _parse_text(complete.decode("utf-8", errors="replace"), final=False)
-            batch += found
-        first = False
-        yield from _sort(batch)
+        yield from tail.read()
         sleep(poll)
 
 
