@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-DEMO_SECONDS ?= 5
+DEMO_SECONDS ?= 20
 
 .PHONY: install test test-unit test-sim test-integration demo bench lint clean
 
@@ -28,8 +28,7 @@ test-integration: $(STAMP)
 	$(PY) -m pytest tests/integration -q
 
 demo: $(STAMP)
-	DEMO_SECONDS=$(DEMO_SECONDS) $(PY) examples/demo.py
-	$(PY) examples/actors_demo.py
+	DEMO_SECONDS=$(DEMO_SECONDS) $(PY) examples/cluster_demo.py
 
 bench: $(STAMP)
 	$(PY) -m benchmarks

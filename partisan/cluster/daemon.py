@@ -175,6 +175,7 @@ class ClusterDaemon:
             shutdown=NODE_SHUTDOWN,
             ready_timeout=self.plan.join_timeout + READY_MARGIN,
             stderr_path=str(self.cluster.node_log(name)),
+            cwd=self.plan.cwd,
         )
 
     def _command_for(self, spec: ProcessSpec, port: int) -> list[str]:

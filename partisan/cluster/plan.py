@@ -63,6 +63,8 @@ class ClusterPlan:
     settings: tuple[str, ...] = ()  # FIELD=VALUE, passed to every node as --set
     host: str = "127.0.0.1"
     join_timeout: float = 10.0
+    #: Where nodes run (the directory ``up`` ran in), so ``--import``/``--run`` find the user's modules.
+    cwd: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

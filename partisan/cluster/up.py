@@ -55,6 +55,7 @@ def up(args: argparse.Namespace) -> int:
             run=args.run,
             settings=tuple(args.settings),
             join_timeout=args.join_timeout,
+            cwd=os.getcwd(),
         )
     except ValueError as exc:
         print(f"partisan cluster up: error: {exc}", file=sys.stderr)
