@@ -25,6 +25,7 @@ BENCHMARKS = [
     "benchmarks.sim",
     "benchmarks.supervision",
     "benchmarks.codec",
+    "benchmarks.cluster",
 ]
 
 
