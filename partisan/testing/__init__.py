@@ -7,13 +7,17 @@
 - `detection_deadline(config)` / `handshake_deadline(config)`: deadlines
   derived from the configuration under test.
 - `Snapshot`: leak checks for child processes, sockets and descriptors.
+- `Cluster`: a real local cluster for a test, through ``partisan cluster up``
+  (``with``/``async with``; kill, restart, wait, status, a client node);
+  `connect` joins a running cluster's directory as a hidden node.
 - `partisan.testing.plugin`: pytest fixtures (``no_leaks``, ``node_factory``,
-  ``key_dir``, ``fast_heartbeats``); load it with ``-p partisan.testing.plugin``
-  or import the fixtures in a conftest.
+  ``key_dir``, ``fast_heartbeats``, ``partisan_cluster``); load it with
+  ``-p partisan.testing.plugin`` or import the fixtures in a conftest.
 """
 
 from __future__ import annotations
 
+from partisan.testing.cluster import Cluster, ClusterClient, ClusterCommandError, connect
 from partisan.testing.leaks import Snapshot
 from partisan.testing.process import NodeProcess, NodeProcessError
 from partisan.testing.waiting import (
@@ -25,11 +29,15 @@ from partisan.testing.waiting import (
 )
 
 __all__ = [
+    "Cluster",
+    "ClusterClient",
+    "ClusterCommandError",
     "NodeProcess",
     "NodeProcessError",
     "Snapshot",
     "WaitTimeout",
     "async_wait_until",
+    "connect",
     "detection_deadline",
     "handshake_deadline",
     "wait_until",

@@ -14,20 +14,29 @@
     temporary directory and returns it.
 ``fast_heartbeats``
     Config settings for quick failure detection in tests (0.1 s / 0.5 s).
+``partisan_cluster``
+    ``partisan_cluster(4, manager="hyparview", run="myapp:main")`` starts a
+    real local cluster (`partisan.testing.cluster.Cluster`, through
+    ``partisan cluster up``) in the test's ``tmp_path``, which pytest keeps,
+    node logs included; every cluster it started is taken down at teardown,
+    and a process left behind fails the test.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from partisan.testing.leaks import Snapshot
 from partisan.testing.process import NodeProcess
 
-__all__ = ["fast_heartbeats", "key_dir", "no_leaks", "node_factory"]
+if TYPE_CHECKING:
+    from partisan.testing.cluster import Cluster
+
+__all__ = ["fast_heartbeats", "key_dir", "no_leaks", "node_factory", "partisan_cluster"]
 
 FAST_HEARTBEATS = {"heartbeat_interval": 0.1, "heartbeat_timeout": 0.5}
 
@@ -76,3 +85,33 @@ def key_dir(tmp_path: Path) -> Callable[..., Path]:
 def fast_heartbeats() -> dict[str, float]:
     """Settings for fast failure detection (heartbeat 0.1 s, timeout 0.5 s)."""
     return dict(FAST_HEARTBEATS)
+
+
+@pytest.fixture
+def partisan_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
+    """``partisan_cluster(n, **options)``: a started `Cluster` in tmp_path; all downed at teardown.
+
+    Teardown stops every cluster even if one fails to stop, then fails the
+    test with every leftover it found (a leaked cluster must not become the
+    next test's failure).
+    """
+    from partisan.testing.cluster import Cluster
+
+    started: list[Cluster] = []
+
+    def start(n: int = 3, **options: Any) -> Cluster:
+        options.setdefault("directory", tmp_path / f"cluster{len(started)}")
+        cluster = Cluster(n, **options)
+        cluster.start()
+        started.append(cluster)
+        return cluster
+
+    yield start
+    problems = []
+    for cluster in reversed(started):
+        try:
+            cluster.close()
+        except AssertionError as exc:
+            problems.append(str(exc))
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
