@@ -29,6 +29,8 @@ __all__ = [
     "load_events",
     "parse_line",
     "read_events",
+    "repair_point",
+    "repair_time",
 ]
 
 Record = dict[str, Any]
@@ -248,29 +250,50 @@ def last_repair_s(
 
     Approximation, from the logs alone: topology events (``peer.down``,
     ``peer.up``, ``view.active``) are grouped into episodes. An episode opens
-    at a ``peer.down`` when none is open (topology events outside an episode,
-    e.g. the start-up joins, are ignored) and stays open while each further
-    topology event follows the previous one within `quiet` seconds. The
-    repair time is from its first ``peer.down`` to its last topology event,
-    i.e. to when the overlay last *changed*, not to when an observer saw it
-    converged; the timestamps are each node's wall clock (one machine, so
-    comparable). A repair with a pause longer than `quiet` counts as two
-    episodes, the latest one reported. While the cluster is not converged
-    (`converged_now` False) the repair is in progress: None.
+    at a *failure* — a ``peer.down`` whose reason is not a deliberate
+    disconnect (`DELIBERATE_REASONS`: HyParView dropping a peer from a full
+    active view, a node leaving) — when none is open; topology events outside
+    an episode, e.g. the start-up joins and their churn, are ignored. It stays
+    open while each further topology event follows the previous one within
+    `quiet` seconds. The repair time is from its first ``peer.down`` to its
+    last topology event, i.e. to when the overlay last *changed*, not to when
+    an observer saw it converged; the timestamps are each node's wall clock
+    (one machine, so comparable). A repair with a pause longer than `quiet`
+    counts as two episodes, the latest one reported. While the cluster is not
+    converged (`converged_now` False) the repair is in progress: None.
     """
     if not converged_now:
         return None
-    times = sorted(
-        (_epoch(r["ts"]), r["event"]) for r in records if r.get("event") in TOPOLOGY_EVENTS
-    )
+    return repair_time(sorted(filter(None, map(repair_point, records))), quiet=quiet)
+
+
+#: ``peer.down`` reasons that are not failures: no repair episode starts at them.
+DELIBERATE_REASONS = frozenset({"disconnected", "left"})
+
+
+def repair_point(record: Record) -> tuple[float, bool] | None:
+    """``(epoch seconds, is_failure)`` for a topology record, None for any other.
+
+    Parse once, keep the point: `RepairClock`-style callers hold thousands of
+    these and recompute `repair_time` on every poll.
+    """
+    event = record.get("event")
+    if event not in TOPOLOGY_EVENTS:
+        return None
+    failure = event == "peer.down" and record.get("reason") not in DELIBERATE_REASONS
+    return _epoch(record["ts"]), failure
+
+
+def repair_time(points: Iterable[tuple[float, bool]], *, quiet: float = 3.0) -> float | None:
+    """The latest episode's length over time-sorted `repair_point` tuples (see `last_repair_s`)."""
     start: float | None = None
     end = 0.0
     latest: float | None = None
-    for at, event in times:
+    for at, failure in points:
         if start is not None and at - end > quiet:
             latest, start = end - start, None
         if start is None:
-            if event == "peer.down":
+            if failure:
                 start = end = at
         else:
             end = at

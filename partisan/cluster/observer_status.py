@@ -29,8 +29,8 @@ How a node's state is decided (`node_status`, pure and unit-tested):
 
 from __future__ import annotations
 
+import bisect
 import os
-from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -38,7 +38,7 @@ from typing import Any
 
 import psutil
 
-from partisan.cluster.events import TOPOLOGY_EVENTS, EventTail, Record, last_repair_s
+from partisan.cluster.events import EventTail, repair_point, repair_time
 from partisan.cluster.snapshot import NodeState, NodeStatus
 
 __all__ = ["ProcessInfo", "RepairClock", "as_int", "node_status", "process_info"]
@@ -148,23 +148,28 @@ def node_status(
 class RepairClock:
     """`Health.last_repair_s` from the event logs, read incrementally.
 
-    Only topology records are kept (at most `keep`, the newest), and the
-    repair time is recomputed only when one arrived: a poll that found
-    nothing new costs a ``stat`` per log.
+    Only topology records are kept, parsed once into `repair_point` tuples
+    (at most `keep`, the newest) and kept in time order, and the repair time
+    is recomputed only when one arrived: a poll that found nothing new costs
+    a ``stat`` per log. (Re-parsing every kept record's timestamp each poll
+    cost the live view ~40 ms a frame at 64 nodes.)
     """
 
     def __init__(self, keep: int = 20_000) -> None:
         self.tail = EventTail([])
-        self._topology: deque[Record] = deque(maxlen=keep)
+        self.keep = keep
+        self._points: list[tuple[float, bool]] = []
         self._latest: float | None = None
 
     def update(self, paths: Iterable[str | os.PathLike[str]]) -> None:
         """Read what the logs at `paths` gained (the set of logs may change between calls)."""
         self.tail.paths = [Path(p) for p in paths]
-        fresh = [r for r in self.tail.read() if r["event"] in TOPOLOGY_EVENTS]
+        fresh = [p for p in map(repair_point, self.tail.read()) if p is not None]
         if fresh:
-            self._topology.extend(fresh)
-            self._latest = last_repair_s(self._topology, converged_now=True)
+            for point in fresh:
+                bisect.insort(self._points, point)
+            del self._points[: max(0, len(self._points) - self.keep)]
+            self._latest = repair_time(self._points)
 
     def last_repair_s(self, converged: bool) -> float | None:
         """The latest repair's duration, or None (none yet, or one in progress: not converged)."""

@@ -74,8 +74,7 @@ def up(args: argparse.Namespace) -> int:
         _down(cluster)
         return 130
     except ClusterError:
-        if not detach:
-            _down(cluster)
+        _down(cluster)  # a node that did not start, a daemon that died: leave nothing running
         raise
 
 
@@ -128,7 +127,8 @@ def _wait_for_nodes(
         for node in nodes:
             error = node.get("error") or ""
             if error.startswith("did not start"):
-                raise ClusterError(f"{node['name']} {_one_line(error)} (log: {node['log']})")
+                why = _last_log_line(node["log"]) or _one_line(error)
+                raise ClusterError(f"{node['name']} did not start: {why} (log: {node['log']})")
         ready = sum(1 for node in nodes if node.get("state") == "up")
         progress.update(ready)
         if ready == plan.n:
@@ -201,6 +201,18 @@ def _down(cluster: ClusterDir) -> None:
     doc = cluster.read_state()
     if doc is not None:
         lifecycle.stop_cluster(cluster, doc)
+
+
+def _last_log_line(path: str) -> str | None:
+    """A node's own last words (its log gets its stderr): usually the one-line error."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 4096))
+            lines = f.read().decode("utf-8", errors="replace").strip().splitlines()
+    except OSError:
+        return None
+    return lines[-1].strip().removeprefix("partisan: error: ") if lines else None
 
 
 def _one_line(text: str) -> str:

@@ -136,6 +136,23 @@ def test_no_episode_without_peer_down() -> None:
     assert last_repair_s(boot, converged_now=True) is None
 
 
+def test_deliberate_disconnects_do_not_open_a_repair() -> None:
+    # HyParView drops a peer from a full active view while a cluster forms:
+    # "disconnected", not a failure; a node leaving is not one either.
+    churn = [
+        rec(0, "n1", "peer.down", "n8", reason="disconnected"),
+        rec(0.1, "n1", "view.active"),
+        rec(0.5, "n2", "peer.down", "n3", reason="left"),
+    ]
+    assert last_repair_s(churn, converged_now=True) is None
+    crash = [
+        *churn,
+        rec(5.0, "n1", "peer.down", "n4", reason="connection_closed"),
+        rec(5.4, "n2", "view.active"),
+    ]
+    assert last_repair_s(crash, converged_now=True) == pytest.approx(0.4)
+
+
 def test_repair_from_first_down_to_last_topology_event() -> None:
     records = [
         rec(0, "n1", "peer.up", "n2"),
