@@ -54,7 +54,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
-import itertools
 import json
 import os
 import shutil
@@ -62,7 +61,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -70,6 +69,9 @@ from typing import Any
 import psutil
 
 from partisan.errors import ClusterError
+from partisan.testing import cluster_processes as procs
+from partisan.testing.cluster_client import ClusterClient, connect
+from partisan.testing.cluster_processes import ClusterCommandError
 
 __all__ = ["Cluster", "ClusterClient", "ClusterCommandError", "connect"]
 
@@ -77,34 +79,6 @@ __all__ = ["Cluster", "ClusterClient", "ClusterCommandError", "connect"]
 CLI_SLACK = 30.0
 #: Lines of a node's log quoted in an error.
 LOG_TAIL = 20
-
-_clients = itertools.count(1)
-
-
-class ClusterCommandError(ClusterError):
-    """A ``partisan cluster`` verb failed: its one-line error, plus the logs that explain it.
-
-    `argv`, `returncode` and `stderr` are the CLI run's; `logs` maps a node
-    name (or ``"supervisor"``) to the tail of its log.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        argv: Sequence[str] = (),
-        returncode: int | None = None,
-        stderr: str = "",
-        logs: Mapping[str, str] | None = None,
-    ) -> None:
-        self.argv = list(argv)
-        self.returncode = returncode
-        self.stderr = stderr
-        self.logs = dict(logs or {})
-        text = message
-        for name, tail in self.logs.items():
-            text += f"\n--- last lines of {name}'s log ---\n{tail}"
-        super().__init__(text)
 
 
 class Cluster:
@@ -223,7 +197,7 @@ class Cluster:
                     proc.kill()
             problems.append(
                 "processes of the cluster were still running after `cluster down` (killed now): "
-                + "; ".join(_describe(p) for p in left)
+                + "; ".join(procs.describe(p) for p in left)
             )
         if problems:
             self._failed = True
@@ -279,16 +253,16 @@ class Cluster:
                 timeout=timeout,
             )
         except subprocess.TimeoutExpired as exc:
-            stderr = _text(exc.stderr)
+            stderr = procs.text(exc.stderr)
             raise ClusterCommandError(
-                f"`partisan cluster {verb}` did not finish within {timeout:g} s: {_one_line(stderr)}",
+                f"`partisan cluster {verb}` did not finish within {timeout:g} s: {procs.one_line(stderr)}",
                 argv=argv,
                 stderr=stderr,
                 logs=self._failing_logs(),
             ) from None
         if done.returncode != 0:
             raise ClusterCommandError(
-                f"`partisan cluster {verb}` exited with {done.returncode}: {_one_line(done.stderr)}",
+                f"`partisan cluster {verb}` exited with {done.returncode}: {procs.one_line(done.stderr)}",
                 argv=argv,
                 returncode=done.returncode,
                 stderr=done.stderr,
@@ -337,12 +311,12 @@ class Cluster:
         sig = signal.upper()
         before = self.node(name).get("os_pid")
         done = self.cli("kill", name, "--signal", sig)
-        pid = _pid_in(done.stderr) or before
+        pid = procs.pid_in(done.stderr) or before
         if not isinstance(pid, int):
             return -1
         self._seen_pids.add(pid)
         deadline = time.monotonic() + timeout
-        while not _took_effect(pid, sig):
+        while not procs.took_effect(pid, sig):
             if time.monotonic() > deadline:
                 raise ClusterCommandError(f"{name} (os pid {pid}) ignored SIG{sig} for {timeout} s")
             time.sleep(0.02)
@@ -364,7 +338,7 @@ class Cluster:
 
     def log(self, name: str, lines: int = LOG_TAIL) -> str:
         """The last `lines` lines of a node's log (``supervisor`` for the daemon's)."""
-        return _tail(self.dir / "logs" / f"{name}.log", lines)
+        return procs.tail(self.dir / "logs" / f"{name}.log", lines)
 
     # ------------------------------------------------------------ async twins
 
@@ -396,9 +370,9 @@ class Cluster:
         with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
             for entry in self.nodes():
                 if entry.get("state") != "up" or entry.get("error"):
-                    logs[entry["name"]] = _tail(Path(entry["log"]), LOG_TAIL)
+                    logs[entry["name"]] = procs.tail(Path(entry["log"]), LOG_TAIL)
         if not logs:
-            tail = _tail(self.dir / "logs" / "supervisor.log", LOG_TAIL)
+            tail = procs.tail(self.dir / "logs" / "supervisor.log", LOG_TAIL)
             if tail:
                 logs["supervisor"] = tail
         return logs
@@ -407,7 +381,7 @@ class Cluster:
         """This cluster's processes still running, after up to `grace` s for them to exit."""
         deadline = time.monotonic() + grace
         while True:
-            left = [p for p in self._candidates() if _alive(p)]
+            left = [p for p in self._candidates() if procs.alive(p)]
             if not left or time.monotonic() >= deadline:
                 return left
             time.sleep(0.05)
@@ -417,220 +391,12 @@ class Cluster:
         found: dict[int, psutil.Process] = {}
         for proc in psutil.process_iter(["cmdline"]):
             cmdline = proc.info.get("cmdline") or []
-            if proc.pid == os.getpid() or not _is_cluster_process(cmdline, root):
+            if proc.pid == os.getpid() or not procs.is_cluster_process(cmdline, root):
                 continue
             found[proc.pid] = proc
         for pid in self._seen_pids - set(found):
             with contextlib.suppress(psutil.Error):
                 proc = psutil.Process(pid)
-                if _is_cluster_process(proc.cmdline(), root):  # not a reused pid
+                if procs.is_cluster_process(proc.cmdline(), root):  # not a reused pid
                     found[pid] = proc
         return list(found.values())
-
-
-class ClusterClient:
-    """A hidden `partisan.Node` joined to a running cluster: reach its actors from a test.
-
-    `node` is the `partisan.Node` (the current node of this task, so
-    ``partisan.call``/``cast``/``rpc`` work directly once `connect` linked the
-    target). `call` and `rpc` link to the target's node first, so they also
-    work right after a node restarted.
-    """
-
-    def __init__(self, directory: Path, node: Any) -> None:
-        self.dir = directory
-        self.node = node
-
-    @property
-    def name(self) -> str:
-        return str(self.node.name)
-
-    def entries(self) -> dict[str, dict[str, Any]]:
-        """cluster.json's node entries by name (state, address, incarnation, ...)."""
-        doc = json.loads((self.dir / "cluster.json").read_text())
-        return {e["name"]: e for e in doc.get("nodes", []) if isinstance(e, dict) and "name" in e}
-
-    async def connect(self, names: Iterable[str] | None = None, *, timeout: float = 15.0) -> None:
-        """Link to `names` (default: every node not down), each at its current incarnation.
-
-        Waits for nodes that are not up yet (cluster.json says ``starting``:
-        e.g. being restarted) and dials again a node that restarted, since
-        the link to its previous incarnation is dead; `ClusterCommandError`
-        naming the unreachable ones at `timeout`. By default a node that is
-        down (stopped, or past its restart limit) is skipped: waiting for it
-        would only delay the error to the first call that needs it.
-        """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        wanted = None if names is None else list(names)
-        errors: dict[str, str] = {}
-        while True:
-            entries = self.entries()
-            missing: list[tuple[str, str]] = []
-            linked = {spec.name: spec for spec in self.node.links.peers()}
-            for name in wanted if wanted is not None else list(entries):
-                entry = entries.get(name)
-                if entry is None:
-                    raise ClusterCommandError(f"no node {name!r} in {self.dir}")
-                address, incarnation = entry.get("address"), entry.get("incarnation")
-                if wanted is None and entry.get("state") == "down":
-                    continue
-                if entry.get("state") != "up" or not address:
-                    errors[name] = f"state {entry.get('state')}"
-                    missing.append((name, ""))
-                    continue
-                spec = linked.get(name)
-                if spec is not None and (incarnation is None or spec.incarnation >= incarnation):
-                    continue
-                if spec is not None:  # a link to the previous incarnation
-                    await self.node.leave(name)
-                missing.append((name, f"{name}@{address}"))
-            if not missing:
-                return
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                why = ", ".join(f"{n} ({errors.get(n, 'not linked')})" for n, _ in missing)
-                raise ClusterCommandError(f"{self.name} could not reach {why} in {timeout:g} s")
-            dials = [(n, c) for n, c in missing if c]
-            results = await asyncio.gather(
-                *(self.node.join(c, timeout=min(remaining, 5.0)) for _, c in dials),
-                return_exceptions=True,
-            )
-            for (name, _), result in zip(dials, results, strict=True):
-                if isinstance(result, BaseException):
-                    errors[name] = f"{type(result).__name__}: {result}"
-            if len(dials) < len(missing) or any(isinstance(r, BaseException) for r in results):
-                await asyncio.sleep(0.1)
-
-    async def call(self, dest: Any, request: Any, *, timeout: float | None = 5.0) -> Any:
-        """``partisan.call(dest, request)``, linking to `dest`'s node first if needed."""
-        import partisan
-
-        await self._reach(_node_of(dest))
-        with self.node.as_current():
-            return await partisan.call(dest, request, timeout=timeout)
-
-    async def rpc(self, node: str, fn: Any, *args: Any, timeout: float = 5.0) -> Any:
-        """``partisan.rpc(node, fn, *args)``, linking to `node` first if needed."""
-        import partisan
-
-        await self._reach(node)
-        with self.node.as_current():
-            return await partisan.rpc(node, fn, *args, timeout=timeout)
-
-    def cast(self, dest: Any, request: Any) -> None:
-        """``partisan.cast(dest, request)`` (the node must be linked: see `connect`)."""
-        import partisan
-
-        with self.node.as_current():
-            partisan.cast(dest, request)
-
-    async def _reach(self, name: str) -> None:
-        """Link to `name` unless linked to its current incarnation (it may have restarted)."""
-        if name != self.name:
-            await self.connect([name])
-
-
-@contextlib.asynccontextmanager
-async def connect(
-    directory: str | os.PathLike[str], *, timeout: float = 15.0, **node_options: Any
-) -> AsyncIterator[ClusterClient]:
-    """A `ClusterClient` for the cluster in `directory`, linked to its nodes; stopped on exit.
-
-    Creates a key ``client-<pid>-<k>`` in DIR/keys (removed on exit);
-    `node_options` go to `partisan.Node` (e.g. ``heartbeat_timeout``).
-    """
-    import partisan
-    from partisan.transport.keys import add_key, public_key_path, secret_key_path
-
-    root = Path(directory).resolve()
-    keys = root / "keys"
-    name = f"client-{os.getpid()}-{next(_clients)}"
-    add_key(keys, name)
-    try:
-        options: dict[str, Any] = {"host": "127.0.0.1", "port": 0, **node_options}
-        async with partisan.Node(name, hidden=True, key_dir=str(keys), **options) as node:
-            client = ClusterClient(root, node)
-            await client.connect(timeout=timeout)
-            yield client
-    finally:
-        for path in (public_key_path(keys, name), secret_key_path(keys, name)):
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-
-
-# ---------------------------------------------------------------- helpers
-
-
-def _node_of(dest: Any) -> str:
-    if isinstance(dest, tuple) and len(dest) == 2:
-        return str(dest[1])
-    return str(dest.node)
-
-
-def _is_cluster_process(cmdline: Sequence[str], root: str) -> bool:
-    """True for this cluster's daemon (``--dir ROOT``) or one of its nodes (``--keys ROOT/keys``)."""
-    from partisan.cluster.layout import DAEMON_MODULE
-
-    if DAEMON_MODULE in cmdline:
-        return root in cmdline
-    return "partisan" in cmdline and "node" in cmdline and str(Path(root) / "keys") in cmdline
-
-
-def _alive(proc: psutil.Process) -> bool:
-    try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
-def _took_effect(pid: int, sig: str) -> bool:
-    try:
-        proc = psutil.Process(pid)
-        status = proc.status()
-    except psutil.NoSuchProcess:
-        return sig in ("KILL", "TERM")
-    if sig in ("KILL", "TERM"):
-        return status == psutil.STATUS_ZOMBIE
-    stopped = status in (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP)
-    return stopped if sig == "STOP" else not stopped
-
-
-def _describe(proc: psutil.Process) -> str:
-    try:
-        return f"{proc.pid} {' '.join(proc.cmdline())[:160]}"
-    except psutil.Error:
-        return str(proc.pid)
-
-
-def _pid_in(stderr: str) -> int | None:
-    """The pid in ``kill``'s "sent SIGKILL to n2 (os pid 123)"."""
-    marker = "(os pid "
-    start = stderr.rfind(marker)
-    if start < 0:
-        return None
-    digits = stderr[start + len(marker) :].split(")", 1)[0]
-    return int(digits) if digits.isdigit() else None
-
-
-def _one_line(stderr: str) -> str:
-    """The CLI's error line: the last ``error`` line, else its last line."""
-    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    for line in reversed(lines):
-        if "error" in line.lower():
-            return line
-    return lines[-1] if lines else "(no output)"
-
-
-def _tail(path: Path, lines: int) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
-
-
-def _text(data: str | bytes | None) -> str:
-    if data is None:
-        return ""
-    return data.decode(errors="replace") if isinstance(data, bytes) else data
