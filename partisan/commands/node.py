@@ -240,23 +240,6 @@ def stop_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> Callab
     return undo
 
 
-class _LoggingHandler:
-    """The Links-only node's handler: log what arrives and who comes and goes."""
-
-    def __init__(self) -> None:
-        self.received = 0
-
-    def on_message(self, sender: Any, channel: str, dest: str, payload: object) -> None:
-        self.received += 1
-        log.debug("message from %s on %s to %s: %.200r", sender.name, channel, dest, payload)
-
-    def on_peer_up(self, peer: Any, hidden: bool) -> None:
-        log.info("peer up: %s%s", peer, " (hidden)" if hidden else "")
-
-    def on_peer_down(self, peer: Any, reason: str) -> None:
-        log.info("peer down: %s (%s)", peer, reason)
-
-
 async def serve(
     config: Any,
     join: Sequence[str] = (),
