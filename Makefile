@@ -15,8 +15,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) test-tools
 	$(PY) -m pytest tests -q
+
+# The terminal test of `partisan cluster top` drives it in tmux; without tmux it is skipped.
+.PHONY: test-tools
+test-tools:
+	command -v tmux >/dev/null || (apt-get install -y tmux || echo 'tmux not installed: the terminal test will be skipped')
 
 test-unit: $(STAMP)
 	$(PY) -m pytest tests/unit -q
