@@ -15,7 +15,7 @@ plan) and starts this process in its own session. The daemon owns the nodes:
 * the control socket (`partisan.cluster.control`) takes kill/stop/start/
   restart/down requests.
 
-It stops every node (at once, each SIGTERM then SIGKILL after 5 s) on
+It stops every node (at once, each SIGTERM then SIGKILL after `NODE_SHUTDOWN` s) on
 ``down``, SIGTERM/SIGINT, or, with ``--attached``, when the launching ``up``
 goes away (EOF on stdin) — unless that ``up`` sent ``detach`` first. Nodes
 exit by themselves if this process dies, since it holds their stdin pipes.
@@ -45,8 +45,11 @@ __all__ = ["ClusterDaemon", "main", "node_argv"]
 
 log = logging.getLogger("partisan.cluster.daemon")
 
-#: Seconds a node gets between SIGTERM and SIGKILL.
-NODE_SHUTDOWN = 5.0
+#: Seconds a node gets between SIGTERM and SIGKILL: more than a node's own
+#: ``shutdown_timeout`` (5 s by default; what it may wait for peers to take its
+#: queued messages), so a peer that stalls (e.g. a SIGSTOPped viewer) delays a
+#: stop but never makes it a SIGKILL that loses the node's last events.
+NODE_SHUTDOWN = 8.0
 #: Seconds a node may take to print its ready line, beyond its join timeout.
 READY_MARGIN = 60.0
 

@@ -24,6 +24,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -36,6 +37,8 @@ from partisan.errors import ClusterError
 
 __all__ = ["up"]
 
+#: Set by SIGTERM while the event loop runs (see `_converge_and_view`).
+_sigterm_seen = threading.Event()
 #: `_converge_and_view`'s answer for "not a terminal: print events until stopped".
 FOLLOW = -1
 
@@ -96,9 +99,18 @@ def _bring_up(
         if not _wait_for_nodes(cluster, plan, daemon, progress, deadline):
             return _timed_out(cluster, args, started, "not every node started")
         with CliIdentity(cluster) as identity:
-            code = asyncio.run(
-                _converge_and_view(args, cluster, plan, identity.name, progress, started, detach)
-            )
+            try:
+                code = asyncio.run(
+                    _converge_and_view(
+                        args, cluster, plan, identity.name, progress, started, detach
+                    )
+                )
+            except asyncio.CancelledError:  # SIGTERM while converging or in the live view
+                raise KeyboardInterrupt from None
+            finally:
+                signal.signal(signal.SIGTERM, _interrupt)  # the loop's exit reset it
+            if _sigterm_seen.is_set():  # it came as the loop was finishing
+                raise KeyboardInterrupt
     if code is not FOLLOW:
         return code
     from partisan.cluster import verbs
@@ -148,6 +160,17 @@ async def _converge_and_view(
 ) -> int:
     from partisan.cluster.observer import Observer
 
+    # SIGTERM cancels this task, so the observer leaves its nodes cleanly (an
+    # exception raised from a plain signal handler would abandon its links,
+    # and each node would wait its shutdown timeout for a silent peer).
+    main = asyncio.current_task()
+    assert main is not None
+
+    def on_sigterm() -> None:
+        _sigterm_seen.set()  # also when it lands after this task finished
+        main.cancel()
+
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, on_sigterm)
     async with Observer(cluster, name) as observer:
         progress.phase("converging", plan.n)
         deadline = started + args.wait_timeout
@@ -223,14 +246,18 @@ def _one_line(text: str) -> str:
     return f"{lines[0].split(';')[0]}: {lines[-1]}"
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 @contextlib.contextmanager
 def _stop_on_sigterm() -> Iterator[None]:
-    """SIGTERM (a service manager, `timeout`) stops the cluster like Ctrl-C does."""
+    """SIGTERM (a service manager, `timeout`) stops the cluster like Ctrl-C does.
 
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, handler)
+    Outside the event loop it raises KeyboardInterrupt; inside, the loop's
+    own handler cancels the main task instead (see `_converge_and_view`).
+    """
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         yield
     finally:
