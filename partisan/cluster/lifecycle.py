@@ -20,8 +20,6 @@ import sys
 import time
 from typing import Any
 
-import psutil
-
 from partisan.cluster import control
 from partisan.cluster import plan as plans
 from partisan.cluster.layout import DAEMON_MODULE, FORMAT_VERSION, ClusterDir, is_daemon
@@ -102,6 +100,17 @@ def wait_for_daemon(cluster: ClusterDir, proc: subprocess.Popen[bytes], timeout:
         time.sleep(0.05)
 
 
+def _gone(pid: int, cluster: ClusterDir, timeout: float) -> bool:
+    """Wait until `pid` is no longer a live daemon of `cluster` (an exited, unreaped one counts
+    as gone: its reaper may be an init that never reaps); False at the timeout."""
+    deadline = time.monotonic() + timeout
+    while is_daemon(pid, cluster.root):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def last_line(cluster: ClusterDir) -> str:
     """The last line of the daemon's log (why it failed), or a pointer to it."""
     try:
@@ -122,15 +131,10 @@ def stop_cluster(cluster: ClusterDir, doc: dict[str, Any], *, timeout: float = 3
     except ClusterError:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-    try:
-        psutil.Process(pid).wait(timeout)
-    except psutil.NoSuchProcess:
-        pass
-    except psutil.TimeoutExpired:
+    if not _gone(pid, cluster, timeout):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)  # its nodes exit as their stdin pipes close
-        with contextlib.suppress(psutil.Error):
-            psutil.Process(pid).wait(5)
+        _gone(pid, cluster, 5.0)
     latest = cluster.read_state() or doc
     if latest.get("state") != "stopped":
         cluster.clean_dead_daemon(latest)

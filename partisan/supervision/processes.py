@@ -9,16 +9,12 @@ until its stdin reaches EOF. We hold the write end of that pipe for the
 child's whole life, so when this supervisor dies (even ``kill -9``) every
 child exits: nothing is orphaned.
 
-An unexpected exit is seen the moment it happens (pidfd) and, per the child's
-restart type, the child is restarted at once as a new incarnation *on the port
-it reported* (``{port}`` in its argv, or `command_for`, which may also rebuild
-the argv, e.g. to join whichever peers are up now). Restarts count against
-OTP's intensity (default: more than 1 in 5 s is too many); past it the
-supervisor stops every child and `wait()` returns a ``shutdown`` reason, as an
-OTP supervisor escalates. With ``escalate=False`` (peers such as a local
-cluster's nodes) each child has its own intensity and only that child stays
-down. A restart that fails before its ready line counts as another crash.
-Only one_for_one applies: nodes are peers, not a pipeline.
+An unexpected exit is seen at once (pidfd) and, per the child's restart type,
+the child restarts as a new incarnation on the port it reported (``{port}``,
+or `command_for`, which may rebuild the argv). Restarts count against OTP's
+intensity (default 1 in 5 s); past it the supervisor stops every child, as an
+OTP supervisor escalates — or, with ``escalate=False`` (peers such as a local
+cluster's nodes), only that child stays down.
 """
 
 from __future__ import annotations
@@ -137,14 +133,11 @@ class ProcessSupervisor:
             raise
 
     async def start_children(self, specs: Iterable[ProcessSpec]) -> dict[str, StartChildError]:
-        """Add and start `specs`, up to `start_concurrency` at once; return those that failed.
+        """Add and start `specs`, `start_concurrency` at once; return those that failed.
 
-        Unlike `start_child`, a child that fails to start is kept (TERMINATED;
-        `restart_child` may try again) and the others still start: a local
-        cluster of 64 nodes need not pay 64 interpreter start-ups in a row, nor
-        lose 63 nodes to one bad one. Order in `which_children` and at stop
-        stays the spec order.
-        """
+        A failed child is kept (TERMINATED) and the others still start: one bad
+        node must not cost a cluster the 63 others. Listing and stop order stay
+        spec order."""
         gate = asyncio.Semaphore(self._start_concurrency)
         failed: dict[str, StartChildError] = {}
 
@@ -436,6 +429,9 @@ class ProcessSupervisor:
             proc.kill()
         else:
             proc.signal(signal.SIGTERM)
+            proc.signal(
+                signal.SIGCONT
+            )  # a paused (SIGSTOPped) child acts on SIGTERM only once resumed
             timeout = None if shutdown is Shutdown.INFINITY else float(shutdown)
             try:
                 await asyncio.wait_for(asyncio.shield(proc.exited), timeout)
