@@ -25,6 +25,9 @@ pytestmark = pytest.mark.timeout(60)
 #: Far above Linux's pid_max (4194304): no process can have it.
 DEAD_PID = 999_999_999
 
+#: A child process that only has to exist for a while.
+STAND_IN = "import time; time.sleep(30)"  # ok-sleep: the stand-in process itself
+
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> ClusterDir:
@@ -35,7 +38,7 @@ def cluster(tmp_path: Path) -> ClusterDir:
 
 def sleeper(*argv: str) -> subprocess.Popen[bytes]:
     """A child that sleeps with `argv` on its command line."""
-    return subprocess.Popen([sys.executable, "-S", "-c", "import time; time.sleep(30)", *argv])
+    return subprocess.Popen([sys.executable, "-S", "-c", STAND_IN, *argv])
 
 
 @pytest.fixture

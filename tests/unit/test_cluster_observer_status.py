@@ -34,6 +34,9 @@ from partisan.testing import wait_until
 
 RUNNING = ProcessInfo("running", 40_000_000)
 
+#: A child process that only has to exist for a while.
+STAND_IN = "import time; time.sleep(60)"  # ok-sleep: the stand-in process itself
+
 
 def entry(**changes: Any) -> dict[str, Any]:
     record: dict[str, Any] = {
@@ -160,7 +163,7 @@ def test_process_info_of_this_process_and_of_nothing() -> None:
 
 @pytest.mark.timeout(20)
 def test_process_info_sees_stopped_and_zombie_processes() -> None:
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    child = subprocess.Popen([sys.executable, "-c", STAND_IN])
     try:
         os.kill(child.pid, signal.SIGSTOP)
         wait_until(lambda: process_info(child.pid).state == "stopped", 5, message="stopped")
@@ -242,7 +245,7 @@ def test_signal_refuses_unknown_nodes_signals_and_dead_nodes(tmp_path: Path) -> 
 
 @pytest.mark.timeout(20)
 def test_signal_reaches_the_nodes_process(tmp_path: Path) -> None:
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    child = subprocess.Popen([sys.executable, "-c", STAND_IN])
     try:
         src = source(tmp_path, os_pid=child.pid)
         asyncio.run(src.signal("n2", "STOP"))
