@@ -32,9 +32,8 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
 from types import TracebackType
 from typing import Any
@@ -51,19 +50,11 @@ from partisan.cluster.observer_status import (
 )
 from partisan.cluster.probe import report
 from partisan.cluster.snapshot import ClusterSnapshot
-from partisan.errors import CallExit, CallTimeout, ClusterError, JoinRefused, NotConnected
+from partisan.errors import CallExit, CallTimeout, JoinRefused, NotConnected
 
-__all__ = ["SIGNALS", "Observer", "ObserverSource"]
+__all__ = ["Observer"]
 
 logger = logging.getLogger(__name__)
-
-#: The signals `ObserverSource.signal` sends, by the names the live view uses.
-SIGNALS: Mapping[str, signal.Signals] = {
-    "KILL": signal.SIGKILL,
-    "STOP": signal.SIGSTOP,
-    "CONT": signal.SIGCONT,
-    "TERM": signal.SIGTERM,
-}
 
 
 # ---------------------------------------------------------------- the observer
@@ -278,48 +269,3 @@ def _retrieve(task: asyncio.Task[Any]) -> None:
 
 
 # ---------------------------------------------------------------- the live view's source
-
-
-class ObserverSource:
-    """`top.ClusterSource` over an `Observer`: snapshots from it, actions on the OS processes.
-
-    Signals go straight to the node's OS process (its pid from cluster.json),
-    so ``x`` and ``p`` work even when the daemon is busy; a restart needs the
-    daemon, through the `restart` coroutine function the CLI passes in
-    (its control client).
-    """
-
-    def __init__(
-        self, observer: Observer, restart: Callable[[str], Awaitable[None]] | None = None
-    ) -> None:
-        self.observer = observer
-        self._restart = restart
-
-    async def snapshot(self) -> ClusterSnapshot:
-        return await self.observer.snapshot()
-
-    async def signal(self, node: str, sig: str) -> None:
-        """Send ``KILL``, ``STOP``, ``CONT`` or ``TERM`` to `node`'s process; ClusterError if it has none."""
-        signum = SIGNALS.get(sig.upper().removeprefix("SIG"))
-        if signum is None:
-            raise ClusterError(f"unknown signal {sig!r}; expected one of {', '.join(SIGNALS)}")
-        cluster = self.observer.cluster
-        doc = cluster.require_state()
-        entry = next((e for e in _entries(doc) if e["name"] == node), None)
-        if entry is None:
-            raise ClusterError(f"no node {node!r} in the cluster in {cluster.root}")
-        pid = as_int(entry.get("os_pid"))
-        if entry.get("state") == "down" or pid is None:
-            raise ClusterError(f"node {node} is not running")
-        try:
-            os.kill(pid, signum)
-        except ProcessLookupError:
-            raise ClusterError(f"node {node} is not running (os pid {pid} is gone)") from None
-        except PermissionError:
-            raise ClusterError(f"not allowed to signal node {node} (os pid {pid})") from None
-
-    async def restart(self, node: str) -> None:
-        """Restart `node` through the daemon (the injected `restart`)."""
-        if self._restart is None:
-            raise ClusterError("restart needs the cluster daemon, and none is connected here")
-        await self._restart(node)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -20,9 +21,8 @@ from typing import Any
 import pytest
 
 from partisan.cluster.layout import CliIdentity, ClusterDir
-from partisan.cluster.observer import Observer, ObserverSource
+from partisan.cluster.observer import Observer
 from partisan.cluster.snapshot import ClusterSnapshot, NodeState
-from partisan.errors import ClusterError
 from partisan.testing import NodeProcess, async_wait_until
 from partisan.transport.keys import create_keys
 
@@ -214,14 +214,13 @@ def test_snapshot_of_three_hyparview_nodes(cluster: ClusterDir, nodes: list[Node
 def test_paused_node_unconverges_the_cluster_until_it_resumes(
     cluster: ClusterDir, nodes: list[NodeProcess]
 ) -> None:
-    start_three(cluster, nodes)
+    n3_process = start_three(cluster, nodes)[2]
 
     async def main() -> None:
         with CliIdentity(cluster) as cli:
             async with Observer(cluster, cli.name) as observer:
-                source = ObserverSource(observer)
                 await wait_for(observer, converged_with(*NAMES), "3 converged nodes")
-                await source.signal("n3", "STOP")
+                os.kill(n3_process.pid, signal.SIGSTOP)
                 began = time.perf_counter()
                 paused = await wait_for(
                     observer,
@@ -232,7 +231,7 @@ def test_paused_node_unconverges_the_cluster_until_it_resumes(
                 n3 = paused.node("n3")
                 assert n3 is not None and n3.alive and not n3.live and n3.rss is not None
                 assert paused.health.alive == 2 and paused.health.dead == 1
-                await source.signal("n3", "CONT")
+                os.kill(n3_process.pid, signal.SIGCONT)
                 back = await wait_for(observer, converged_with(*NAMES), "n3 back, converged")
                 assert back.health.alive == 3
 
@@ -249,9 +248,8 @@ def test_killed_node_is_down_and_the_survivors_repair(
     async def main() -> None:
         with CliIdentity(cluster) as cli:
             async with Observer(cluster, cli.name) as observer:
-                source = ObserverSource(observer)
                 await wait_for(observer, converged_with(*NAMES), "3 converged nodes")
-                await source.signal("n3", "KILL")
+                os.kill(n3.pid, signal.SIGKILL)
                 await asyncio.to_thread(n3.kill)  # reap it, as the daemon would
                 # Before the daemon notices, psutil already knows the process is gone.
                 gone = await observer.snapshot()
@@ -278,8 +276,6 @@ def test_killed_node_is_down_and_the_survivors_repair(
                 for name in ("n1", "n2"):
                     status = repaired.node(name)
                     assert status is not None and "n3" not in status.active
-                with pytest.raises(ClusterError, match="not running"):
-                    await source.signal("n3", "KILL")
 
     asyncio.run(main())
 

@@ -21,7 +21,7 @@ import pytest
 
 from partisan.cluster.events import EventTail
 from partisan.cluster.layout import ClusterDir
-from partisan.cluster.observer import Observer, ObserverSource
+from partisan.cluster.observer import Observer
 from partisan.cluster.observer_status import (
     ProcessInfo,
     RepairClock,
@@ -29,7 +29,6 @@ from partisan.cluster.observer_status import (
     process_info,
 )
 from partisan.cluster.snapshot import NodeState
-from partisan.errors import ClusterError
 from partisan.testing import wait_until
 
 RUNNING = ProcessInfo("running", 40_000_000)
@@ -219,57 +218,6 @@ def test_event_tail_offsets_new_paths_and_rewrites(tmp_path: Path) -> None:
     assert tail.malformed == 1
 
 
-# ---------------------------------------------------------------- ObserverSource
-
-
-def source(tmp_path: Path, restart: Any = None, **node: Any) -> ObserverSource:
-    cluster = ClusterDir(tmp_path)
-    cluster.make()
-    nodes = [dict(entry(name="n1", os_pid=None, state="down")), dict(entry(**node))]
-    cluster.write_state({"version": 1, "manager": "hyparview", "nodes": nodes})
-    return ObserverSource(Observer(cluster, "cli-1"), restart)
-
-
-def test_signal_refuses_unknown_nodes_signals_and_dead_nodes(tmp_path: Path) -> None:
-    unused = next(pid for pid in range(4_000_000, 4_100_000) if not psutil.pid_exists(pid))
-    src = source(tmp_path, os_pid=unused)
-    with pytest.raises(ClusterError, match="unknown signal"):
-        asyncio.run(src.signal("n2", "HUP"))
-    with pytest.raises(ClusterError, match="no node 'n9'"):
-        asyncio.run(src.signal("n9", "KILL"))
-    with pytest.raises(ClusterError, match="n1 is not running"):
-        asyncio.run(src.signal("n1", "KILL"))
-    with pytest.raises(ClusterError, match="is gone"):
-        asyncio.run(src.signal("n2", "STOP"))
-
-
-@pytest.mark.timeout(20)
-def test_signal_reaches_the_nodes_process(tmp_path: Path) -> None:
-    child = subprocess.Popen([sys.executable, "-c", STAND_IN])
-    try:
-        src = source(tmp_path, os_pid=child.pid)
-        asyncio.run(src.signal("n2", "STOP"))
-        wait_until(lambda: process_info(child.pid).state == "stopped", 5, message="stopped")
-        asyncio.run(src.signal("n2", "sigcont"))
-        asyncio.run(src.signal("n2", "TERM"))
-        assert child.wait(timeout=10) == -signal.SIGTERM
-    finally:
-        child.kill()
-        child.wait(timeout=10)
-
-
-def test_restart_goes_to_the_injected_daemon_client(tmp_path: Path) -> None:
-    asked: list[str] = []
-
-    async def restart(node: str) -> None:
-        asked.append(node)
-
-    asyncio.run(source(tmp_path, restart).restart("n2"))
-    assert asked == ["n2"]
-    with pytest.raises(ClusterError, match="daemon"):
-        asyncio.run(source(tmp_path / "other").restart("n2"))
-
-
 def test_snapshot_needs_an_entered_observer(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="not started"):
-        asyncio.run(source(tmp_path).snapshot())
+        asyncio.run(Observer(ClusterDir(tmp_path), "cli-1").snapshot())
