@@ -29,6 +29,7 @@ __all__ = [
     "load_events",
     "parse_line",
     "read_events",
+    "repair_episode",
     "repair_point",
     "repair_time",
 ]
@@ -286,17 +287,25 @@ def repair_point(record: Record) -> tuple[float, bool] | None:
 
 def repair_time(points: Iterable[tuple[float, bool]], *, quiet: float = 3.0) -> float | None:
     """The latest episode's length over time-sorted `repair_point` tuples (see `last_repair_s`)."""
+    episode = repair_episode(points, quiet=quiet)
+    return None if episode is None else episode[1] - episode[0]
+
+
+def repair_episode(
+    points: Iterable[tuple[float, bool]], *, quiet: float = 3.0
+) -> tuple[float, float] | None:
+    """``(first failure, last topology event)`` of the latest episode, in epoch seconds."""
     start: float | None = None
     end = 0.0
-    latest: float | None = None
+    latest: tuple[float, float] | None = None
     for at, failure in points:
         if start is not None and at - end > quiet:
-            latest, start = end - start, None
+            latest, start = (start, end), None
         if start is None:
             if failure:
                 start = end = at
         else:
             end = at
     if start is not None:
-        latest = end - start
+        latest = (start, end)
     return latest

@@ -165,7 +165,7 @@ class Observer:
             self._repair.update(
                 e.get("event_log") or self.cluster.event_log(e["name"]) for e in entries
             )
-            repair = self._repair.last_repair_s(snapshot.converged)
+            repair = self._repair.last_repair_s(snapshot.converged, snapshot.taken_at)
             snapshot = snapshot.with_health(
                 snapshot.converged, replace(snapshot.health, last_repair_s=repair)
             )

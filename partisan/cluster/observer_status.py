@@ -38,7 +38,7 @@ from typing import Any
 
 import psutil
 
-from partisan.cluster.events import EventTail, repair_point, repair_time
+from partisan.cluster.events import EventTail, repair_episode, repair_point
 from partisan.cluster.snapshot import NodeState, NodeStatus
 
 __all__ = ["ProcessInfo", "RepairClock", "as_int", "node_status", "process_info"]
@@ -149,17 +149,26 @@ class RepairClock:
     """`Health.last_repair_s` from the event logs, read incrementally.
 
     Only topology records are kept, parsed once into `repair_point` tuples
-    (at most `keep`, the newest) and kept in time order, and the repair time
-    is recomputed only when one arrived: a poll that found nothing new costs
-    a ``stat`` per log. (Re-parsing every kept record's timestamp each poll
-    cost the live view ~40 ms a frame at 64 nodes.)
+    (at most `keep`, the newest) and kept in time order; the latest episode
+    is recomputed only when one arrived (a poll that found nothing new costs
+    a ``stat`` per log). Re-parsing every kept timestamp each poll cost the
+    live view ~40 ms a frame at 64 nodes.
+
+    From the logs alone an episode ends at its last topology event, and the
+    view churn that follows a repair (HyParView rebalancing over-full views)
+    keeps extending it. So when this observer *saw* the failure (a snapshot
+    not converged after it) it also caps the episode at the first converged
+    snapshot after that: the contract's "from the first ``peer.down`` to the
+    next converged snapshot". Passing `now` (the snapshot's time) enables it.
     """
 
     def __init__(self, keep: int = 20_000) -> None:
         self.tail = EventTail([])
         self.keep = keep
         self._points: list[tuple[float, bool]] = []
-        self._latest: float | None = None
+        self._episode: tuple[float, float] | None = None
+        self._broken_since: float | None = None  # episode start we saw unconverged
+        self._converged_at: dict[float, float] = {}  # episode start -> first converged after
 
     def update(self, paths: Iterable[str | os.PathLike[str]]) -> None:
         """Read what the logs at `paths` gained (the set of logs may change between calls)."""
@@ -169,8 +178,17 @@ class RepairClock:
             for point in fresh:
                 bisect.insort(self._points, point)
             del self._points[: max(0, len(self._points) - self.keep)]
-            self._latest = repair_time(self._points)
+            self._episode = repair_episode(self._points)
 
-    def last_repair_s(self, converged: bool) -> float | None:
+    def last_repair_s(self, converged: bool, now: float | None = None) -> float | None:
         """The latest repair's duration, or None (none yet, or one in progress: not converged)."""
-        return self._latest if converged else None
+        if self._episode is None:
+            return None
+        start, end = self._episode
+        if not converged:
+            if now is not None and now >= start:
+                self._broken_since = start
+            return None
+        if now is not None and self._broken_since == start:
+            self._converged_at.setdefault(start, now)
+        return min(end, self._converged_at.get(start, end)) - start

@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -199,6 +200,25 @@ def test_repair_clock_reads_only_what_the_logs_gained(tmp_path: Path) -> None:
         out.write('2.000000Z", "node": "n1", "event": "view.active"}\n')  # the line completed
     clock.update([n1, n2])
     assert clock.last_repair_s(True) == pytest.approx(2.0)
+
+
+def test_repair_clock_caps_an_episode_at_the_convergence_it_saw(tmp_path: Path) -> None:
+    log = tmp_path / "n1.jsonl"
+    log.write_text(line(10, "n1", "peer.down", "n3"))
+    clock = RepairClock()
+    clock.update([log])
+    epoch = datetime.fromisoformat("2026-12-02T19:00:10+00:00").timestamp()
+    assert clock.last_repair_s(False, now=epoch + 0.2) is None  # seen broken
+    with log.open("a") as out:
+        out.write(line(10.4, "n1", "view.active") + line(12.0, "n1", "view.active"))
+    clock.update([log])
+    # Converged at +0.5 s; the churn logged until +2.0 s does not extend the repair.
+    assert clock.last_repair_s(True, now=epoch + 0.5) == pytest.approx(0.5)
+    assert clock.last_repair_s(True, now=epoch + 5.0) == pytest.approx(0.5)  # stays
+    # Without having seen it broken (e.g. a one-shot status), the logs alone decide.
+    fresh = RepairClock()
+    fresh.update([log])
+    assert fresh.last_repair_s(True, now=epoch + 9.0) == pytest.approx(2.0)
 
 
 def test_event_tail_offsets_new_paths_and_rewrites(tmp_path: Path) -> None:
