@@ -102,9 +102,10 @@ async def story(cluster: ClusterDir, seconds: float) -> None:
             print_repair(cluster, killed_at)
             cli(cluster.root, "start", "n3")
             snapshot = await watch(cluster, observer, step, "n3 is back as a new incarnation:")
-            if not TTY:
-                print("\n$ partisan cluster status")
-                print(render_plain(snapshot))
+            if not TTY:  # one more sample a second later, so the table shows message rates
+                await asyncio.sleep(1.0)
+                print("\n$ partisan cluster status --watch   (one frame)")
+                print(render_plain(await observer.snapshot(), snapshot))
 
 
 def main() -> int:

@@ -37,4 +37,7 @@ def test_demo_kills_repairs_restarts_and_leaves_nothing_running() -> None:
     # At the end all 8 nodes are up again, n3 included, and the demo checked for leftovers.
     final = out.split("$ partisan cluster status", 1)[1]
     assert final.splitlines()[1].startswith("hyparview: 8/8 up")
+    # The application's traffic shows: n1 (never killed) receives echo calls every second.
+    n1 = next(line.split() for line in final.splitlines() if line.startswith("n1 "))
+    assert float(n1[11]) > 0, n1  # msg in/s
     assert "no node process is left" in out
