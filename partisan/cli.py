@@ -15,6 +15,7 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from partisan.errors import PartisanError
 
@@ -29,9 +30,20 @@ COMMANDS: list[str] = [
 ]
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line that says where to look, not a usage block then the error.
+
+    Subcommand parsers inherit this class (argparse creates them with the
+    parent's type), so every command answers a bad flag the same way.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the full parser with every registered subcommand."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="partisan",
         description="Partisan for Python: clusters of actor nodes over ZeroMQ.",
     )
