@@ -15,7 +15,10 @@ reason is ``heartbeat_timeout`` when the peer has been silent past the
 heartbeat allowance — we PING idle links every heartbeat interval so that
 silence means something — else ``connection_closed``. A hidden peer has no
 DEALER of ours: we PING it through the ROUTER, whose ROUTER_MANDATORY answers
-EHOSTUNREACH once libzmq dropped the connection.
+EHOSTUNREACH once libzmq dropped the connection. A peer reported up through
+its own dial while ours (a dial-back, or an earlier dial still re-dialling) is
+not up is PINGed the same way: until our half is up, its connection to our
+ROUTER is the only one that can tell us it died (`_ping_inbound`).
 
 A failed CURVE handshake while dialling becomes `JoinRefused` with a diagnosis,
 and the (name, address) is backed off for 1, 2, 4 ... 60 s: libzmq would retry
@@ -73,10 +76,12 @@ class Detection(LinksCore):
                 peer.room.set()
             elif kind == zmq.EVENT_DISCONNECTED:
                 lane.up = False
-                if peer.out_state is OutState.UP:
+                if peer.out_state is OutState.UP or peer.up_reported:
+                    # Reported up (also through the peer's own dial while our
+                    # half still handshakes): this connection was its to lose.
                     self._link_lost(peer, self._down_reason(peer))
                     return
-                # Still handshaking: libzmq re-dials and HELLO is sent again.
+                # Still dialling: libzmq re-dials and HELLO is sent again.
             elif kind in _FAILED_EVENTS:
                 self._handshake_failed(peer, _FAILED_EVENTS[kind])
                 return
@@ -167,6 +172,8 @@ class Detection(LinksCore):
             if not peer.up_reported and peer.deadline and now > peer.deadline:
                 error = CallTimeout(f"handshake with {peer.name}@{peer.address} timed out")
                 self._teardown(peer, "unreachable", notify=False, error=error)
+            elif peer.up_reported and peer.out_state is not OutState.UP:
+                self._ping_inbound(peer)
             elif peer.up_reported and (peer.router_lane is not None or not peer.sent_recently):
                 self._send_control(peer, Kind.PING)
             peer.sent_recently = False
@@ -181,6 +188,29 @@ class Detection(LinksCore):
                 del self._backoff[address]
         if not self._closed:
             self._timer = loop.call_later(interval, self._housekeeping)
+
+    def _ping_inbound(self, peer: Peer) -> None:
+        """PING a reported-up peer whose outbound half is not up, through its own connection.
+
+        Such a link rests on the peer's DEALER connected to our ROUTER (its
+        HELLO made it up) while our dial (a dial-back, or an earlier dial of
+        ours) still connects: libzmq re-dials a dead address silently, so
+        no monitor of ours would ever report a peer that died in this
+        window. The ROUTER's connection has ZMTP heartbeats; ROUTER_MANDATORY
+        answers EHOSTUNREACH once libzmq dropped it (a crash at once, a
+        frozen peer after ``heartbeat_timeout``), and that loses the link.
+        """
+        if peer.credit_rid is None or self._router is None:
+            return
+        header = encode_header(Header(Kind.PING, self.name, self.incarnation, "", "", 0, 0))
+        try:
+            self._router.send_multipart([peer.credit_rid, header], zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            if exc.errno == zmq.EHOSTUNREACH:
+                log.info("%s: %s's connection to us is gone", self.name, peer.name)
+                self._link_lost(peer, self._down_reason(peer))
+            return  # EAGAIN: its pipe is full, so it is not gone
+        self._recheck_router()
 
     def _down_reason(self, peer: Peer) -> str:
         """``heartbeat_timeout`` if the peer has been silent past the heartbeat allowance."""
