@@ -48,13 +48,16 @@ def test_survivors_log_the_killed_peer_down_and_every_node_logs_its_start(
         start("n3", str(n1.spec))
         for name in ("n1", "n2"):
             others = {"n1", "n2", "n3"} - {name}
+            # peer.join (membership) can precede the link; a peer.down needs a
+            # link, so n3 dies only once every survivor has one to it.
             wait_until(
                 lambda name=name, others=others: (
                     {r["peer"] for r in events(logs[name], "peer.join")} >= others
+                    and {r["peer"] for r in events(logs[name], "peer.up")} >= others
                 ),
                 10,
                 interval=0.05,
-                message=f"{name} to log peer.join of {others}",
+                message=f"{name} to log peer.join and peer.up of {others}",
             )
         nodes["n3"].kill()  # SIGKILL: no BYE, no node.stop
         for name in ("n1", "n2"):
