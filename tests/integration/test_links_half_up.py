@@ -150,7 +150,7 @@ def test_a_peer_killed_while_our_own_earlier_dial_still_redials_is_reported_down
         port = _free_port()
         dial = asyncio.ensure_future(a.connect(f"b@127.0.0.1:{port}", timeout=10))
         try:
-            await asyncio.sleep(0)  # the dial starts: refused, libzmq re-dials in 5-10 s
+            await asyncio.sleep(0)  # ok-sleep: a yield; the dial starts
             # b starts where a dials (a restart, as the cluster CLI does) and dials a.
             b = node_factory("b", "--port", str(port), keys=keys, settings=SETTINGS)
             recorder.kill_on_up = b
@@ -178,7 +178,7 @@ def test_a_live_peer_is_not_reported_down_while_our_half_is_still_dialling(
         port = _free_port()
         dial = asyncio.ensure_future(a.connect(f"b@127.0.0.1:{port}", timeout=10))
         try:
-            await asyncio.sleep(0)
+            await asyncio.sleep(0)  # ok-sleep: a yield so the dial starts
             b = node_factory("b", "--port", str(port), keys=keys, settings=SETTINGS)
             b.send_command("connect", target=str(a.spec))
             await async_wait_until(lambda: recorder.ups, 10, message="b's link up")
