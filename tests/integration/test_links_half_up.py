@@ -18,9 +18,10 @@ not be reported down.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +99,29 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+@contextlib.asynccontextmanager
+async def _redialling_a_restarted_peer(
+    keys: Path, node_factory: Callable[..., NodeProcess], *, kill_on_up: bool
+) -> AsyncIterator[tuple[Observer, Recorder, NodeProcess]]:
+    """`a` dials a port with nothing behind it (libzmq re-dials in 5-10 s); then `b`
+    starts on that port (a restart, as the cluster CLI does) and dials `a` first."""
+    a, recorder = _observer(keys, **SLOW_REDIAL)
+    await a.start()
+    port = _free_port()
+    dial = asyncio.ensure_future(a.connect(f"b@127.0.0.1:{port}", timeout=10))
+    try:
+        await asyncio.sleep(0)  # ok-sleep: a yield; the dial starts
+        b = node_factory("b", "--port", str(port), keys=keys, settings=SETTINGS)
+        if kill_on_up:
+            recorder.kill_on_up = b
+        b.send_command("connect", target=str(a.spec))
+        yield a, recorder, b
+    finally:
+        dial.cancel()
+        await asyncio.gather(dial, return_exceptions=True)
+        await a.close(flush_timeout=1.0)
+
+
 async def _down_in_time(a: Observer, recorder: Recorder) -> None:
     deadline = detection_deadline(a.config)
     await async_wait_until(lambda: recorder.downs, deadline, message="a to report b down")
@@ -145,22 +169,13 @@ def test_a_peer_killed_while_our_own_earlier_dial_still_redials_is_reported_down
     keys = key_dir("a", "b")
 
     async def main() -> None:
-        a, recorder = _observer(keys, **SLOW_REDIAL)
-        await a.start()
-        port = _free_port()
-        dial = asyncio.ensure_future(a.connect(f"b@127.0.0.1:{port}", timeout=10))
-        try:
-            await asyncio.sleep(0)  # ok-sleep: a yield; the dial starts
-            # b starts where a dials (a restart, as the cluster CLI does) and dials a.
-            b = node_factory("b", "--port", str(port), keys=keys, settings=SETTINGS)
-            recorder.kill_on_up = b
-            b.send_command("connect", target=str(a.spec))
+        async with _redialling_a_restarted_peer(keys, node_factory, kill_on_up=True) as (
+            a,
+            recorder,
+            _b,
+        ):
             await async_wait_until(lambda: recorder.killed_at, 10, message="b's link up")
             await _down_in_time(a, recorder)
-        finally:
-            dial.cancel()
-            await asyncio.gather(dial, return_exceptions=True)
-            await a.close(flush_timeout=1.0)
 
     asyncio.run(main())
 
@@ -173,14 +188,11 @@ def test_a_live_peer_is_not_reported_down_while_our_half_is_still_dialling(
     keys = key_dir("a", "b")
 
     async def main() -> None:
-        a, recorder = _observer(keys, **SLOW_REDIAL)
-        await a.start()
-        port = _free_port()
-        dial = asyncio.ensure_future(a.connect(f"b@127.0.0.1:{port}", timeout=10))
-        try:
-            await asyncio.sleep(0)  # ok-sleep: a yield so the dial starts
-            b = node_factory("b", "--port", str(port), keys=keys, settings=SETTINGS)
-            b.send_command("connect", target=str(a.spec))
+        async with _redialling_a_restarted_peer(keys, node_factory, kill_on_up=False) as (
+            a,
+            recorder,
+            b,
+        ):
             await async_wait_until(lambda: recorder.ups, 10, message="b's link up")
             up_at = recorder.ups[0][1]
             # Queued until our own half is up: a's dial re-tries in 5-10 s, well
@@ -198,9 +210,5 @@ def test_a_live_peer_is_not_reported_down_while_our_half_is_still_dialling(
             assert [e for e in b.request("events")["events"] if e["event"] == "down"] == []
             # Our PINGs through the ROUTER reached a live b and were accepted.
             assert b.request("stats")["stats"]["peers"][0]["rejects"] == 0
-        finally:
-            dial.cancel()
-            await asyncio.gather(dial, return_exceptions=True)
-            await a.close(flush_timeout=1.0)
 
     asyncio.run(main())
