@@ -106,7 +106,14 @@ class MemoryLinks:
             raise NotConnected(f"no session with {peer!r}")
 
     def send(
-        self, peer: str, channel: str, dest: str, payload: object, *, partition_key: object = None
+        self,
+        peer: str,
+        channel: str,
+        dest: str,
+        payload: object,
+        *,
+        partition_key: object = None,
+        control: bool = False,
     ) -> None:
         other = self.sessions.get(peer)
         if other is None:

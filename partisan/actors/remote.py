@@ -36,7 +36,6 @@ from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
 from partisan.actors import envelopes as env
-from partisan.actors.backlog import ControlBacklog
 from partisan.actors.process import Process
 from partisan.actors.remote_inbound import RUNTIME_DEST, Inbound
 from partisan.actors.runtime import Dest, Runtime, Watch
@@ -80,7 +79,6 @@ class Distribution(Inbound):
         from partisan.actors.remote_requests import Requests
 
         self.requests: Requests = Requests(self)
-        self.backlog = ControlBacklog(self)
 
     # ---------------------------------------------------------- views
 
@@ -119,23 +117,21 @@ class Distribution(Inbound):
     def post(self, node: str, envelope: Any, partition_key: Any, channel: str = "default") -> bool:
         """Send a control envelope; never raises.
 
-        Over the peer's send budget it waits in the `ControlBacklog` (in
-        order); other failures are counted and logged.
+        Control envelopes have no caller to refuse, so the transport queues
+        them on their lane even over the peer's send budget (``control=True``),
+        behind what that lane holds: one ordered path per lane for every
+        message kind. Other failures are counted and logged.
         """
         if node not in self.up:
             self.runtime.drops["control_not_connected"] += 1
             return False
-        if self.backlog.waiting(node):  # keep the order behind envelopes already waiting
-            self.backlog.add(node, channel, RUNTIME_DEST, envelope, partition_key)
-            return True
         try:
-            self.links.send(node, channel, RUNTIME_DEST, envelope, partition_key=partition_key)
+            self.links.send(
+                node, channel, RUNTIME_DEST, envelope, partition_key=partition_key, control=True
+            )
         except NotConnected:
             self.runtime.drops["control_not_connected"] += 1
             return False
-        except Overloaded:
-            self.backlog.add(node, channel, RUNTIME_DEST, envelope, partition_key)
-            return True
         except Exception as exc:
             self.runtime.drops["control_send_failed"] += 1
             logger.warning("could not send %s to %s: %s", type(envelope).__name__, node, exc)
@@ -398,7 +394,6 @@ class Distribution(Inbound):
             if target is not None:
                 runtime.deliver_exit(target, remote, "noconnection", linked=True)
         self.requests.node_down(node)
-        self.backlog.drop(node)
         self._notify(node, NodeDown(node, reason), hidden)
 
     async def spawn(
@@ -413,16 +408,12 @@ class Distribution(Inbound):
         return await self.requests.ping(target, timeout)
 
     async def close(self, flush_timeout: float = 0.0) -> None:
-        """Stop the helper tasks (requests being served, backlog drains).
+        """Stop the helper tasks (requests being served).
 
-        Control envelopes still waiting for room in a peer's budget get up to
-        `flush_timeout` to reach the transport first; only what remains after
-        that is dropped (and counted).
+        Control envelopes are already in the transport's lane queues, which
+        `Links.close` flushes within its own `flush_timeout`.
         """
         await self.requests.close()
-        if flush_timeout > 0 and not await self.backlog.drain(flush_timeout):
-            logger.warning("control envelopes not flushed within %.1f s", flush_timeout)
-        await self.backlog.close()
 
     def disconnected(self, node: str, reason: str) -> None:
         """We closed the session ourselves (leave): same effects as a peer down."""

@@ -347,12 +347,19 @@ class Links(Handshake, Detection, Receiver, CreditReturn, Outbound):
         payload: object,
         *,
         partition_key: object = None,
+        control: bool = False,
     ) -> None:
         """Queue `payload` for `dest` on `peer` over `channel`; never blocks.
 
         Raises `NotConnected` without a session, `Overloaded` when the peer's
         byte budget is used up, `ValueError` for an unknown channel or a
         message over `max_frame_bytes`, `EncodeError` for an unpicklable payload.
+
+        `control=True` is for the runtime's own envelopes (replies, Down and
+        exit signals, monitor and link requests): they have no caller to
+        refuse, so they are queued on their lane even over the budget — behind
+        whatever that lane holds already, so one sender's messages of every
+        kind keep their order.
         """
         state = self._peers.get(peer)
         if state is None or state.closing or self._closed:
@@ -375,7 +382,7 @@ class Links(Handshake, Detection, Receiver, CreditReturn, Outbound):
         budget = state.budget
         queue = lane.queue
         outstanding = budget.queued + budget.sent - budget.acked
-        if outstanding + size > budget.limit and outstanding > 0:  # ByteBudget.admits, inlined
+        if outstanding + size > budget.limit and outstanding > 0 and not control:  # admits()
             freed = queue.replaces(dest) if queue.monotonic else 0
             if not budget.admits(size, freed):
                 raise Overloaded(
