@@ -158,6 +158,14 @@ class Config:
     call_timeout: float = 5.0
     shutdown_timeout: float = 5.0
     send_buffer_bytes: int = 64 * 1024 * 1024
+    #: Bytes of peers' messages a node holds before its actors read them (all peers).
+    inbound_buffer_bytes: int = 256 * 1024 * 1024
+    #: Actor operations to a known node without a link dial one (CONTRACT: connect-on-use).
+    connect_on_use: bool = True
+    #: A link no membership view needs closes after this long without traffic.
+    idle_link_timeout: float = 10.0
+    #: Overlay hops a `transitive=True` message may take before it is dropped.
+    relay_ttl: int = 6
     max_frame_bytes: int = 256 * 1024 * 1024
     key_dir: str | None = None
     insecure: bool = False
@@ -181,6 +189,9 @@ class Config:
         "call_timeout",
         "shutdown_timeout",
         "send_buffer_bytes",
+        "inbound_buffer_bytes",
+        "idle_link_timeout",
+        "relay_ttl",
         "max_frame_bytes",
     )
 
