@@ -79,6 +79,8 @@ class Distribution(Inbound):
         from partisan.actors.remote_requests import Requests
 
         self.requests: Requests = Requests(self)
+        #: Relays `transitive=True` sends over the overlay (set by the Node; None: no relay).
+        self.relay: Any = None
 
     # ---------------------------------------------------------- views
 
@@ -164,6 +166,12 @@ class Distribution(Inbound):
         else:
             node, wire_dest = dest[1], dest[0]
         if node not in self.up:
+            if transitive and self.relay is not None:
+                # relay.forward(node, channel, wire_dest, msg, partition_key): raises
+                # NotConnected when no route exists
+                self.relay.forward(node, channel, wire_dest, msg, partition_key)
+                self.runtime.routed_remote += 1
+                return
             raise NotConnected(f"no route to node {node!r}")
         self.links.send(node, channel, wire_dest, msg, partition_key=partition_key)
         self.runtime.routed_remote += 1
