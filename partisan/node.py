@@ -162,6 +162,13 @@ class Node:
             )
             links.handler = self.peer_service
             self.peer_service.start()
+            dist.members_of = self.peer_service.members
+            dist.on_demand.find = self.peer_service.find
+            dist.on_demand.in_view = self.peer_service.in_view
+        dist.on_demand.enabled = self.config.connect_on_use
+        dist.on_demand.dial_timeout = self.config.handshake_timeout
+        if self.config.manager == "client-server":
+            dist.on_demand.client_server_role = self.config.role or "server"
         set_default_runtime(runtime, True)
         self._token = _current.set(runtime.main)
         logger.info("node %s started (incarnation %d)", self.spec, self.incarnation)
@@ -258,6 +265,10 @@ class Node:
                     raise JoinRefused(
                         f"{spec.name} refused the join (manager {self.config.manager})"
                     )
+            if self.config.manager == "full-mesh":
+                # The contact answers with the members it knows: once that is in,
+                # they are ours to address (connect-on-use dials them).
+                await self.peer_service.heard_from(spec.name, timeout)
         return spec
 
     async def sync_join(self, contact: NodeSpec | str, *, timeout: float | None = None) -> NodeSpec:

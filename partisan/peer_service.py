@@ -25,14 +25,15 @@ monitors, links or calls depend on it); ``SetTimer`` / ``CancelTimer`` use
 ``loop.call_at`` with the loop's clock, the same clock passed as ``now``;
 ``MembersChanged`` is what `Node.members()` returns.
 
-View changes are not failures (CONTRACT.md, Failure semantics). A link we
-close for ``VIEW_CHANGE`` and a link the peer closes with BYE
-``"disconnected"`` are *parked* in the `Distribution`: the peer leaves
-`nodes()` but no `NodeDown` fires and nothing gets ``noconnection``; if it
-comes back with the same incarnation no `NodeUp` fires either. A pinned link
-is never closed for a view change; a sweep every ``connection_interval``
-closes links that no view needs any more (pinned ones once they are
-unpinned, temporary ones after a second look).
+View changes are not failures. A link closed for ``VIEW_CHANGE`` is closed
+only when both ends agree that nothing depends on it (`CloseReq`, see
+partisan/actors/on_demand.py); both ends then *park* the peer in the
+`Distribution`: it leaves `nodes()` but no `NodeDown` fires and nothing gets
+``noconnection``; if it comes back with the same incarnation no `NodeUp` fires
+either, and actor traffic for it dials a link on demand. A sweep every
+``connection_interval`` asks to close links that no view needs any more:
+temporary ones after a second look, links dialled for actor traffic after
+``idle_link_timeout`` without messages.
 """
 
 from __future__ import annotations
@@ -110,6 +111,10 @@ class PeerService:
         self._tasks: set[asyncio.Task[None]] = set()
         self._sweep_handle: asyncio.TimerHandle | None = None
         self._unneeded: set[str] = set()
+        #: on-demand links: name -> (traffic count last seen, when it last changed)
+        self._idle: dict[str, tuple[int, float]] = {}
+        self._heard = asyncio.Event()
+        self._heard_from: set[str] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
         #: True while carrying out our own Leave (its LEFT disconnects are ours to do).
@@ -212,6 +217,29 @@ class PeerService:
             self.drops["misrouted_membership"] = self.drops.get("misrouted_membership", 0) + 1
         else:
             self.handle(Received(sender, payload))
+            if sender.name not in self._heard_from:
+                self._heard_from.add(sender.name)
+                self._heard.set()
+
+    async def heard_from(self, name: str, timeout: float) -> bool:
+        """Wait until the manager received a message from `name` (a join's answer).
+
+        After a full-mesh join the contact answers with its state: waiting for
+        it makes the members it knows ours before `join` returns, so the caller
+        can address them at once.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while name not in self._heard_from:
+            self._heard.clear()
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            try:
+                await asyncio.wait_for(self._heard.wait(), remaining)
+            except TimeoutError:
+                return False
+        return True
 
     def on_peer_up(self, peer: NodeSpec, hidden: bool) -> None:
         self.dist.on_peer_up(peer, hidden)
@@ -222,12 +250,18 @@ class PeerService:
 
     def on_peer_down(self, peer: NodeSpec, reason: str) -> None:
         hidden = peer.name in self.dist.hidden
+        if reason == "connection_closed" and self.dist.on_demand.closing_agreed(peer.name):
+            # We agreed to this close: its connections may drop before its BYE is read.
+            reason = "disconnected"
         if not hidden and self.event_log is not None:
             self.event_log.write(
                 "peer.down", peer=peer.name, peer_incarnation=peer.incarnation, reason=reason
             )
-        if reason == "disconnected" and not self.dist.pinned(peer.name):
-            self.dist.park(peer)  # the peer closed a healthy link on purpose: no NodeDown
+        if reason == "disconnected":
+            # The peer closed a healthy link on purpose, after we agreed (or, from an
+            # older peer, without asking): no NodeDown; whatever still needs the
+            # link dials it again (partisan/actors/on_demand.py).
+            self.dist.park(peer)
         else:
             self.dist.on_peer_down(peer, reason)
         if not hidden:
@@ -345,34 +379,52 @@ class PeerService:
 
     def _close(self, peer: NodeSpec, reason: DisconnectReason) -> None:
         name = peer.name
-        if reason is DisconnectReason.VIEW_CHANGE and self.dist.pinned(name):
-            logger.info("keeping pinned link to %s across a view change", name)
+        if reason is DisconnectReason.VIEW_CHANGE:
+            # Both ends must agree: the peer may have calls or monitors in flight.
+            self.dist.on_demand.request_close(peer)
             return
         if not self.links.is_connected(name):
             return
         bye = "left" if reason is DisconnectReason.LEFT else "disconnected"
         self.links.disconnect(name, reason=bye)
-        if reason is DisconnectReason.VIEW_CHANGE:
-            self.dist.park(peer)
-        else:
-            self.dist.disconnected(name, bye if reason is DisconnectReason.LEFT else reason.value)
+        self.dist.disconnected(name, bye if reason is DisconnectReason.LEFT else reason.value)
+
+    def in_view(self, name: str) -> bool:
+        """True while the manager's overlay wants a link to `name` (or dials it)."""
+        return name in self._dials or any(spec.name == name for spec in self.manager.active())
 
     def _sweep(self) -> None:
-        """Close links no view needs: seen unneeded twice in a row and not pinned."""
+        """Close links no view needs and nothing pins (asking the peer; on_demand.py).
+
+        A link the membership dialled for a moment (HyParView's shuffles and
+        joins) goes once seen unneeded twice in a row; one dialled for actor
+        traffic goes after `idle_link_timeout` without any message on it.
+        """
         assert self._loop is not None
+        now = self._loop.time()
         self._sweep_handle = self._loop.call_later(self.config.connection_interval, self._sweep)
         needed = {spec.name for spec in self.manager.active()} | set(self._dials)
+        on_demand = self.dist.on_demand
         unneeded = set()
+        idle: dict[str, tuple[int, float]] = {}
         for spec in self.links.peers():
             name = spec.name
             if name in needed or name in self.dist.hidden or self.dist.pinned(name):
                 continue
-            if name in self._unneeded:
-                self.links.disconnect(name, reason="disconnected")
-                self.dist.park(spec)
+            if name in on_demand.dialled:
+                traffic = self.links.traffic(name)
+                seen, since = self._idle.get(name, (-1, now))
+                if traffic != seen:
+                    seen, since = traffic, now
+                idle[name] = (seen, since)
+                if now - since >= self.config.idle_link_timeout:
+                    on_demand.request_close(spec)
+            elif name in self._unneeded:
+                on_demand.request_close(spec)
             else:
                 unneeded.add(name)
         self._unneeded = unneeded
+        self._idle = idle
 
     def join_actions(self, contact: NodeSpec) -> list[Action]:
         """Feed `Join(contact)` (after the node dialled it) and carry out the actions."""

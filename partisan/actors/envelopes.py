@@ -33,6 +33,9 @@ from partisan.identity import Pid
 __all__ = [
     "CALL",
     "REPLY",
+    "CloseAck",
+    "CloseCancel",
+    "CloseReq",
     "DemonitorReq",
     "DownSig",
     "ExitSig",
@@ -161,6 +164,27 @@ class ExitSig:
     dst: Pid
     reason: Any
     linked: bool
+
+
+# Agreed closes (partisan/actors/on_demand.py): a view change closes a link
+# only when neither end has anything depending on it.
+
+
+@dataclass(frozen=True, slots=True)
+class CloseReq:
+    """May the link between us close for a view change?"""
+
+
+@dataclass(frozen=True, slots=True)
+class CloseAck:
+    """The answer to `CloseReq`: True = nothing here needs the link (our traffic now waits)."""
+
+    ok: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CloseCancel:
+    """After a True `CloseAck`: the asker needs the link after all; send again."""
 
 
 # The two envelopes on the hot path (a call and its reply) are plain tuples of

@@ -36,6 +36,7 @@ from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
 from partisan.actors import envelopes as env
+from partisan.actors.on_demand import QUEUED, RELAYED, OnDemand
 from partisan.actors.process import Process
 from partisan.actors.remote_inbound import RUNTIME_DEST, Inbound
 from partisan.actors.runtime import Dest, Runtime, Watch
@@ -59,6 +60,10 @@ class Distribution(Inbound):
         self.links: Any = None  # the transport, set by the Node before start
         runtime.dist = self
         self.up: dict[str, NodeSpec] = {}
+        #: the last spec each node had while linked (connect-on-use dials parked nodes there)
+        self.specs: dict[str, NodeSpec] = {}
+        #: the membership view (`partisan.members()`), set by the Node when a manager runs
+        self.members_of: Any = None
         self.hidden: set[str] = set()
         self.incarnations: dict[str, int] = {}
         #: peers whose link closed for a view change (no NodeDown): name -> incarnation
@@ -81,6 +86,8 @@ class Distribution(Inbound):
         self.requests: Requests = Requests(self)
         #: Relays `transitive=True` sends over the overlay (set by the Node; None: no relay).
         self.relay: Any = None
+        self.on_demand = OnDemand(self)
+        self._waiting = self.on_demand.queues  # node -> messages waiting for its link
 
     # ---------------------------------------------------------- views
 
@@ -88,6 +95,10 @@ class Distribution(Inbound):
         return sorted(name for name in self.up if name not in self.hidden)
 
     def members(self) -> list[str]:
+        """The membership manager's view (self included); without one, self + `nodes()`."""
+        if self.members_of is not None:
+            members: list[str] = self.members_of()
+            return members
         return sorted({self.runtime.node, *self.nodes()})
 
     def is_up(self, node: str) -> bool:
@@ -103,12 +114,18 @@ class Distribution(Inbound):
             self.watch_index.get(node)
             or self.in_by_node.get(node)
             or self.remote_links.get(node)
+            or self.node_subs.get(node)
+            or self.requests.serving.get(node)
+            or self._waiting.get(node)
             or any(asked == node for _, asked in self.requests.pending.values())
         )
 
     def may_be_alive(self, pid: Pid) -> bool:
+        """Linked with that incarnation, or parked by a view change (healthy, no link)."""
         spec = self.up.get(pid.node)
-        return spec is not None and spec.incarnation == pid.incarnation
+        if spec is not None:
+            return spec.incarnation == pid.incarnation
+        return self.parked.get(pid.node) == pid.incarnation
 
     def _stale(self, pid: Pid) -> bool:
         known = self.incarnations.get(pid.node)
@@ -124,13 +141,26 @@ class Distribution(Inbound):
         behind what that lane holds: one ordered path per lane for every
         message kind. Other failures are counted and logged.
         """
-        if node not in self.up:
-            self.runtime.drops["control_not_connected"] += 1
-            return False
+        if node in self._waiting or node not in self.up:
+            try:
+                how = self.on_demand.route(node)
+            except NotConnected:
+                self.runtime.drops["control_not_connected"] += 1
+                return False
+            if how is not QUEUED and how is not RELAYED:
+                how = None
+        else:
+            how = None
         try:
-            self.links.send(
-                node, channel, RUNTIME_DEST, envelope, partition_key=partition_key, control=True
-            )
+            if how is QUEUED:
+                item = (channel, RUNTIME_DEST, envelope, partition_key)
+                self.on_demand.enqueue(node, item, control=True)
+            elif how is RELAYED:
+                self.relay.forward(node, channel, RUNTIME_DEST, envelope, partition_key)
+            else:
+                self.links.send(
+                    node, channel, RUNTIME_DEST, envelope, partition_key=partition_key, control=True
+                )
         except NotConnected:
             self.runtime.drops["control_not_connected"] += 1
             return False
@@ -165,16 +195,30 @@ class Distribution(Inbound):
             node, wire_dest = dest.node, str(dest)
         else:
             node, wire_dest = dest[1], dest[0]
-        if node not in self.up:
-            if transitive and self.relay is not None:
-                # relay.forward(node, channel, wire_dest, msg, partition_key): raises
-                # NotConnected when no route exists
-                self.relay.forward(node, channel, wire_dest, msg, partition_key)
-                self.runtime.routed_remote += 1
-                return
-            raise NotConnected(f"no route to node {node!r}")
+        if (node in self._waiting or node not in self.up) and self._indirect(
+            node, channel, wire_dest, msg, partition_key, transitive
+        ):
+            return
         self.links.send(node, channel, wire_dest, msg, partition_key=partition_key)
         self.runtime.routed_remote += 1
+
+    def _indirect(
+        self, node: str, channel: str, dest: str, msg: Any, key: Any, transitive: bool
+    ) -> bool:
+        """Queue behind a dial or relay (True), or say the link is there (False).
+
+        Raises `NotConnected` when `node` cannot be reached at all.
+        """
+        how = self.on_demand.route(node, transitive=transitive)
+        if how is QUEUED:
+            self.on_demand.enqueue(node, (channel, dest, msg, key), control=False)
+        elif how is RELAYED:
+            # relay.forward(node, channel, dest, msg, key) raises NotConnected without a route
+            self.relay.forward(node, channel, dest, msg, key)
+        else:
+            return False
+        self.runtime.routed_remote += 1
+        return True
 
     async def send_wait(
         self, dest: Dest, msg: Any, *, channel: str, partition_key: Any, timeout: float | None
@@ -187,8 +231,10 @@ class Distribution(Inbound):
             node, wire_dest = dest.node, str(dest)
         else:
             node, wire_dest = dest[1], dest[0]
-        if node not in self.up:
-            raise NotConnected(f"no route to node {node!r}")
+        if (node in self._waiting or node not in self.up) and self._indirect(
+            node, channel, wire_dest, msg, partition_key, False
+        ):
+            return
         await self.links.send_wait(
             node, channel, wire_dest, msg, partition_key=partition_key, timeout=timeout
         )
@@ -205,13 +251,12 @@ class Distribution(Inbound):
     def monitor(self, ref: Ref, owner: Process, target: Dest) -> None:
         """Ask `target`'s node to monitor it for `owner` (the Watch is already registered)."""
         node = self.runtime.node_of(target)
-        if node not in self.up:
-            self.runtime.fire(ref, target, "noconnection")
-        elif isinstance(target, Pid) and self._stale(target):
+        if isinstance(target, Pid) and self._stale(target):
             self.runtime.fire(ref, target, "noproc")
-        else:
-            wire = target if isinstance(target, Pid) else target[0]
-            self.post(node, env.MonitorReq(ref, owner.pid, wire), owner.pid)
+            return
+        wire = target if isinstance(target, Pid) else target[0]
+        if not self.post(node, env.MonitorReq(ref, owner.pid, wire), owner.pid):
+            self.runtime.fire(ref, target, "noconnection")
 
     def demonitor(self, ref: Ref, node: str, target: Any) -> None:
         self.post(node, env.DemonitorReq(ref), target if isinstance(target, Pid) else None)
@@ -226,12 +271,11 @@ class Distribution(Inbound):
 
     def link(self, proc: Process, other: Pid) -> None:
         self.remote_links[other.node].add((proc.pid, other))
-        if other.node not in self.up:
-            self.runtime.deliver_exit(proc, other, "noconnection", linked=True)
-        elif self._stale(other):
+        if self._stale(other):
             self.runtime.deliver_exit(proc, other, "noproc", linked=True)
-        else:
-            self.post(other.node, env.LinkReq(proc.pid, other), proc.pid)
+        elif not self.post(other.node, env.LinkReq(proc.pid, other), proc.pid):
+            self.remote_links[other.node].discard((proc.pid, other))
+            self.runtime.deliver_exit(proc, other, "noconnection", linked=True)
 
     def unlink(self, proc: Process, other: Pid) -> None:
         self.remote_links[other.node].discard((proc.pid, other))
@@ -240,7 +284,7 @@ class Distribution(Inbound):
     def send_exit(self, src: Pid, dst: Pid, reason: Any, *, linked: bool) -> None:
         if linked:
             self.remote_links[dst.node].discard((src, dst))
-        if dst.node in self.up and not self._stale(dst):
+        if not self._stale(dst):
             self.post(dst.node, env.ExitSig(src, dst, reason, linked), src)
 
     def call(
@@ -271,13 +315,20 @@ class Distribution(Inbound):
             if isinstance(dest, Pid) and self._stale(dest):
                 runtime.drops["stale_incarnation"] += 1
                 raise CallExit("noproc")
-        if node not in self.up:
-            raise NotConnected(f"no route to node {node!r}")
+        how = None
+        if node in self._waiting or node not in self.up:
+            how = self.on_demand.route(node)  # NotConnected when there is no way at all
         wire: env.Target = dest if isinstance(dest, Pid) else dest[0]
         runtime._add_watch(ref, Watch(caller, dest, node, future), caller)
         envelope = env.call_envelope(ref, caller.pid, wire, request)
         try:
-            self.links.send(node, channel, RUNTIME_DEST, envelope, partition_key=partition_key)
+            if how is QUEUED:
+                item = (channel, RUNTIME_DEST, envelope, partition_key)
+                self.on_demand.enqueue(node, item, control=True)
+            elif how is RELAYED:
+                self.relay.forward(node, channel, RUNTIME_DEST, envelope, partition_key)
+            else:
+                self.links.send(node, channel, RUNTIME_DEST, envelope, partition_key=partition_key)
         except Overloaded:
             return node, envelope
         except BaseException:
@@ -334,7 +385,11 @@ class Distribution(Inbound):
             self.node_subs[node].discard(proc)
             return
         self.node_subs[node].add(proc)
-        if node is not None and node not in self.up and node != self.runtime.node:
+        if node is None or node in self.up or node == self.runtime.node:
+            return
+        # A known node without a link (parked by a view change, or a member not
+        # dialled yet) gets one, so that its failure can be seen.
+        if not self.on_demand.ensure_link(node):
             proc.put(NodeDown(node, "noconnection"))
 
     def _notify(self, node: str, event: Any, hidden: bool) -> None:
@@ -355,13 +410,16 @@ class Distribution(Inbound):
         if current is not None:
             self.hidden.discard(peer.name)
             self.parked[peer.name] = current.incarnation
+        self.on_demand.on_parked(peer.name)
 
     def on_peer_up(self, peer: NodeSpec, hidden: bool) -> None:
         """The transport has a session with `peer` (LinkHandler)."""
+        self.specs[peer.name] = peer
         if self.parked.pop(peer.name, None) == peer.incarnation and peer.name not in self.up:
             self.up[peer.name] = peer  # back from a view change: it never went down
             if hidden:
                 self.hidden.add(peer.name)
+            self.on_demand.on_peer_up(peer.name)
             return
         current = self.up.get(peer.name)
         if current is not None:
@@ -374,6 +432,7 @@ class Distribution(Inbound):
         self.incarnations[peer.name] = max(peer.incarnation, self.incarnations.get(peer.name, 0))
         logger.info("node up: %s%s", peer, " (hidden)" if hidden else "")
         self._notify(peer.name, NodeUp(peer.name), hidden)
+        self.on_demand.on_peer_up(peer.name)
 
     def on_peer_down(self, peer: NodeSpec, reason: str) -> None:
         """The session with `peer` ended (LinkHandler)."""
@@ -385,9 +444,35 @@ class Distribution(Inbound):
     def _node_down(self, node: str, reason: str) -> None:
         """Fire everything that depends on `node`, exactly once."""
         self.up.pop(node, None)
+        self.parked.pop(node, None)
         hidden = node in self.hidden
         self.hidden.discard(node)
         logger.info("node down: %s (%s)", node, reason)
+        self.on_demand.on_node_down(node)
+        self._fail_dependents(node)
+        self._notify(node, NodeDown(node, reason), hidden)
+
+    def unreachable(self, node: str, reason: str) -> None:
+        """A dial for actor traffic failed: what waited on `node` fails as if it went down.
+
+        `NodeDown` goes to the node's own subscribers, and to every-node
+        subscribers only if it was believed alive (parked by a view change).
+        """
+        if node in self.up:
+            self._node_down(node, reason)
+            return
+        was_parked = self.parked.pop(node, None) is not None
+        logger.info("node unreachable: %s (%s)", node, reason)
+        self._fail_dependents(node)
+        targets = set(self.node_subs.get(node, ()))
+        if was_parked:
+            targets |= self.node_subs.get(None, set())
+        for proc in targets:
+            if proc.alive:
+                proc.put(NodeDown(node, reason))
+
+    def _fail_dependents(self, node: str) -> None:
+        """Monitors, calls, links and requests on `node` fire ``noconnection``."""
         runtime = self.runtime
         for ref in list(self.watch_index.pop(node, ())):
             watch = runtime.watches.get(ref)
@@ -402,7 +487,6 @@ class Distribution(Inbound):
             if target is not None:
                 runtime.deliver_exit(target, remote, "noconnection", linked=True)
         self.requests.node_down(node)
-        self._notify(node, NodeDown(node, reason), hidden)
 
     async def spawn(
         self, proc: Process, node: str, fn: Any, args: tuple[Any, ...], **kw: Any
@@ -422,6 +506,7 @@ class Distribution(Inbound):
         `Links.close` flushes within its own `flush_timeout`.
         """
         await self.requests.close()
+        await self.on_demand.close()
 
     def disconnected(self, node: str, reason: str) -> None:
         """We closed the session ourselves (leave): same effects as a peer down."""

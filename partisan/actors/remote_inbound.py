@@ -21,6 +21,7 @@ from partisan.actors.signals import Call, From, Ref
 from partisan.identity import NodeSpec, Pid
 
 if TYPE_CHECKING:
+    from partisan.actors.on_demand import OnDemand
     from partisan.actors.remote_requests import Requests
     from partisan.actors.runtime import Runtime
 
@@ -39,6 +40,7 @@ class Inbound:
     if TYPE_CHECKING:  # provided by Distribution
         runtime: Runtime
         requests: Requests
+        on_demand: OnDemand
         in_monitors: dict[Ref, Process]
         in_by_node: defaultdict[str, set[Ref]]
         remote_links: defaultdict[str, set[tuple[Pid, Pid]]]
@@ -182,5 +184,11 @@ class Inbound:
             if msg.linked:
                 self.remote_links[sender.name].discard((msg.dst, msg.src))
             runtime.deliver_exit(proc, msg.src, msg.reason, linked=msg.linked)
+        elif kind is env.CloseReq:
+            self.on_demand.on_close_req(sender)
+        elif kind is env.CloseAck:
+            self.on_demand.on_close_ack(sender, msg.ok is True)
+        elif kind is env.CloseCancel:
+            self.on_demand.on_close_cancel(sender)
         else:
             self.requests.handle(sender, msg)

@@ -40,13 +40,15 @@ class Requests:
         self.dist = dist
         self.pending: dict[Ref, tuple[asyncio.Future[Any], str]] = {}
         self.tasks: set[asyncio.Task[Any]] = set()
+        #: node -> spawn/rpc requests we are serving for it (they pin its link)
+        self.serving: dict[str, int] = {}
 
     # ------------------------------------------------------- asking side
 
     async def _ask(self, node: str, make: Any, key: Any, timeout: float | None) -> Any:
         dist = self.dist
         if node not in dist.up:
-            raise NotConnected(f"no route to node {node!r}")
+            dist.on_demand.route(node)  # dials a known node; NotConnected for an unknown one
         runtime = dist.runtime
         ref = make_ref(runtime.node, runtime.incarnation)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -136,7 +138,7 @@ class Requests:
             node, wire = target[1], target[0]
         else:
             node, wire = target, None
-        if node not in dist.up:
+        if node not in dist.up and not dist.on_demand.ensure_link(node):
             return False
         try:
             return bool(await self._ask(node, lambda ref: env.PingReq(ref, wire), None, timeout))
@@ -162,20 +164,30 @@ class Requests:
             alive = msg.target is None or self.dist._resolve(msg.target) is not None
             self.dist.post(sender.name, env.PingReply(msg.ref, alive), None)
         elif kind is env.SpawnReq:
-            self._start(self._serve_spawn(sender, msg))
+            self._start(self._serve_spawn(sender, msg), sender.name)
         elif kind is env.RpcReq:
-            self._start(self._serve_rpc(sender, msg))
+            self._start(self._serve_rpc(sender, msg), sender.name)
         else:
             self.dist.runtime.drops["unknown_control"] += 1
             logger.warning("dropped unknown control message %s from %s", kind.__name__, sender)
 
-    def _start(self, coro: Any) -> None:
+    def _start(self, coro: Any, node: str) -> None:
         # run as the node's main pseudo-actor, whatever context the transport calls us in
         context = contextvars.copy_context()
         context.run(_current.set, self.dist.runtime.main)
         task = asyncio.get_running_loop().create_task(coro, context=context)
         self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        self.serving[node] = self.serving.get(node, 0) + 1  # pins the asker's link
+
+        def done(task: asyncio.Task[Any]) -> None:
+            self.tasks.discard(task)
+            left = self.serving.get(node, 1) - 1
+            if left > 0:
+                self.serving[node] = left
+            else:
+                self.serving.pop(node, None)
+
+        task.add_done_callback(done)
 
     def _rpc_outcome(self, msg: env.RpcReply) -> tuple[Any, BaseException | None]:
         if msg.ok:

@@ -47,7 +47,7 @@ from partisan.actors import api
 from partisan.actors.actor import Behaviour
 from partisan.actors.gen_server import _StopRequest
 from partisan.actors.signals import Call, Down, Exit, NodeUp
-from partisan.errors import CallTimeout, NotConnected, ReceiveTimeout
+from partisan.errors import CallExit, CallTimeout, NotConnected, ReceiveTimeout
 from partisan.identity import Pid
 from partisan.supervision.child_spec import ChildInfo, ChildSpec, SupervisorSpec
 from partisan.supervision.errors import StartChildError, SupervisorError
@@ -248,7 +248,7 @@ class Supervisor(Behaviour):
             try:
                 await self._spawn(child)
             except StartChildError as exc:
-                if isinstance(exc.__cause__, (NotConnected, CallTimeout)) and child.spec.node:
+                if _node_unreachable(exc.__cause__) and child.spec.node:
                     logger.warning(
                         "restart of %r waits for node %s", child.spec.id, child.spec.node
                     )
@@ -394,3 +394,14 @@ class Supervisor(Behaviour):
         if self._is_simple() and not isinstance(key, Pid):
             raise SupervisorError("SIMPLE_ONE_FOR_ONE children are named by their Pid")
         raise SupervisorError(f"no child {key!r}")
+
+
+def _node_unreachable(cause: BaseException | None) -> bool:
+    """A remote start failed because its node cannot be reached (not because of the child).
+
+    A down node raises `NotConnected`; one that connect-on-use dialled and
+    could not reach fails the request with `CallExit("noconnection")`.
+    """
+    if isinstance(cause, (NotConnected, CallTimeout)):
+        return True
+    return isinstance(cause, CallExit) and cause.reason == "noconnection"

@@ -8,7 +8,9 @@ Closing stdin stops the node gracefully.
 
 Commands: ``join`` (target) · ``leave`` (node, optional) · ``view`` — members,
 nodes, the manager's active and passive views · ``events`` — every
-`NodeUp`/`NodeDown` the application saw, in order · ``exit``.
+`NodeUp`/`NodeDown` the application saw, in order · ``serve`` (name) — start
+an echo actor registered as `name` that answers every call with
+``[node, request]`` · ``drops`` — the runtime's drop counters · ``exit``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import sys
 from typing import Any
 
 import partisan
-from partisan.actors.signals import NodeDown, NodeUp
+from partisan.actors.signals import Call, NodeDown, NodeUp
 from partisan.commands.node import (
     add_node_arguments,
     config_from_args,
@@ -65,6 +67,13 @@ class MemberNode:
             "passive": sorted(s.name for s in manager.passive()) if manager else [],
         }
 
+    async def cmd_serve(self, name: str) -> dict[str, Any]:
+        pid = await partisan.spawn(_echo, name=name)
+        return {"pid": str(pid)}
+
+    async def cmd_drops(self) -> dict[str, Any]:
+        return {"drops": dict(self.node.statistics().drops)}
+
     async def cmd_events(self) -> dict[str, Any]:
         return {"events": list(self.events)}
 
@@ -81,6 +90,14 @@ class MemberNode:
         except Exception as exc:  # reported to the harness, which raises it in the test
             answer = {"id": ident, "ok": False, "error": type(exc).__name__, "message": str(exc)}
         print(json.dumps(answer), flush=True)
+
+
+async def _echo() -> None:
+    """Answer every call with ``[this node, request]``; ignore anything else."""
+    while True:
+        msg = await partisan.receive()
+        if isinstance(msg, Call):
+            partisan.reply(msg.caller, [partisan.node(), msg.request])
 
 
 async def _main(config: Any, join: list[str]) -> None:

@@ -468,6 +468,19 @@ class Links(Handshake, Detection, Receiver, CreditReturn, Outbound):
             decoded=self._decoded,
         )
 
+    def traffic(self, peer: str) -> int:
+        """Messages sent to and received from `peer` so far, membership excluded.
+
+        The membership driver's sweep compares it between sweeps to find links
+        dialled for actor traffic that have gone idle.
+        """
+        counters = self._counters.get(peer)
+        if counters is None:
+            return 0
+        return sum(
+            slot[0] + slot[2] for name, slot in counters.channels.items() if name != "membership"
+        )
+
     # ------------------------------------------------------------ helpers
 
     def _running(self) -> asyncio.AbstractEventLoop:
