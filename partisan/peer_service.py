@@ -397,8 +397,9 @@ class PeerService:
         """Close links no view needs and nothing pins (asking the peer; on_demand.py).
 
         A link the membership dialled for a moment (HyParView's shuffles and
-        joins) goes once seen unneeded twice in a row; one dialled for actor
-        traffic goes after `idle_link_timeout` without any message on it.
+        joins) goes once seen unneeded twice in a row; one that carries actor
+        traffic (dialled here or by the peer) goes after `idle_link_timeout`
+        without any message on it.
         """
         assert self._loop is not None
         now = self._loop.time()
@@ -411,8 +412,8 @@ class PeerService:
             name = spec.name
             if name in needed or name in self.dist.hidden or self.dist.pinned(name):
                 continue
-            if name in on_demand.dialled:
-                traffic = self.links.traffic(name)
+            traffic = self.links.traffic(name)
+            if traffic or name in on_demand.dialled:  # it carries (or was dialled for) actors
                 seen, since = self._idle.get(name, (-1, now))
                 if traffic != seen:
                     seen, since = traffic, now

@@ -146,12 +146,12 @@ class MemoryLinks:
         self.network.delivered += 1
         self.handler.on_message(sender.spec, channel, dest, payload)
 
-    def disconnect(self, peer: str) -> None:
-        """Close the session with `peer` (it sees ``left``); no callback for us."""
+    def disconnect(self, peer: str, *, reason: str = "left") -> None:
+        """Close the session with `peer` (it sees `reason`); no callback for us."""
         other = self.sessions.pop(peer, None)
         if other is not None and other.sessions.get(self.spec.name) is self:
             del other.sessions[self.spec.name]
-            other._on_loop(other.handler.on_peer_down, self.spec, "left")
+            other._on_loop(other.handler.on_peer_down, self.spec, reason)
 
     def crash(self, reason: str = "connection_closed") -> None:
         """Simulate kill -9: every peer sees the session drop with `reason`."""

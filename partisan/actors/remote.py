@@ -435,7 +435,14 @@ class Distribution(Inbound):
         self.on_demand.on_peer_up(peer.name)
 
     def on_peer_down(self, peer: NodeSpec, reason: str) -> None:
-        """The session with `peer` ended (LinkHandler)."""
+        """The session with `peer` ended (LinkHandler).
+
+        ``"disconnected"`` is a close the peer made on purpose for a view change
+        (agreed, see on_demand.py): the peer is parked, not down.
+        """
+        if reason == "disconnected":
+            self.park(peer)
+            return
         current = self.up.get(peer.name)
         if current is None or current.incarnation > peer.incarnation:
             return  # already down, or news about an older incarnation

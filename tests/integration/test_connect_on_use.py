@@ -251,3 +251,56 @@ def test_strict_mode_raises_not_connected_and_a_failed_dial_fails_the_call(
             assert node.statistics().drops["dial_failed"] >= 1
 
     asyncio.run(dial_fails())
+
+
+@pytest.mark.timeout(90)
+def test_an_on_demand_link_closes_when_idle_and_dials_again_on_use(
+    members: Callable[..., NodeProcess], key_dir: Callable[..., Path]
+) -> None:
+    names = [f"i{i}" for i in range(1, 6)]
+    keys = key_dir("t", *names)
+    nodes: list[NodeProcess] = []
+    for name in names:
+        join = ["--join", str(nodes[0].spec)] if nodes else []
+        nodes.append(members(name, keys, "--manager", "hyparview", *join, env=HPV_ENV))
+    by_name = {n.name: n for n in nodes}
+    small = {**HYPARVIEW, "active_size": 1, "active_min_size": 1}
+
+    async def main() -> None:
+        async with partisan.Node(
+            "t",
+            key_dir=str(keys),
+            manager="hyparview",
+            hyparview=small,
+            idle_link_timeout=1.0,
+            **SETTINGS,
+        ) as node:
+            partisan.monitor_node()
+            await node.join(str(nodes[0].spec))
+            service = node.peer_service
+            assert service is not None
+
+            def outside() -> str | None:
+                active = {s.name for s in service.manager.active()}
+                passive = [s.name for s in service.manager.passive() if s.name not in active]
+                return passive[0] if active and passive else None
+
+            target = await until(outside, SETTLE, "a passive-view entry")
+            by_name[target].request("serve", name="echo")
+            assert await partisan.call(("echo", target), 1) == [target, 1]
+
+            opened = asyncio.get_running_loop().time()
+            await until(
+                lambda: target not in node.nodes(),
+                1.0 + 10 * INTERVAL + 3.0,
+                "the idle link to close",
+            )
+            # not before idle_link_timeout (1 s) without traffic
+            assert asyncio.get_running_loop().time() - opened >= 1.0
+            assert await partisan.call(("echo", target), 2) == [target, 2]  # dialled again
+            with pytest.raises(partisan.ReceiveTimeout):
+                await partisan.receive(match=NodeDown, timeout=0)
+            downs = [e for e in by_name[target].request("events")["events"] if e["event"] == "down"]
+            assert downs == []
+
+    asyncio.run(main())

@@ -61,6 +61,9 @@ class FakeLinks:
     def peers(self) -> list[NodeSpec]:
         return [s for s in (B, C) if s.name in self.connected]
 
+    def traffic(self, name: str) -> int:
+        return 0  # membership messages only
+
 
 class FakeOnDemand:
     """Records the driver's requests to close a link (the agreement itself is the runtime's)."""
