@@ -26,6 +26,7 @@ BENCHMARKS = [
     "benchmarks.supervision",
     "benchmarks.codec",
     "benchmarks.cluster",
+    "benchmarks.distribution",
 ]
 
 
