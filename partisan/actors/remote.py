@@ -462,8 +462,10 @@ class Distribution(Inbound):
     def unreachable(self, node: str, reason: str) -> None:
         """A dial for actor traffic failed: what waited on `node` fails as if it went down.
 
-        `NodeDown` goes to the node's own subscribers, and to every-node
-        subscribers only if it was believed alive (parked by a view change).
+        `NodeDown` goes to the node's own subscribers if it was believed alive
+        (parked by a view change) or never seen (they subscribed before any
+        link), and to every-node subscribers only if it was parked. A node
+        already seen going down is not reported down twice.
         """
         if node in self.up:
             self._node_down(node, reason)
@@ -471,7 +473,9 @@ class Distribution(Inbound):
         was_parked = self.parked.pop(node, None) is not None
         logger.info("node unreachable: %s (%s)", node, reason)
         self._fail_dependents(node)
-        targets = set(self.node_subs.get(node, ()))
+        targets: set[Process] = set()
+        if was_parked or node not in self.incarnations:
+            targets |= self.node_subs.get(node, set())
         if was_parked:
             targets |= self.node_subs.get(None, set())
         for proc in targets:

@@ -146,3 +146,19 @@ async def test_a_failed_dial_fails_monitors_and_calls_and_counts_the_messages() 
         with pytest.raises(NotConnected):  # no longer parked: not dialled again
             await partisan.call(sink, "x", timeout=1)
         assert a.statistics().drops["dial_failed"] == 2  # the message and the monitor request
+
+
+@pytest.mark.timeout(10)
+@async_test
+async def test_a_node_seen_failing_is_not_reported_down_again_by_a_failed_dial() -> None:
+    async with nodes("a", "b") as (a, b):
+        assert a.dist is not None and b.spec is not None
+        partisan.monitor_node("b")
+        b.links.crash()
+        assert await partisan.receive(match=NodeDown, timeout=2) == NodeDown(
+            "b", "connection_closed"
+        )
+        a.dist.on_demand.find = lambda name: b.spec if name == "b" else None  # still a member
+        with pytest.raises(partisan.CallExit):
+            await partisan.call(("x", "b"), "hello", timeout=1)  # dials, fails
+        assert not [m for m in await quiet() if isinstance(m, NodeDown)]
