@@ -30,6 +30,9 @@ _EXPORTS: dict[str, str] = {
     "ReceiveTimeout": "partisan.errors",
     "ConfigError": "partisan.errors",
     "ProtocolError": "partisan.errors",
+    "EncodeError": "partisan.errors",
+    "BindError": "partisan.errors",
+    "AlreadyStarted": "partisan.errors",
     # node and actors
     "Node": "partisan.node",
     "run": "partisan.node",

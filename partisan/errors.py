@@ -8,11 +8,13 @@ logs and drops without ever letting it crash a node.
 from __future__ import annotations
 
 __all__ = [
+    "AlreadyStarted",
     "BindError",
     "CallExit",
     "CallTimeout",
     "ClusterError",
     "ConfigError",
+    "EncodeError",
     "JoinRefused",
     "NotConnected",
     "Overloaded",
@@ -32,19 +34,33 @@ class CallTimeout(PartisanError):
     """A `call`, `ping`, `join` or `spawn` got no answer within its timeout."""
 
 
+def describe_target(target: object) -> str:
+    """How an error names an actor: a Pid, ``'db'``, or ``'db' on node 'b'``."""
+    if isinstance(target, tuple) and len(target) == 2:
+        return f"{target[0]!r} on node {target[1]!r}"
+    return repr(target)
+
+
 class CallExit(PartisanError):
     """The callee is known dead (or never existed) before it replied.
 
     `reason` is the Erlang-style exit reason: ``"noproc"``, ``"noconnection"``,
     ``"normal"``, ``"calling_self"``, a custom reason or a `Crashed` record.
+    `target` is what was called, when known (it is named in the message).
     """
 
-    def __init__(self, reason: object) -> None:
+    def __init__(self, reason: object, target: object = None) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.target = target
 
     def __str__(self) -> str:
-        return f"call exited: {self.reason!r}"
+        if self.target is None:
+            return f"call exited: {self.reason!r}"
+        return f"call to {describe_target(self.target)} exited: {self.reason!r}"
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.reason, self.target))
 
 
 class NotConnected(PartisanError):
@@ -64,17 +80,41 @@ class JoinRefused(PartisanError):
 
 
 class SpawnError(PartisanError):
-    """Code could not be started (possibly remotely); carries the remote traceback."""
+    """Code could not be started (possibly remotely).
+
+    The message is one line; the remote traceback, when there is one, is
+    `remote_traceback` and is shown as a note under the local traceback.
+    """
 
     def __init__(self, message: str, remote_traceback: str | None = None) -> None:
         super().__init__(message)
         self.remote_traceback = remote_traceback
+        if remote_traceback:
+            self.add_note(f"--- remote traceback ---\n{remote_traceback.rstrip()}")
 
-    def __str__(self) -> str:
-        base = super().__str__()
-        if self.remote_traceback:
-            return f"{base}\n--- remote traceback ---\n{self.remote_traceback}"
-        return base
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (str(self), self.remote_traceback))
+
+
+class AlreadyStarted(PartisanError, ValueError):
+    """A name is already registered: OTP's ``{error, {already_started, Pid}}``.
+
+    `pid` is the actor holding `name`. Raised by ``start(..., name=)``,
+    ``spawn(..., name=)`` and `register` (a `ValueError` too, for code that
+    catches misuse).
+    """
+
+    def __init__(self, name: str, pid: object) -> None:
+        super().__init__(f"name {name!r} is already registered to {pid!r}")
+        self.name = name
+        self.pid = pid
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.name, self.pid))
+
+
+class EncodeError(PartisanError, TypeError):
+    """A message cannot be serialized (neither pickle nor dill): the message names what."""
 
 
 class ReceiveTimeout(PartisanError):

@@ -54,6 +54,16 @@ __all__ = [
 ]
 
 
+def check_timeout(timeout: object, what: str) -> None:
+    """Misuse fails here, in one line: `timeout` is seconds (int or float >= 0) or None."""
+    if timeout is None:
+        return
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"{what}: timeout must be a number of seconds or None, got {timeout!r}")
+    if timeout < 0:
+        raise ValueError(f"{what}: timeout must be >= 0, got {timeout!r}")
+
+
 def check_spawnable(fn: Any) -> None:
     """Raise TypeError at the call site unless `fn` is an ``async def`` or an Actor class."""
     if isinstance(fn, type):
@@ -119,6 +129,7 @@ async def spawn(
     `Down` carries the Pid). `name` registers it on its node.
     """
     check_spawnable(fn)
+    check_timeout(timeout, "spawn")
     proc = current()
     runtime = proc.runtime
     if node is None or node == runtime.node:
@@ -182,6 +193,7 @@ def send(
     """
     proc = current()
     if wait:
+        check_timeout(timeout, "send")
         return _send_wait(proc.runtime, proc, dest, msg, channel, partition_key, timeout)
     proc.runtime.route(
         proc, dest, msg, channel=channel, partition_key=partition_key, transitive=transitive
@@ -224,6 +236,7 @@ async def call(
     Raises `CallExit(reason)` as soon as the callee is known dead (``noproc``,
     ``noconnection``, a crash...), `CallTimeout` after `timeout` seconds.
     """
+    check_timeout(timeout, "call")
     proc = current()
     return await proc.runtime.call(
         proc, dest, request, timeout=timeout, channel=channel, partition_key=partition_key
@@ -244,6 +257,7 @@ def receive(match: Match = None, timeout: float | None = None) -> Awaitable[Any]
     function returning the awaitable, to save a coroutine frame per waiting
     actor.)
     """
+    check_timeout(timeout, "receive")
     return current().receive(match, timeout)
 
 
@@ -334,6 +348,7 @@ def is_alive(pid: Pid) -> bool:
 
 async def ping(target: Pid | str | tuple[str, str], *, timeout: float = 5.0) -> bool:
     """Ask the owner: True if the actor (or, for a node name, the node) answers in time."""
+    check_timeout(timeout, "ping")
     runtime = current().runtime
     if isinstance(target, Pid) and target.node == runtime.node:
         return runtime.lookup(target) is not None
@@ -374,6 +389,35 @@ def cancel_timer(ref: Ref) -> bool:
     return current().runtime.cancel_timer(ref)
 
 
+def _check_rpc_args(node_name: str, fn: Any, args: tuple[Any, ...]) -> None:
+    """Catch ``rpc(node, fn, (a, b))`` — Erlang's habit — here, not as a remote TypeError.
+
+    When `fn`'s signature is known and refuses `args` but would take the one
+    tuple given spread out, the caller meant ``rpc(node, fn, *args)``. Other
+    mismatches are left to the remote call (a signature may be unknowable).
+    """
+    if not callable(fn):
+        raise TypeError(f"rpc: fn must be callable, got {fn!r}")
+    if len(args) != 1 or not isinstance(args[0], tuple):
+        return
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return
+    try:
+        signature.bind(*args)
+    except TypeError:
+        try:
+            signature.bind(*args[0])
+        except TypeError:
+            return
+        name = getattr(fn, "__name__", repr(fn))
+        raise TypeError(
+            f"rpc({node_name!r}, {name}, {args[0]!r}) passes one tuple; arguments are "
+            f"given one by one: rpc({node_name!r}, {name}, *{args[0]!r})"
+        ) from None
+
+
 async def rpc(
     node_name: str,
     fn: Callable[..., Any] | Callable[..., Awaitable[Any]],
@@ -385,6 +429,8 @@ async def rpc(
     The remote exception is re-raised here with the remote traceback as a note;
     `CallExit("noconnection")` if the node is lost meanwhile.
     """
+    check_timeout(timeout, "rpc")
+    _check_rpc_args(node_name, fn, args)
     runtime = current().runtime
     if node_name == runtime.node:
         result = fn(*args)

@@ -237,6 +237,8 @@ class SpawnReply:
     pid: Pid | None
     error: str | None = None
     traceback_text: str | None = None
+    #: The name was taken: the Pid holding it (the asker raises `AlreadyStarted`).
+    already: Pid | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -145,7 +145,7 @@ class MonitorsAndCalls:
         self._unwatch(ref, watch)
         if watch.future is not None:
             if not watch.future.done():
-                watch.future.set_exception(CallExit(reason))
+                watch.future.set_exception(CallExit(reason, watch.target))
         elif watch.owner.alive:
             shown = watch.target if not isinstance(watch.target, Pid) else pid
             watch.owner.put(Down(ref, shown, reason))
@@ -173,9 +173,9 @@ class MonitorsAndCalls:
             target = self.resolve_local(dest)
             if target is None:
                 self.drops["noproc" if isinstance(dest, Pid) else "unknown_name"] += 1
-                raise CallExit("noproc")
+                raise CallExit("noproc", dest)
             if target is caller:
-                raise CallExit("calling_self")
+                raise CallExit("calling_self", dest)
             # the monitor, inlined; not in caller.watching: the finally below removes it
             ref = make_ref(self.node, self.incarnation)
             self.watches[ref] = Watch(caller, target.pid, self.node, future, target)

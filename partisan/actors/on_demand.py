@@ -96,6 +96,9 @@ class OnDemand:
             return DIRECT
         if node == dist.runtime.node:
             raise NotConnected(f"{node!r} is this node")
+        if node in dist.down and not transitive:
+            # Seen failing: one cause, one type (a dial would only fail again).
+            raise NotConnected(f"node {node!r} is down")
         spec = self.spec_of(node)
         if spec is not None and self._clients_both(spec) and dist.relay is not None:
             return RELAYED

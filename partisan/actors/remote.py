@@ -68,6 +68,8 @@ class Distribution(Inbound):
         self.incarnations: dict[str, int] = {}
         #: peers whose link closed for a view change (no NodeDown): name -> incarnation
         self.parked: dict[str, int] = {}
+        #: nodes seen failing and not back since: operations on them raise NotConnected
+        self.down: set[str] = set()
         #: node -> refs of monitors/calls held here on that node's actors
         self.watch_index: defaultdict[str, set[Ref]] = defaultdict(set)
         #: ref -> local process monitored by a remote watcher; and by watcher node
@@ -309,12 +311,12 @@ class Distribution(Inbound):
             known = self.incarnations.get(node)
             if known is not None and dest.incarnation < known:  # `_stale`, inlined
                 runtime.drops["stale_incarnation"] += 1
-                raise CallExit("noproc")
+                raise CallExit("noproc", dest)
         else:
             node = runtime.node_of(dest)
             if isinstance(dest, Pid) and self._stale(dest):
                 runtime.drops["stale_incarnation"] += 1
-                raise CallExit("noproc")
+                raise CallExit("noproc", dest)
         how = None
         if node in self._waiting or node not in self.up:
             how = self.on_demand.route(node)  # NotConnected when there is no way at all
@@ -415,6 +417,7 @@ class Distribution(Inbound):
     def on_peer_up(self, peer: NodeSpec, hidden: bool) -> None:
         """The transport has a session with `peer` (LinkHandler)."""
         self.specs[peer.name] = peer
+        self.down.discard(peer.name)
         if self.parked.pop(peer.name, None) == peer.incarnation and peer.name not in self.up:
             self.up[peer.name] = peer  # back from a view change: it never went down
             if hidden:
@@ -452,6 +455,7 @@ class Distribution(Inbound):
         """Fire everything that depends on `node`, exactly once."""
         self.up.pop(node, None)
         self.parked.pop(node, None)
+        self.down.add(node)
         hidden = node in self.hidden
         self.hidden.discard(node)
         logger.info("node down: %s (%s)", node, reason)
@@ -471,6 +475,7 @@ class Distribution(Inbound):
             self._node_down(node, reason)
             return
         was_parked = self.parked.pop(node, None) is not None
+        self.down.add(node)
         logger.info("node unreachable: %s (%s)", node, reason)
         self._fail_dependents(node)
         targets: set[Process] = set()

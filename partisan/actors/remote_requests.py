@@ -22,7 +22,7 @@ from partisan.actors import envelopes as env
 from partisan.actors.process import Process, _current
 from partisan.actors.runtime import Watch, crashed_from
 from partisan.actors.signals import Ref, make_ref
-from partisan.errors import CallExit, CallTimeout, NotConnected, SpawnError
+from partisan.errors import AlreadyStarted, CallExit, CallTimeout, NotConnected, SpawnError
 from partisan.identity import NodeSpec, Pid
 
 if TYPE_CHECKING:
@@ -152,6 +152,8 @@ class Requests:
         if kind is env.SpawnReply:
             if msg.pid is not None:
                 self._answer(msg.ref, msg.pid)
+            elif msg.already is not None:
+                self._answer(msg.ref, exc=AlreadyStarted(msg.error or "?", msg.already))
             else:
                 self._answer(
                     msg.ref, exc=SpawnError(msg.error or "spawn failed", msg.traceback_text)
@@ -232,6 +234,10 @@ class Requests:
                 name=req.name,
                 timeout=req.timeout,
             )
+        except AlreadyStarted as exc:
+            reply = env.SpawnReply(req.ref, None, exc.name, already=exc.pid)  # type: ignore[arg-type]
+            dist.post(sender.name, reply, None)
+            return
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError):
                 raise

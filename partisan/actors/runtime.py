@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 from partisan.actors.monitors import MonitorsAndCalls, Watch
 from partisan.actors.process import ActorExit, Process, _current
 from partisan.actors.signals import Crashed, Exit, Ref, make_ref
-from partisan.errors import CallExit
+from partisan.errors import AlreadyStarted, CallExit
 from partisan.identity import Pid
 
 if TYPE_CHECKING:
@@ -189,7 +189,7 @@ class Runtime(MonitorsAndCalls):
         if not isinstance(name, str) or not name or name.startswith(("$", "partisan:")):
             raise ValueError(f"invalid name {name!r}: a non-empty str not starting with '$'")
         if name in self.names:
-            raise ValueError(f"name {name!r} is already registered to {self.names[name].pid!r}")
+            raise AlreadyStarted(name, self.names[name].pid)
 
     # ------------------------------------------------------------- exits
 

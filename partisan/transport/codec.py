@@ -48,7 +48,7 @@ import typing
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from partisan.errors import PartisanError, ProtocolError
+from partisan.errors import EncodeError, ProtocolError
 
 __all__ = [
     "CODEC_FLAGS_MASK",
@@ -81,10 +81,6 @@ _main_cache: list[Any] = [None, -1, False]  # module, namespace size, answer
 _dumps = pickle.dumps
 _loads = pickle.loads
 _dill_codec: tuple[type, type] | None = None
-
-
-class EncodeError(PartisanError, TypeError):
-    """Neither pickle nor dill can serialize this object (our caller's error)."""
 
 
 Frame = bytes | memoryview
@@ -197,14 +193,48 @@ def _encode_dill(obj: object, pickle_error: Exception | None) -> tuple[int, list
     try:
         return FLAG_DILL, _dumps_oob(_dill()[0], obj)[0]
     except Exception as exc:
-        if pickle_error is None:
-            raise EncodeError(
-                f"cannot serialize {type(obj).__qualname__}: dill said {exc!r}"
-            ) from exc
-        raise EncodeError(
-            f"cannot serialize {type(obj).__qualname__}: pickle said {pickle_error!r}; "
-            f"dill said {exc!r}"
-        ) from exc
+        raise EncodeError(_unserializable(obj, exc)) from None
+
+
+def _unserializable(obj: object, error: BaseException) -> str:
+    """One line naming what cannot be serialized and where it sits inside `obj`."""
+    path, part = _find_unserializable(obj)
+    why = f"{type(error).__name__}: {error}"
+    kind = type(obj).__qualname__
+    if not path:
+        return f"cannot send a {kind}: neither pickle nor dill can serialize it ({why})"
+    return (
+        f"cannot send a {kind}: {path} is a {type(part).__qualname__}, which neither "
+        f"pickle nor dill can serialize ({why})"
+    )
+
+
+def _find_unserializable(obj: object, path: str = "", depth: int = 0) -> tuple[str, object]:
+    """The innermost part of `obj` that dill cannot serialize, and its path (``[1].name``)."""
+    if depth >= 16:
+        return path, obj
+    children: list[tuple[str, object]] = []
+    if isinstance(obj, (tuple, list)):
+        children = [(f"[{i}]", value) for i, value in enumerate(obj)]
+    elif isinstance(obj, dict):
+        for key, value in obj.items():
+            children += [(f" key {key!r}", key), (f"[{key!r}]", value)]
+    elif isinstance(obj, (set, frozenset)):
+        children = [(" an element", value) for value in obj]
+    else:
+        fields = getattr(obj, "__dict__", None)
+        if isinstance(fields, dict):
+            children = [(f".{name}", value) for name, value in fields.items()]
+        for name in getattr(type(obj), "__slots__", ()):
+            if hasattr(obj, name):
+                children.append((f".{name}", getattr(obj, name)))
+    dumps = importlib.import_module("dill").dumps
+    for label, child in children:
+        try:
+            dumps(child, PICKLE_PROTOCOL)
+        except Exception:
+            return _find_unserializable(child, f"{path}{label}".strip(), depth + 1)
+    return path, obj
 
 
 def _dumps_oob(pickler_class: Callable[..., Any], obj: object) -> tuple[list[Frame], bool]:

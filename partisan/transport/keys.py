@@ -125,9 +125,16 @@ def load_keypair(directory: str | os.PathLike[str], name: str) -> KeyPair:
     try:
         mode = path.stat().st_mode
     except OSError as exc:
+        has_dir = (Path(directory) / PUBLIC_DIR).is_dir() and (
+            Path(directory) / PRIVATE_DIR
+        ).is_dir()
+        fix = (
+            f"partisan keys add {directory} {name}"
+            if has_dir
+            else f"partisan keys new {directory} --node {name}"
+        )
         raise ConfigError(
-            f"no secret key for node {name!r} at {path} ({exc.strerror}); "
-            f"create one with: partisan keys add {directory} {name}"
+            f"no secret key for node {name!r} at {path} ({exc.strerror}); create one with: {fix}"
         ) from None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         log.warning("secret key %s is readable by others (mode %o); chmod 600 it", path, mode)

@@ -150,7 +150,7 @@ async def test_a_failed_dial_fails_monitors_and_calls_and_counts_the_messages() 
 
 @pytest.mark.timeout(10)
 @async_test
-async def test_a_node_seen_failing_is_not_reported_down_again_by_a_failed_dial() -> None:
+async def test_a_node_seen_failing_is_not_connected_and_not_reported_down_again() -> None:
     async with nodes("a", "b") as (a, b):
         assert a.dist is not None and b.spec is not None
         partisan.monitor_node("b")
@@ -159,6 +159,10 @@ async def test_a_node_seen_failing_is_not_reported_down_again_by_a_failed_dial()
             "b", "connection_closed"
         )
         a.dist.on_demand.find = lambda name: b.spec if name == "b" else None  # still a member
-        with pytest.raises(partisan.CallExit):
-            await partisan.call(("x", "b"), "hello", timeout=1)  # dials, fails
+        # down when the operation starts: NotConnected at once, no dial
+        with pytest.raises(NotConnected, match="node 'b' is down"):
+            await partisan.call(("x", "b"), "hello", timeout=1)
+        with pytest.raises(NotConnected, match="node 'b' is down"):
+            partisan.send(("x", "b"), "hello")
+        assert not a.dist.on_demand.dialing
         assert not [m for m in await quiet() if isinstance(m, NodeDown)]
