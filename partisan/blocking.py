@@ -24,14 +24,17 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from partisan.actors import api
+from partisan.actors import api, gen_server
 from partisan.actors.process import _current
+from partisan.supervision import api as supervision
 
 __all__ = [
     "Node",
     "call",
     "cancel_timer",
     "cast",
+    "count_children",
+    "delete_child",
     "demonitor",
     "exit",
     "is_alive",
@@ -45,15 +48,22 @@ __all__ = [
     "receive",
     "register",
     "reply",
+    "restart_child",
     "rpc",
     "self",
     "send",
     "send_after",
     "spawn",
     "spawn_link",
+    "start",
+    "start_child",
+    "start_link",
+    "stop",
+    "terminate_child",
     "unlink",
     "unregister",
     "whereis",
+    "which_children",
 ]
 
 _nodes: list[Node] = []
@@ -213,6 +223,27 @@ ping = _mirror(api.ping)
 send_after = _mirror(api.send_after)
 cancel_timer = _mirror(api.cancel_timer)
 rpc = _mirror(api.rpc)
+stop = _mirror(gen_server.stop)
+start_child = _mirror(supervision.start_child)
+terminate_child = _mirror(supervision.terminate_child)
+restart_child = _mirror(supervision.restart_child)
+delete_child = _mirror(supervision.delete_child)
+which_children = _mirror(supervision.which_children)
+count_children = _mirror(supervision.count_children)
+
+
+def start(behaviour: type[Any], *args: Any, **options: Any) -> Any:
+    """Blocking ``await behaviour.start(*args, ...)``: a GenServer, StateMachine or Supervisor.
+
+    Returns its Pid once its ``init`` returned; `AlreadyStarted` if `name` is taken.
+    """
+    return _default().run(behaviour.start, *args, **options)
+
+
+def start_link(behaviour: type[Any], *args: Any, **options: Any) -> Any:
+    """Blocking ``await behaviour.start_link(*args, ...)`` (linked to the node's main actor)."""
+    return _default().run(behaviour.start_link, *args, **options)
+
 
 #: ``partisan.blocking`` is listed in ``partisan._EXPORTS``; its lazy loader
 #: does ``getattr(module, "blocking")``, so the module names itself here.

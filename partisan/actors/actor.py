@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from partisan.actors.loop_guard import needs_loop
 from partisan.actors.process import Process
 from partisan.identity import Pid
 
@@ -80,6 +81,7 @@ class Behaviour(Actor):
     waits_for_init: ClassVar[bool] = True
 
     @classmethod
+    @needs_loop("partisan.blocking.start({cls}, ...)", method=True)
     async def start(
         cls, *args: Any, name: str | None = None, node: str | None = None, timeout: float = 5.0
     ) -> Pid:
@@ -89,6 +91,7 @@ class Behaviour(Actor):
         return await spawn(cls, *args, name=name, node=node, timeout=timeout)
 
     @classmethod
+    @needs_loop("partisan.blocking.start_link({cls}, ...)", method=True)
     async def start_link(
         cls, *args: Any, name: str | None = None, node: str | None = None, timeout: float = 5.0
     ) -> Pid:

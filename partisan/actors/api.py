@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from partisan.actors.actor import Actor, run_actor_class
+from partisan.actors.loop_guard import needs_loop, require_loop
 from partisan.actors.mailbox import Match
 from partisan.actors.process import ActorExit, current
 from partisan.actors.runtime import Dest, Runtime
@@ -113,6 +114,7 @@ async def spawn_local(
     return proc.pid
 
 
+@needs_loop("partisan.blocking.spawn(...)")
 async def spawn(
     fn: Any,
     *args: Any,
@@ -146,6 +148,7 @@ async def spawn(
     )
 
 
+@needs_loop("partisan.blocking.spawn_link(...)")
 async def spawn_link(fn: Any, *args: Any, **options: Any) -> Pid:
     """`spawn` with ``link=True``."""
     return await spawn(fn, *args, link=True, **options)
@@ -191,9 +194,11 @@ def send(
     the peer's send budget is used up. An unknown local or remote Pid or name
     is dropped and counted (Erlang semantics: sends never fail on the target).
     """
+    if wait:
+        require_loop("partisan.send(..., wait=True)", "partisan.blocking.send(..., wait=True)")
+        check_timeout(timeout, "send")
     proc = current()
     if wait:
-        check_timeout(timeout, "send")
         return _send_wait(proc.runtime, proc, dest, msg, channel, partition_key, timeout)
     proc.runtime.route(
         proc, dest, msg, channel=channel, partition_key=partition_key, transitive=transitive
@@ -223,6 +228,7 @@ def cast(dest: Dest, request: Any, *, channel: str = "default", partition_key: A
     proc.runtime.route(proc, dest, Cast(request), channel=channel, partition_key=partition_key)
 
 
+@needs_loop("partisan.blocking.call(...)")
 async def call(
     dest: Dest,
     request: Any,
@@ -346,6 +352,7 @@ def is_alive(pid: Pid) -> bool:
     return runtime.dist is not None and runtime.dist.may_be_alive(pid)
 
 
+@needs_loop("partisan.blocking.ping(...)")
 async def ping(target: Pid | str | tuple[str, str], *, timeout: float = 5.0) -> bool:
     """Ask the owner: True if the actor (or, for a node name, the node) answers in time."""
     check_timeout(timeout, "ping")
@@ -418,6 +425,7 @@ def _check_rpc_args(node_name: str, fn: Any, args: tuple[Any, ...]) -> None:
         ) from None
 
 
+@needs_loop("partisan.blocking.rpc(...)")
 async def rpc(
     node_name: str,
     fn: Callable[..., Any] | Callable[..., Awaitable[Any]],

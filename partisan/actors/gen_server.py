@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from partisan.actors.actor import Behaviour
+from partisan.actors.loop_guard import needs_loop
 from partisan.actors.runtime import crashed_from
 from partisan.actors.signals import Call, Cast, Exit, From, NoReply
 
@@ -137,6 +138,7 @@ class GenServer(Behaviour):
             await _maybe_await(self.handle_info(msg))
 
 
+@needs_loop("partisan.blocking.stop(...)")
 async def stop(dest: Any, reason: Any = "normal", timeout: float = 5.0) -> None:
     """Stop a GenServer: it runs ``terminate(reason)`` and exits; returns once it has.
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from partisan.actors import api
+from partisan.actors.loop_guard import needs_loop
 from partisan.actors.runtime import Dest
 from partisan.identity import Pid
 from partisan.supervision.child_spec import ChildInfo, ChildSpec
@@ -36,6 +37,7 @@ async def _call(sup: Dest, op: str, arg: Any, timeout: float | None) -> Any:
     return value
 
 
+@needs_loop("partisan.blocking.start_child(...)")
 async def start_child(
     sup: Dest, spec_or_args: ChildSpec | tuple[Any, ...] | list[Any], *, timeout: float = _SLOW
 ) -> Pid:
@@ -44,6 +46,7 @@ async def start_child(
     return pid
 
 
+@needs_loop("partisan.blocking.terminate_child(...)")
 async def terminate_child(sup: Dest, child: Any, *, timeout: float = _SLOW) -> None:
     """Stop child `child` (its id, or its Pid under SIMPLE_ONE_FOR_ONE); its spec stays.
 
@@ -52,23 +55,27 @@ async def terminate_child(sup: Dest, child: Any, *, timeout: float = _SLOW) -> N
     await _call(sup, "terminate_child", child, timeout)
 
 
+@needs_loop("partisan.blocking.restart_child(...)")
 async def restart_child(sup: Dest, child_id: Any, *, timeout: float = _SLOW) -> Pid:
     """Start a terminated child again from its spec."""
     pid: Pid = await _call(sup, "restart_child", child_id, timeout)
     return pid
 
 
+@needs_loop("partisan.blocking.delete_child(...)")
 async def delete_child(sup: Dest, child_id: Any, *, timeout: float = 5.0) -> None:
     """Forget a terminated child's spec."""
     await _call(sup, "delete_child", child_id, timeout)
 
 
+@needs_loop("partisan.blocking.which_children(...)")
 async def which_children(sup: Dest, *, timeout: float = 5.0) -> list[ChildInfo]:
     """Every child in start order: id, pid (None when not running), type, restart, node."""
     children: list[ChildInfo] = await _call(sup, "which_children", None, timeout)
     return children
 
 
+@needs_loop("partisan.blocking.count_children(...)")
 async def count_children(sup: Dest, *, timeout: float = 5.0) -> dict[str, int]:
     """OTP's counts: ``specs``, ``active``, ``supervisors``, ``workers``."""
     counts: dict[str, int] = await _call(sup, "count_children", None, timeout)

@@ -26,7 +26,9 @@ def test_actors_demo_shows_remote_calls_and_failure_semantics() -> None:
     assert "demo (hidden) joined n1, n2, n3" in out
     assert out.count("exited: 'normal'") == 2  # both remote workers finished
     assert "-> {'from-n1': 50, 'from-n3': 50}" in out  # every call from n1 and n3 counted on n2
-    assert re.search(r"pending call failed after \d+\.\d+ s: call to .+ exited: 'noconnection'", out)
+    assert re.search(
+        r"pending call failed after \d+\.\d+ s: call to .+ exited: 'noconnection'", out
+    )
     assert "reason='noconnection')" in out  # the monitor's Down
     assert "NodeDown(node='n2'" in out
     assert "demo sees nodes ['n1', 'n3']" in out
