@@ -10,7 +10,10 @@ live node is reached again. See docs/simulator.md and
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import sys
+from collections.abc import Iterator
 from typing import Any
 
 __all__ = ["register"]
@@ -90,12 +93,41 @@ def _run(args: argparse.Namespace) -> int:
         rounds=args.rounds,
         crash_detect_delay=0.0 if args.detect == "reset" else None,
     )
-    result = run_experiment(spec)
+    with _progress_on_terminal() as progress:
+        result = run_experiment(spec, progress)
     if args.json:
         print(json.dumps(result, sort_keys=True))
     else:
         print(render(result))
     return 0
+
+
+@contextlib.contextmanager
+def _progress_on_terminal() -> Iterator[Any]:
+    """A progress bar on stderr while the run lasts, if stderr is a terminal (else nothing).
+
+    stdout stays the report (or the one JSON document); the bar is transient.
+    """
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bar:
+        task = bar.add_task("starting", total=None)
+
+        def report(phase: str, done: int, total: int | None) -> None:
+            bar.update(task, description=phase, completed=done, total=total)
+
+        yield report
 
 
 def render(result: dict[str, Any]) -> str:

@@ -32,6 +32,7 @@ import functools
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,7 +113,15 @@ def _layer_factory(spec: ExperimentSpec) -> Any:
     return spec.broadcast
 
 
-def build_overlay(spec: ExperimentSpec) -> Simulator:
+#: ``progress(phase, done, total)``: where a run is (``total`` None: open-ended).
+Progress = Callable[[str, int, "int | None"], None]
+
+
+def _no_progress(phase: str, done: int, total: int | None) -> None:
+    """The default `Progress`: nobody is watching."""
+
+
+def build_overlay(spec: ExperimentSpec, progress: Progress = _no_progress) -> Simulator:
     """Phase 1: join one by one through n1, then `spec.rounds` membership rounds."""
     sim = Simulator(
         spec.seed,
@@ -124,11 +133,14 @@ def build_overlay(spec: ExperimentSpec) -> Simulator:
     )
     sim.hold_timers(MANAGER)
     sim.add_node()
-    for _ in range(1, spec.n):
+    progress("joining", 1, spec.n)
+    for i in range(1, spec.n):
         name = sim.add_node().name
         sim.join(name, "n1")
         sim.run_until_idle()
+        progress("joining", i + 1, spec.n)
     log.info("joined %d nodes at t=%.1f after %d events", spec.n, sim.now, sim.events)
+    progress("membership rounds", 0, None)
     run_rounds(sim, spec, spec.rounds)
     return sim
 
@@ -171,23 +183,32 @@ def _send(sim: Simulator, rng: random.Random) -> BroadcastRecord:
 
 
 def fail_and_broadcast(
-    sim: Simulator, spec: ExperimentSpec, rng: random.Random
+    sim: Simulator, spec: ExperimentSpec, rng: random.Random, progress: Progress = _no_progress
 ) -> list[BroadcastRecord]:
     """Phase 3: crash ``fail * n`` random nodes, then the measured broadcasts."""
     victims = rng.sample(sim.live_names(), round(spec.fail * len(sim.nodes)))
     for name in victims:
         sim.crash(name)
-    return [_send(sim, rng) for _ in range(spec.broadcasts)]
+    records = []
+    for i in range(spec.broadcasts):
+        records.append(_send(sim, rng))
+        progress("broadcasts", i + 1, spec.broadcasts)
+    return records
 
 
 def heal(
-    sim: Simulator, spec: ExperimentSpec, rng: random.Random, last: list[BroadcastRecord]
+    sim: Simulator,
+    spec: ExperimentSpec,
+    rng: random.Random,
+    last: list[BroadcastRecord],
+    progress: Progress = _no_progress,
 ) -> int | None:
     """Phase 4: membership rounds of 10 broadcasts each until all 10 reach everyone."""
     tail = last[-HEAL_BROADCASTS:]
     if len(tail) == HEAL_BROADCASTS and all(r.reliability == 1.0 for r in tail):
         return 0
     for round_no in range(1, spec.max_heal_rounds + 1):
+        progress("healing rounds", round_no, None)
         run_rounds(sim, spec, 1)
         batch = [_send(sim, rng) for _ in range(HEAL_BROADCASTS)]
         if all(r.reliability == 1.0 for r in batch):
@@ -210,14 +231,19 @@ def summarize(records: list[BroadcastRecord]) -> dict[str, Any]:
     }
 
 
-def run_experiment(spec: ExperimentSpec) -> dict[str, Any]:
-    """Run all four phases; returns the ``partisan sim --json`` document."""
+def run_experiment(spec: ExperimentSpec, progress: Progress | None = None) -> dict[str, Any]:
+    """Run all four phases; returns the ``partisan sim --json`` document.
+
+    `progress(phase, done, total)` is told where the run is (total None: open-ended).
+    """
+    report = progress or _no_progress
     started = time.perf_counter()
-    sim = build_overlay(spec)
+    sim = build_overlay(spec, report)
+    report("measuring the overlay", 0, None)
     overlay = measure_overlay(sim, spec)
     rng = random.Random(f"partisan-sim/{spec.seed}/experiment")
-    records = fail_and_broadcast(sim, spec, rng)
-    healing = heal(sim, spec, rng, records) if spec.broadcasts else None
+    records = fail_and_broadcast(sim, spec, rng, report)
+    healing = heal(sim, spec, rng, records, report) if spec.broadcasts else None
     wall = time.perf_counter() - started
     return {
         "manager": spec.manager,

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from partisan.cli import main
+from partisan.testing import wait_until
 
 ARGS = ["sim", "-n", "120", "--fail", "0.3", "--broadcasts", "12", "--rounds", "5", "--seed", "3"]
 WALL_CLOCK = ("wall_s", "events_per_s")  # the only fields allowed to differ between runs
@@ -78,3 +83,47 @@ def test_bad_arguments_are_usage_errors(
         main(["sim", *args])
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.skipif(
+    shutil.which("tmux") is None,
+    reason="tmux is not installed (make test-tools installs it): the bar needs a terminal",
+)
+@pytest.mark.timeout(120)
+def test_a_terminal_sees_a_progress_bar_and_stdout_stays_one_json_document(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "out.json"
+    server = f"partisan-sim-{os.getpid()}"
+    tmux = ["tmux", "-L", server]
+    command = (
+        shlex.join([sys.executable, "-m", "partisan", "sim", "-n", "1500", "--json"])
+        + f" > {shlex.quote(str(out))}; echo EXIT=$?; sleep 60"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "NO_COLOR")}
+
+    def screen() -> str:
+        return subprocess.run(
+            [*tmux, "capture-pane", "-p", "-t", "sim"], capture_output=True, text=True, timeout=10
+        ).stdout
+
+    try:
+        subprocess.run(
+            [*tmux, "new-session", "-d", "-s", "sim", "-x", "120", "-y", "20", command],
+            check=True,
+            env=env,
+            timeout=10,
+        )
+        # While it runs, stderr (the terminal) shows the phase and how far it is.
+        wait_until(
+            lambda: re.search(r"joining .* \d+/1500", screen()),
+            60,
+            interval=0.1,
+            message=lambda: f"a 'joining n/1500' bar on screen:\n{screen()}",
+        )
+        wait_until(lambda: "EXIT=0" in screen(), 100, interval=0.2, message=screen)
+        assert "joining" not in screen()  # transient: gone once done
+        result = json.loads(out.read_text())  # stdout: exactly one JSON document
+        assert result["n"] == 1500
+    finally:
+        subprocess.run([*tmux, "kill-server"], capture_output=True, timeout=10)
