@@ -17,7 +17,8 @@ records every message it gets. ``broadcast`` (count, tag) calls
 `partisan.broadcast((tag, self, i), name="bc")` for i in 0..count-1 ·
 ``relay`` (target, count, tag) sends ``(tag, self, i)`` to ``("bc", target)``
 with ``transitive=True`` · ``received`` (tag) — ``[origin, i]`` of each
-recorded message with that tag, in arrival order · ``bstats`` — the
+recorded message with that tag, in arrival order · ``count`` (tag) — how
+many, and how many distinct · ``bstats`` — the
 `BroadcastStatistics` and `RelayStatistics` of the node, and its broadcast
 neighbours.
 """
@@ -111,6 +112,13 @@ class MemberNode:
             [m[1], m[2]] for m in self.received if type(m) is tuple and len(m) == 3 and m[0] == tag
         ]
         return {"items": items}
+
+    async def cmd_count(self, tag: str) -> dict[str, Any]:
+        """How many recorded messages carry `tag` (and how many distinct ones): cheap to poll."""
+        items = [
+            (m[1], m[2]) for m in self.received if type(m) is tuple and len(m) == 3 and m[0] == tag
+        ]
+        return {"count": len(items), "distinct": len(set(items))}
 
     async def cmd_bstats(self) -> dict[str, Any]:
         service = self.node.peer_service
