@@ -33,9 +33,12 @@ the same, driven by the `PeerService`:
   overlay neighbour at all. `Overloaded` when every out-link's budget is full.
   Relayed messages are best effort beyond that, like Partisan's: a path cut by
   a failure loses them (the target counts the gap as a skip).
-* **Delivery** at the target resolves the destination exactly as a direct
-  send does (`Inbound.on_message`); ``$``-destinations (runtime envelopes)
-  are refused: only user messages are relayed.
+* **Delivery** at the target is exactly a direct frame's (`Inbound.on_message`):
+  a user message resolves its Pid or name; a runtime envelope (``"$runtime"``:
+  calls, replies, monitors, signals, which the runtime relays between two
+  client-server clients) is handled as if it came from the origin over a
+  link, so replies and Downs go back to the origin, not to the last hop.
+  Other ``$``-destinations are refused and counted.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from partisan.actors.remote_inbound import RUNTIME_DEST
 from partisan.errors import NotConnected, Overloaded, PartisanError
 from partisan.identity import NodeSpec
 
@@ -174,6 +178,7 @@ class Relay:
         self._seq: dict[str, int] = {}  # target -> last seq relayed to it
         self._seen: OrderedDict[tuple[str, int, str, int], float] = OrderedDict()
         self._streams: dict[tuple[str, int], ReorderBuffer] = {}
+        self._origins: dict[tuple[str, int], NodeSpec] = {}  # who the runtime hears it from
         self._timers: dict[tuple[str, int], asyncio.TimerHandle] = {}
         self._closed = False
         self._originated = self._forwarded = self._delivered = self._duplicates = 0
@@ -226,7 +231,7 @@ class Relay:
             self._dropped += 1  # a peer's bad input: counted, never raised
             return
         if msg.target == self.spec.name:
-            self._arrive(sender, msg)
+            self._arrive(msg)
             return
         key = (msg.origin, msg.incarnation, msg.target, msg.seq)
         if key in self._seen:
@@ -254,32 +259,49 @@ class Relay:
                 self._dropped += 1
                 logger.debug("relay hop to %s failed: %s", peer.name, exc)
 
-    def _arrive(self, sender: NodeSpec, msg: Relayed) -> None:
+    def _arrive(self, msg: Relayed) -> None:
         loop = self.service._loop
         assert loop is not None
         stream = (msg.origin, msg.incarnation)
         buffer = self._streams.get(stream)
         if buffer is None:
+            origin = self._origin_spec(msg)
+            if origin is None:
+                self._dropped += 1  # not a node name: a peer's bad input
+                return
             for old in [k for k in self._streams if k[0] == msg.origin and k[1] < msg.incarnation]:
                 del self._streams[old]  # the origin restarted: its old stream is over
+                self._origins.pop(old, None)
             buffer = self._streams[stream] = ReorderBuffer()
+            self._origins[stream] = origin
         result = buffer.offer(msg.seq, msg, loop.time())
         if result is None:
             self._duplicates += 1
             return
         ready, skipped = result
         self._skipped += skipped
-        self._hand_over(sender, ready)
+        self._hand_over(stream, ready)
         self._arm(stream, buffer)
 
-    def _hand_over(self, sender: NodeSpec, ready: list[Relayed]) -> None:
+    def _origin_spec(self, msg: Relayed) -> NodeSpec | None:
+        """The origin as the runtime must see it: replies and Downs go back to it, not the hop."""
+        spec = self.service.find(msg.origin)
+        if spec is not None and spec.incarnation == msg.incarnation:
+            return spec
+        try:
+            return NodeSpec(msg.origin, "", 0, incarnation=msg.incarnation)
+        except ValueError:
+            return None
+
+    def _hand_over(self, stream: tuple[str, int], ready: list[Relayed]) -> None:
         dist = self.service.dist
+        origin = self._origins[stream]
         for msg in ready:
-            if msg.dest.startswith("$"):
-                self._dropped += 1  # only user messages are relayed
+            if msg.dest.startswith("$") and msg.dest != RUNTIME_DEST:
+                self._dropped += 1  # actors and the runtime only: never membership frames
                 continue
             self._delivered += 1
-            dist.on_message(sender, msg.channel, msg.dest, msg.msg)
+            dist.on_message(origin, msg.channel, msg.dest, msg.msg)
 
     def _arm(self, stream: tuple[str, int], buffer: ReorderBuffer) -> None:
         old = self._timers.pop(stream, None)
@@ -301,7 +323,7 @@ class Relay:
         ready, skipped = buffer.expire(loop.time())
         self._skipped += skipped
         if ready:
-            self._hand_over(self.spec, ready)
+            self._hand_over(stream, ready)
         self._arm(stream, buffer)
 
     # ------------------------------------------------------------ helpers

@@ -73,6 +73,7 @@ class FakeDist:
         self.hidden: set[str] = set()
         self.runtime = FakeRuntime()
         self.delivered: list[tuple[str, str, Any]] = []
+        self.senders: list[str] = []
 
     @property
     def up(self) -> dict[str, NodeSpec]:
@@ -91,6 +92,7 @@ class FakeDist:
 
     def on_message(self, sender: NodeSpec, channel: str, dest: str, payload: object) -> None:
         self.delivered.append((channel, dest, payload))
+        self.senders.append(sender.name)
 
 
 class Overlay:
@@ -289,16 +291,19 @@ def test_the_target_delivers_each_origin_in_order_once_and_skips_a_lost_gap() ->
         hop(1)
         hop(1)  # duplicate
         hop(4)
-        hop(5, dest="$runtime")  # only user messages are relayed
+        hop(5, dest="$membership")  # actors and the runtime only
+        hop(6, dest="$runtime")  # a runtime envelope: as if the origin sent it over a link
         assert dist.delivered == [("default", "rx", 1), ("default", "rx", 2)]
+        assert dist.senders == ["o", "o"]  # the origin, not the hop it came through
         loop = asyncio.get_running_loop()
         deadline = loop.time() + HOLD + 2.0
-        while len(dist.delivered) < 3:  # seq 3 never comes: skipped after HOLD
+        while len(dist.delivered) < 4:  # seq 3 never comes: skipped after HOLD
             assert loop.time() < deadline, "the gap was never skipped"
             await asyncio.sleep(0.01)  # ok-sleep: poll interval of a deadline-bound wait
-        assert dist.delivered[2] == ("default", "rx", 4)
+        assert dist.delivered[2:] == [("default", "rx", 4), ("default", "$runtime", 6)]
+        assert dist.senders[-1] == "o"
         stats = svc.relay.statistics()
-        assert (stats.delivered, stats.duplicates, stats.skipped, stats.dropped) == (3, 1, 1, 1)
+        assert (stats.delivered, stats.duplicates, stats.skipped, stats.dropped) == (4, 1, 1, 1)
 
     run(body)
 
