@@ -51,6 +51,7 @@ _EXPORTS: dict[str, str] = {
     "spawn_link": "partisan.actors.api",
     "send": "partisan.actors.api",
     "cast": "partisan.actors.api",
+    "broadcast": "partisan.actors.api",
     "call": "partisan.actors.api",
     "reply": "partisan.actors.api",
     "receive": "partisan.actors.api",

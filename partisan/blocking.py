@@ -30,6 +30,7 @@ from partisan.supervision import api as supervision
 
 __all__ = [
     "Node",
+    "broadcast",
     "call",
     "cancel_timer",
     "cast",
@@ -202,6 +203,7 @@ spawn = _mirror(api.spawn)
 spawn_link = _mirror(api.spawn_link)
 send = _mirror(api.send)
 cast = _mirror(api.cast)
+broadcast = _mirror(api.broadcast)
 call = _mirror(api.call)
 reply = _mirror(api.reply)
 receive = _mirror(api.receive)

@@ -244,11 +244,16 @@ class Config:
         return self.advertise_host or self.host
 
     def all_channels(self) -> tuple[ChannelSpec, ...]:
-        """Every channel the node opens: `default` and `membership` always exist."""
+        """Every channel the node may use: `default`, `membership` and `broadcast` always exist.
+
+        Lanes open when first used (only `default` and `membership` at connect),
+        so the `broadcast` channel costs no socket until something is broadcast.
+        """
         by_name = {c.name: c for c in self.channels}
         default = by_name.pop("default", ChannelSpec("default", self.parallelism))
         membership = by_name.pop("membership", ChannelSpec("membership", 1))
-        return (default, membership, *by_name.values())
+        broadcast = by_name.pop("broadcast", ChannelSpec("broadcast", 1))
+        return (default, membership, broadcast, *by_name.values())
 
     def channel(self, name: str) -> ChannelSpec | None:
         """The spec of channel `name`, or None if it is not configured."""

@@ -162,6 +162,8 @@ class Node:
             )
             links.handler = self.peer_service
             self.peer_service.start()
+            dist.relay = self.peer_service.relay
+            dist.broadcaster = self.peer_service.broadcasts
             dist.members_of = self.peer_service.members
             dist.on_demand.find = self.peer_service.find
             dist.on_demand.in_view = self.peer_service.in_view

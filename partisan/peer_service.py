@@ -44,8 +44,9 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
+from partisan.broadcast_service import BROADCAST_DEST, BroadcastService
 from partisan.config import Config
-from partisan.errors import PartisanError
+from partisan.errors import Overloaded, PartisanError
 from partisan.eventlog import EventLog, ViewTracker, leave_reasons
 from partisan.identity import NodeSpec
 from partisan.membership.registry import create_manager
@@ -67,8 +68,9 @@ from partisan.membership.types import (
     SetTimer,
     TimerFired,
 )
+from partisan.relay import RELAY_DEST, Relay
 
-__all__ = ["MEMBERSHIP_DEST", "PeerService"]
+__all__ = ["BROADCAST_DEST", "MEMBERSHIP_DEST", "RELAY_DEST", "PeerService"]
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +85,7 @@ class _Dial:
 
     def __init__(self, spec: NodeSpec) -> None:
         self.spec = spec
-        self.sends: list[tuple[str, Any]] = []
+        self.sends: list[tuple[str, str, Any]] = []  # (channel, dest, msg)
         self.close_reason: DisconnectReason | None = None
 
 
@@ -125,6 +127,10 @@ class PeerService:
         #: The node's event log (None: off, and the view diffs below cost nothing).
         self.event_log = event_log
         self._views = ViewTracker(event_log, spec.name) if event_log is not None else None
+        #: `partisan.broadcast` over the overlay (partisan/broadcast_service.py).
+        self.broadcasts = BroadcastService(self)
+        #: `transitive=True` sends relayed over the overlay (partisan/relay.py).
+        self.relay = Relay(self)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -160,6 +166,8 @@ class PeerService:
             self._sweep_handle = None
         for task in list(self._tasks):
             task.cancel()
+        self.broadcasts.close()
+        self.relay.close()
 
     # --------------------------------------------------------------- views
 
@@ -194,6 +202,7 @@ class PeerService:
             self._apply(actions)
         finally:
             self._own_leave = False
+        self.broadcasts.sync()  # the overlay may have changed: tell the broadcast layer
         if self._views is not None:
             self._record_views(event, actions)
         return actions
@@ -210,9 +219,15 @@ class PeerService:
             logger.exception("event log: recording the views failed")
 
     def on_message(self, sender: NodeSpec, channel: str, dest: str, payload: object) -> None:
-        """LinkHandler: membership frames to the manager, the rest to the runtime."""
+        """LinkHandler: membership frames to the manager, broadcast and relay frames to
+        their services, the rest to the runtime."""
         if dest != MEMBERSHIP_DEST:
-            self.dist.on_message(sender, channel, dest, payload)
+            if dest == BROADCAST_DEST:
+                self.broadcasts.on_message(sender, channel, payload)
+            elif dest == RELAY_DEST:
+                self.relay.on_message(sender, payload)
+            else:
+                self.dist.on_message(sender, channel, dest, payload)
         elif channel != "membership" or sender.name in self.dist.hidden:
             self.drops["misrouted_membership"] = self.drops.get("misrouted_membership", 0) + 1
         else:
@@ -300,23 +315,40 @@ class PeerService:
         self.handle(TimerFired(name))
 
     def _send(self, action: Send) -> None:
-        name = action.peer.name
+        self.send(action.peer, action.channel, MEMBERSHIP_DEST, action.msg)
+
+    def send(self, peer: NodeSpec, channel: str, dest: str, msg: Any) -> None:
+        """Queue `msg` for `dest` on `peer`, dialling a temporary link first if there is none.
+
+        Sends queued behind a dial keep their order. A failed dial or send is
+        reported to the manager as ``PeerDown(peer, "unreachable")``; an
+        `Overloaded` broadcast frame is counted and dropped (a full budget is
+        not a failed peer, and Plumtree's lazy links repair the loss).
+        """
+        name = peer.name
         dial = self._dials.get(name)
         if dial is not None:
-            dial.sends.append((action.channel, action.msg))
+            dial.sends.append((channel, dest, msg))
         elif self.links.is_connected(name):
-            self._send_now(action.peer, action.channel, action.msg)
+            self._send_now(peer, channel, dest, msg)
         else:
-            self._dial(action.peer).sends.append((action.channel, action.msg))
+            self._dial(peer).sends.append((channel, dest, msg))
 
-    def _send_now(self, peer: NodeSpec, channel: str, msg: Any) -> bool:
+    def _send_now(self, peer: NodeSpec, channel: str, dest: str, msg: Any) -> bool:
         try:
-            self.links.send(peer.name, channel, MEMBERSHIP_DEST, msg)
-        except (PartisanError, ValueError) as exc:
+            self.links.send(peer.name, channel, dest, msg)
+        except Overloaded as exc:
+            if dest != MEMBERSHIP_DEST:
+                key = "overloaded" + dest
+                self.drops[key] = self.drops.get(key, 0) + 1
+                return True
             logger.info("membership send to %s failed: %s", peer.name, exc)
-            self._report_unreachable(peer)
-            return False
-        return True
+        except (PartisanError, ValueError) as exc:
+            logger.info("send to %s (%s) failed: %s", peer.name, dest, exc)
+        else:
+            return True
+        self._report_unreachable(peer)
+        return False
 
     def _report_unreachable(self, peer: NodeSpec) -> None:
         assert self._loop is not None
@@ -356,8 +388,8 @@ class PeerService:
             logger.info("dial of %s failed: %s", dial.spec, error)
             self.handle(PeerDown(dial.spec, "unreachable"))
             return
-        for channel, msg in dial.sends:
-            if not self._send_now(dial.spec, channel, msg):
+        for channel, dest, msg in dial.sends:
+            if not self._send_now(dial.spec, channel, dest, msg):
                 return
         if dial.close_reason is not None:
             self._close(dial.spec, dial.close_reason)

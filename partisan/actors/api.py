@@ -26,6 +26,7 @@ from partisan.errors import CallTimeout, NotConnected
 from partisan.identity import Pid
 
 __all__ = [
+    "broadcast",
     "call",
     "cancel_timer",
     "cast",
@@ -199,7 +200,9 @@ def send(
         check_timeout(timeout, "send")
     proc = current()
     if wait:
-        return _send_wait(proc.runtime, proc, dest, msg, channel, partition_key, timeout)
+        return _send_wait(
+            proc.runtime, proc, dest, msg, channel, partition_key, timeout, transitive
+        )
     proc.runtime.route(
         proc, dest, msg, channel=channel, partition_key=partition_key, transitive=transitive
     )
@@ -214,18 +217,64 @@ async def _send_wait(
     channel: str,
     partition_key: Any,
     timeout: float | None,
+    transitive: bool = False,
 ) -> None:
     if runtime.is_local(dest) or runtime.dist is None:
         runtime.route(proc, dest, msg, channel=channel, partition_key=partition_key)
         return
     key = proc.pid if partition_key is None else partition_key
-    await runtime.dist.send_wait(dest, msg, channel=channel, partition_key=key, timeout=timeout)
+    try:
+        await runtime.dist.send_wait(dest, msg, channel=channel, partition_key=key, timeout=timeout)
+    except NotConnected:
+        if not transitive:
+            raise
+        # No direct link: relayed (a relay hop queues without waiting for budget).
+        runtime.route(
+            proc, dest, msg, channel=channel, partition_key=partition_key, transitive=True
+        )
 
 
-def cast(dest: Dest, request: Any, *, channel: str = "default", partition_key: Any = None) -> None:
-    """Send `request` to a GenServer's ``handle_cast`` (wrapped in `Cast`)."""
+def cast(
+    dest: Dest,
+    request: Any,
+    *,
+    channel: str = "default",
+    partition_key: Any = None,
+    transitive: bool = False,
+) -> None:
+    """Send `request` to a GenServer's ``handle_cast`` (wrapped in `Cast`).
+
+    `transitive=True`: with no direct link to `dest`'s node, relay it over
+    the overlay (as `send`); `NotConnected` only when no route exists.
+    """
     proc = current()
-    proc.runtime.route(proc, dest, Cast(request), channel=channel, partition_key=partition_key)
+    proc.runtime.route(
+        proc,
+        dest,
+        Cast(request),
+        channel=channel,
+        partition_key=partition_key,
+        transitive=transitive,
+    )
+
+
+def broadcast(msg: Any, *, name: str, channel: str = "broadcast") -> None:
+    """Deliver `msg` once to the actor registered as `name` on every live non-hidden node.
+
+    Carried over the membership overlay (Plumtree; flooded for the static
+    manager), this node included; a node without such an actor drops it and
+    counts it (``unknown_name``). Never waits. Raises `NotConnected` on a
+    node with no overlay (a hidden node, or one without a peer service),
+    `ValueError` for an unknown channel.
+    """
+    runtime = current().runtime
+    dist = runtime.dist
+    broadcaster = None if dist is None else dist.broadcaster
+    if broadcaster is None:
+        raise NotConnected(
+            f"broadcast: node {runtime.node!r} runs no membership overlay (hidden or standalone)"
+        )
+    broadcaster.broadcast(msg, name, channel)
 
 
 @needs_loop("partisan.blocking.call(...)")

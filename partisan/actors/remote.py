@@ -90,6 +90,8 @@ class Distribution(Inbound):
         self.relay: Any = None
         self.on_demand = OnDemand(self)
         self._waiting = self.on_demand.queues  # node -> messages waiting for its link
+        #: Carries `partisan.broadcast` over the overlay (set by the Node; None: no overlay).
+        self.broadcaster: Any = None
 
     # ---------------------------------------------------------- views
 

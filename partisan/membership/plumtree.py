@@ -37,6 +37,13 @@ property tests in tests/sim/test_plumtree.py):
   paper echoes the announced round), so hop counts stay exact.
 * Received payloads are kept `message_ttl` seconds to answer grafts and to
   deduplicate, and forgotten lazily on later inserts (no timer).
+* With `announce_window` > 0, a new neighbour is sent an ``IHave`` of the ids
+  delivered here in the last `announce_window` seconds (at most
+  `MAX_RECENT`). The paper's tree cannot repair a broadcast sent while the
+  overlay was cut in two: nobody announces it across the edge that heals the
+  cut. Partisan closes that gap with periodic anti-entropy exchanges; one
+  announcement per new edge does it without a timer. Off (0) by default, as
+  in the paper and the simulator's measurements.
 """
 
 from __future__ import annotations
@@ -59,6 +66,7 @@ log = logging.getLogger(__name__)
 _LAZY_TIMER = "plumtree:lazy"
 MAX_ANNOUNCEMENTS = 10_000  # a longer IHave is a peer's bad input
 _GRAFT_PREFIX = "plumtree:graft:"
+MAX_RECENT = 1_000  # ids announced to a new neighbour, newest first
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,10 +124,12 @@ class Plumtree:
         rng: Random,
         *,
         threshold: int = 3,
+        announce_window: float = 0.0,
     ) -> None:
         self.spec = self_spec
         self.cfg = config.plumtree
         self.threshold = threshold
+        self.announce_window = announce_window
         self.eager: dict[str, NodeSpec] = {}
         self.lazy: dict[str, NodeSpec] = {}
         # msg_id -> (payload, hops, time received); insertion order = time order
@@ -156,10 +166,22 @@ class Plumtree:
     # ------------------------------------------------------- overlay events
 
     def neighbor_up(self, peer: NodeSpec, now: float) -> list[LayerAction]:
-        """A new neighbour starts eager (Algorithm 2, NeighborUp)."""
+        """A new neighbour starts eager (Algorithm 2, NeighborUp); announce recent ids to it."""
         self.lazy.pop(peer.name, None)
         self.eager[peer.name] = peer
-        return []
+        if self.announce_window <= 0 or not self._received:
+            return []
+        horizon = now - self.announce_window
+        recent: list[tuple[Hashable, int]] = []
+        for msg_id in reversed(self._received):  # insertion order is time order
+            _, hops, at = self._received[msg_id]
+            if at < horizon or len(recent) >= MAX_RECENT:
+                break
+            recent.append((msg_id, hops + 1))
+        if not recent:
+            return []
+        recent.reverse()
+        return [Send(peer, IHave(tuple(recent)), BROADCAST_CHANNEL)]
 
     def neighbor_down(self, peer: NodeSpec, now: float) -> list[LayerAction]:
         """Forget `peer` and its announcements (Algorithm 2, NeighborDown)."""

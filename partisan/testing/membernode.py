@@ -11,12 +11,23 @@ nodes, the manager's active and passive views · ``events`` — every
 `NodeUp`/`NodeDown` the application saw, in order · ``serve`` (name) — start
 an echo actor registered as `name` that answers every call with
 ``[node, request]`` · ``drops`` — the runtime's drop counters · ``exit``.
+
+Broadcast and relay (docs/broadcast.md): an actor registered as ``"bc"``
+records every message it gets. ``broadcast`` (count, tag) calls
+`partisan.broadcast((tag, self, i), name="bc")` for i in 0..count-1 ·
+``relay`` (target, count, tag) sends ``(tag, self, i)`` to ``("bc", target)``
+with ``transitive=True`` · ``received`` (tag) — ``[origin, i]`` of each
+recorded message with that tag, in arrival order · ``count`` (tag) — how
+many, and how many distinct · ``bstats`` — the
+`BroadcastStatistics` and `RelayStatistics` of the node, and its broadcast
+neighbours.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import sys
 from typing import Any
@@ -38,6 +49,7 @@ class MemberNode:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.events: list[dict[str, Any]] = []
+        self.received: list[Any] = []
         self.stop = asyncio.Event()
 
     async def watcher(self) -> None:
@@ -80,6 +92,44 @@ class MemberNode:
     async def cmd_exit(self) -> None:
         self.stop.set()
 
+    async def receiver(self) -> None:
+        """The ``"bc"`` actor: records what broadcasts and relays deliver."""
+        while True:
+            self.received.append(await partisan.receive())
+
+    async def cmd_broadcast(self, count: int, tag: str) -> dict[str, Any]:
+        for i in range(count):
+            partisan.broadcast((tag, self.node.name, i), name="bc")
+        return {"sent": count}
+
+    async def cmd_relay(self, target: str, count: int, tag: str) -> dict[str, Any]:
+        for i in range(count):
+            partisan.send(("bc", target), (tag, self.node.name, i), transitive=True)
+        return {"sent": count}
+
+    async def cmd_received(self, tag: str) -> dict[str, Any]:
+        items = [
+            [m[1], m[2]] for m in self.received if type(m) is tuple and len(m) == 3 and m[0] == tag
+        ]
+        return {"items": items}
+
+    async def cmd_count(self, tag: str) -> dict[str, Any]:
+        """How many recorded messages carry `tag` (and how many distinct ones): cheap to poll."""
+        items = [
+            (m[1], m[2]) for m in self.received if type(m) is tuple and len(m) == 3 and m[0] == tag
+        ]
+        return {"count": len(items), "distinct": len(set(items))}
+
+    async def cmd_bstats(self) -> dict[str, Any]:
+        service = self.node.peer_service
+        if service is None:
+            return {"broadcast": None, "relay": None, "neighbors": []}
+        return {
+            "broadcast": dataclasses.asdict(service.broadcasts.statistics()),
+            "relay": dataclasses.asdict(service.relay.statistics()),
+            "neighbors": [s.name for s in service.broadcasts.neighbors()],
+        }
+
     async def execute(self, line: bytes) -> None:
         ident = None
         try:
@@ -104,6 +154,7 @@ async def _main(config: Any, join: list[str]) -> None:
     async with Node(config=config) as node:
         member = MemberNode(node)
         await partisan.spawn(member.watcher)
+        await partisan.spawn(member.receiver, name="bc")
         for contact in join:
             await node.join(contact)
         assert node.spec is not None

@@ -15,6 +15,7 @@ ACTOR_NAMES = [
     "spawn_link",
     "send",
     "cast",
+    "broadcast",
     "call",
     "receive",
     "monitor",

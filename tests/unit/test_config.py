@@ -12,7 +12,7 @@ def test_defaults_are_valid_and_always_have_default_and_membership_channels() ->
     config = Config.load(env={})
     assert config.manager == "full-mesh"
     assert config.host == "127.0.0.1"
-    assert [c.name for c in config.all_channels()] == ["default", "membership"]
+    assert [c.name for c in config.all_channels()] == ["default", "membership", "broadcast"]
     assert config.hyparview.active_size == 5 and config.hyparview.passive_size == 30
 
 
@@ -45,7 +45,12 @@ def test_channels_parse() -> None:
         ChannelSpec("x", 1),
     )
     config = Config.load(env={"PARTISAN_CHANNELS": "data:4"}, parallelism=2)
-    assert [str(c) for c in config.all_channels()] == ["default:2", "membership:1", "data:4"]
+    assert [str(c) for c in config.all_channels()] == [
+        "default:2",
+        "membership:1",
+        "broadcast:1",
+        "data:4",
+    ]
 
 
 @pytest.mark.parametrize(

@@ -215,3 +215,15 @@ def test_flood_forwards_to_all_but_the_sender_once() -> None:
         Send(C, FloodMessage("m2", "y", 1), CH),
     ]
     assert f.handle(Received(A, "junk"), 3.0) == [] and f.dropped == 1
+
+
+def test_a_new_neighbour_hears_the_ids_of_the_announce_window() -> None:
+    p = Plumtree(ME, CFG, random.Random(1), announce_window=2.0)
+    assert p.neighbor_up(A, 0.0) == []  # nothing delivered yet: nothing to announce
+    p.broadcast("old", "x", 1.0)
+    p.handle(Received(A, Gossip("new", "y", 2)), 3.5)
+    # "old" (t=1.0) is outside [t-2, t]; "new" arrived at hop 2, so B would get it at hop 3
+    assert p.neighbor_up(B, 4.0) == [Send(B, IHave((("new", 3),)), CH)]
+    assert p.eager_peers() == ["a", "b"]
+    # off by default (the paper's behaviour, what the simulator measures)
+    assert tree(A).neighbor_up(B, 0.0) == []
