@@ -107,6 +107,8 @@ class OnDemand:
             return QUEUED
         if transitive and dist.relay is not None:
             return RELAYED
+        if spec is None and self.client_server_role == "client" and dist.relay is not None:
+            return RELAYED  # a client knows only servers: anyone else is a client, via a server
         if spec is None:
             raise NotConnected(f"no route to node {node!r} (not a known member)")
         raise NotConnected(f"no route to node {node!r} (no link; connect_on_use is off)")

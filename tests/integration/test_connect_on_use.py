@@ -304,3 +304,27 @@ def test_an_on_demand_link_closes_when_idle_and_dials_again_on_use(
             assert downs == []
 
     asyncio.run(main())
+
+
+@pytest.mark.timeout(60)
+def test_client_server_calls_between_clients_go_through_a_server(
+    members: Callable[..., NodeProcess], key_dir: Callable[..., Path]
+) -> None:
+    keys = key_dir("t", "s1", "c2")
+    s1 = members("s1", keys, "--manager", "client-server", "--role", "server")
+    c2 = members(
+        "c2", keys, "--manager", "client-server", "--role", "client", "--join", str(s1.spec)
+    )
+    c2.request("serve", name="echo")
+
+    async def main() -> None:
+        async with partisan.Node(
+            "t", key_dir=str(keys), manager="client-server", role="client", **SETTINGS
+        ) as node:
+            await node.join(str(s1.spec))
+            for i in range(20):  # request and reply both relayed by s1
+                assert await partisan.call(("echo", "c2"), i) == ["c2", i]
+            assert node.nodes() == ["s1"]  # never linked to the other client
+            assert "t" not in c2.request("view")["nodes"]
+
+    asyncio.run(main())
