@@ -157,6 +157,7 @@ class Config:
     handshake_timeout: float = 5.0
     call_timeout: float = 5.0
     shutdown_timeout: float = 5.0
+    #: Bytes one node may have uncredited towards one peer on one channel.
     send_buffer_bytes: int = 64 * 1024 * 1024
     #: Bytes of peers' messages a node holds before its actors read them (all peers).
     inbound_buffer_bytes: int = 256 * 1024 * 1024

@@ -148,6 +148,7 @@ class Node:
         # behaviour its tests were written for.
         links = factory(self.config, incarnation=self.incarnation, handler=dist)
         dist.links = links
+        dist.gauge = getattr(links, "gauge", None)  # unread inbound bytes (Links only)
         self.spec = await links.start()
         self.runtime, self.dist, self.links = runtime, dist, links
         _running[id(runtime)] = self

@@ -5,6 +5,14 @@ Why not an `asyncio.Queue` per actor: an idle actor with a Queue measured
 a Queue does more work. Here `put` is a plain function call that appends and
 wakes the one waiting receiver, if any; no await on the sending side.
 
+Messages from other nodes are *held* (`put_held`): queued inside a small
+`_Held` wrapper that carries their size and the transport's account, and
+released to the node's `InboundGauge` when an actor takes them (or dies with
+them queued). That is how a slow reader pushes back on its senders: the
+transport withholds credit while the node holds too many unread bytes (see
+`partisan.transport.inflow`). Local messages are queued bare; taking one costs
+a type check.
+
 Selective receive (Erlang's ``receive`` with patterns): `receive(match=...)`
 takes the first queued message that matches and leaves the others queued in
 their order. A waiting receiver is woken by every arrival and scans only the
@@ -48,6 +56,30 @@ def as_predicate(match: Match) -> Callable[[Any], bool] | None:
     )
 
 
+class _Held:
+    """A peer's message in a mailbox, with what it holds against the node's inbound bound."""
+
+    __slots__ = ("account", "gauge", "msg", "size")
+
+    def __init__(self, msg: Any, gauge: Any, account: Any, size: int) -> None:
+        self.msg = msg
+        self.gauge = gauge
+        self.account = account
+        self.size = size
+
+    def release(self) -> Any:
+        """Give the bytes back to the gauge (once) and return the message."""
+        size = self.size
+        if size:
+            self.size = 0
+            self.account.held -= size
+            gauge = self.gauge
+            gauge.held -= size
+            if gauge.over and gauge.held <= gauge.low:
+                gauge.release(self.account, 0)  # crossing back under: let it tell the links
+        return self.msg
+
+
 def _wake(fut: asyncio.Future[Any], value: object) -> None:
     if not fut.done():
         fut.set_result(value)
@@ -79,19 +111,61 @@ class Mailbox:
             if not waiter.done():
                 waiter.set_result(None)
 
+    def put_held(self, msg: Any, gauge: Any) -> None:
+        """Append a peer's message, holding its bytes against `gauge` until it is taken.
+
+        `gauge.account` and `gauge.size` describe the message the transport
+        is delivering right now (`InboundGauge`); they are consumed here.
+        """
+        size = gauge.size
+        if not size:
+            self.put(msg)
+            return
+        account = gauge.account
+        gauge.size = 0
+        account.held += size
+        held = gauge.held = gauge.held + size  # InboundGauge.hold, inlined
+        if held > gauge.peak:
+            gauge.hold(account, 0)  # a new peak, maybe over the bound: let it record that
+        queue = self._queue
+        if queue is None:
+            queue = self._queue = deque()
+        queue.append(_Held(msg, gauge, account, size))
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def hold_last(self, gauge: Any) -> None:
+        """Hold the message just appended (by a runtime path that called `put`) like `put_held`."""
+        size = gauge.size
+        queue = self._queue
+        if not size or not queue or type(queue[-1]) is _Held:
+            return
+        account = gauge.account
+        gauge.size = 0
+        gauge.hold(account, size)
+        queue[-1] = _Held(queue[-1], gauge, account, size)
+
     def __len__(self) -> int:
         return 0 if self._queue is None else len(self._queue)
 
     def messages(self) -> list[Any]:
         """A copy of the queued messages, oldest first (for inspection and tests)."""
-        return [] if self._queue is None else list(self._queue)
+        if self._queue is None:
+            return []
+        return [m.msg if type(m) is _Held else m for m in self._queue]
 
     def take(self, match: Match = None) -> tuple[bool, Any]:
         """Remove and return the first matching message without waiting: (found, msg)."""
         return self._scan(as_predicate(match), 0)
 
     def clear(self) -> None:
-        self._queue = None
+        queue, self._queue = self._queue, None
+        for msg in queue or ():
+            if type(msg) is _Held:
+                msg.release()
 
     def _scan(self, predicate: Callable[[Any], bool] | None, start: int) -> tuple[bool, Any]:
         queue = self._queue
@@ -100,16 +174,18 @@ class Mailbox:
         if predicate is None:
             if len(queue) > start:
                 if start == 0:
-                    return True, queue.popleft()
-                msg = queue[start]
-                del queue[start]
-                return True, msg
+                    msg = queue.popleft()
+                else:
+                    msg = queue[start]
+                    del queue[start]
+                return True, msg.release() if type(msg) is _Held else msg
             return False, None
         for index in range(start, len(queue)):
             msg = queue[index]
-            if predicate(msg):
+            held = type(msg) is _Held
+            if predicate(msg.msg if held else msg):
                 del queue[index]
-                return True, msg
+                return True, msg.release() if held else msg
         return False, None
 
     def receive(self, match: Match = None, timeout: float | None = None) -> Awaitable[Any]:
@@ -121,7 +197,17 @@ class Mailbox:
         if match is None:  # the common case, kept short
             queue = self._queue
             if queue:
-                return _Ready(queue.popleft())
+                msg = queue.popleft()
+                if type(msg) is _Held:  # _Held.release, inlined
+                    size = msg.size
+                    msg.size = 0
+                    msg.account.held -= size
+                    gauge = msg.gauge
+                    gauge.held -= size
+                    if gauge.over and gauge.held <= gauge.low:
+                        gauge.release(msg.account, 0)  # crossing back under: tell the links
+                    msg = msg.msg
+                return _Ready(msg)
             predicate = None
         else:
             predicate = as_predicate(match)

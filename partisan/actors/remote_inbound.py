@@ -37,6 +37,10 @@ _PID_CACHE_MAX = 10_000
 class Inbound:
     """What `Distribution` does with each frame a peer sends (a mixin)."""
 
+    #: The transport's `InboundGauge` (set by the Node): what a peer's message
+    #: queued in a mailbox holds against the node's `inbound_buffer_bytes`.
+    gauge: Any = None
+
     if TYPE_CHECKING:  # provided by Distribution
         runtime: Runtime
         requests: Requests
@@ -88,7 +92,11 @@ class Inbound:
             if proc is None:
                 runtime.drops["unknown_name"] += 1
                 return
-        proc.put(payload)
+        gauge = self.gauge
+        if gauge is None:
+            proc.put(payload)
+        else:
+            proc.put_held(payload, gauge)
 
     def _cache_pid(self, wire: tuple[Any, ...]) -> Pid:
         pid = Pid(*wire)  # a malformed tuple raises here: the caller counts bad_control
@@ -139,7 +147,11 @@ class Inbound:
                 self.post(sender.name, env.DownSig(ref, self._shown(target), "noproc"), None)
                 return
             self._add_in_monitor(ref, proc, caller)
-            proc.put(Call(From(caller, ref), request))
+            gauge = self.gauge
+            if gauge is None:
+                proc.put(Call(From(caller, ref), request))
+            else:
+                proc.put_held(Call(From(caller, ref), request), gauge)
             runtime.received_remote += 1
         else:
             runtime.drops["bad_control"] += 1
@@ -163,7 +175,12 @@ class Inbound:
                 proc.monitored_by.pop(msg.ref, None)
             self.in_by_node[sender.name].discard(msg.ref)
         elif kind is env.DownSig:
+            watch = runtime.watches.get(msg.ref)
+            owner = watch.owner if watch is not None and watch.future is None else None
+            queued = len(owner) if owner is not None else 0
             runtime.fire(msg.ref, msg.pid, msg.reason)
+            if owner is not None and self.gauge is not None and len(owner) > queued:
+                owner.hold_last(self.gauge)  # the Down it queued counts as unread
         elif kind is env.LinkReq:
             proc = runtime.lookup(msg.dst)
             if proc is None:
@@ -183,7 +200,10 @@ class Inbound:
                 return
             if msg.linked:
                 self.remote_links[sender.name].discard((msg.dst, msg.src))
+            queued = len(proc)
             runtime.deliver_exit(proc, msg.src, msg.reason, linked=msg.linked)
+            if self.gauge is not None and len(proc) > queued:
+                proc.hold_last(self.gauge)  # the Exit it queued counts as unread
         elif kind is env.CloseReq:
             self.on_demand.on_close_req(sender)
         elif kind is env.CloseAck:

@@ -1,4 +1,4 @@
-"""Backpressure: a byte budget per peer and the per-lane queue of unsent messages.
+"""Backpressure: a byte budget per (peer, channel) and the per-lane queue of unsent messages.
 
 Theory of operation
 -------------------
@@ -6,16 +6,25 @@ ZeroMQ's high-water marks count messages, not bytes (reliability.md §1: 200 MB
 sat in one DEALER before it blocked), so they cannot bound memory. We bound it
 ourselves with credit-based flow control:
 
-* the sender counts every byte it accepts for a peer (`ByteBudget.queued`
-  while the message waits in our `LaneQueue`, then `sent` once handed to
-  ZeroMQ);
-* the receiver counts the bytes it has delivered and periodically returns a
-  cumulative CREDIT frame; the sender records it as `acked`;
+* the sender counts every byte it accepts for a peer on a channel
+  (`ByteBudget.queued` while the message waits in our `LaneQueue`, then
+  `sent` once handed to ZeroMQ); each (peer, channel) has its own budget of
+  `send_buffer_bytes`, so bulk traffic on one channel cannot starve another
+  (Partisan's reason for channels);
+* the receiver counts the bytes it has read per channel and returns
+  cumulative CREDIT frames (see `inflow`): the credit, recorded as `acked`,
+  and what it has read from its sockets, recorded as `received`. It may hold
+  the credit back while its actors have not read what it delivered; it never
+  holds back `received`;
 * ``outstanding = queued + sent - acked`` is everything in our queues, in
-  ZeroMQ's pipes, in kernel buffers and in the receiver's pipes. A send that
-  would take it over the peer's `send_buffer_bytes` raises `Overloaded` (or
-  waits, with `send_wait`). A single message larger than the whole budget is
-  admitted only when nothing else is outstanding, so it can always go.
+  ZeroMQ's pipes, in kernel buffers and unread in the receiver. A send that
+  would take it over the budget raises `Overloaded` (or waits, with
+  `send_wait`). A single message larger than the whole budget is admitted
+  only when nothing else is outstanding, so it can always go.
+
+Waiting senders queue on the budget (`ByteBudget.waiters`) and are let in
+first come, first served: only the oldest is woken when credit arrives, and a
+plain send does not overtake them (it raises `Overloaded` while any wait).
 
 Nothing is dropped silently: a message is either refused at the call site or
 counted as outstanding until it is credited, or lost with its session (which
@@ -31,6 +40,7 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = ["ByteBudget", "LaneQueue", "Pending"]
 
@@ -52,15 +62,24 @@ class Pending:
 
 
 class ByteBudget:
-    """Outstanding-bytes accounting for one peer session."""
+    """Outstanding-bytes accounting for one channel of one peer session."""
 
-    __slots__ = ("acked", "limit", "queued", "sent")
+    __slots__ = ("acked", "limit", "queued", "received", "sent", "waiters")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.queued = 0
         self.sent = 0
         self.acked = 0
+        #: Bytes the receiver has read from its sockets (cumulative, >= acked).
+        self.received = 0
+        #: Futures of senders waiting for room, oldest first (see `flow`).
+        self.waiters: deque[Any] = deque()
+
+    @property
+    def unread(self) -> int:
+        """Bytes accepted for the peer that it has not even read from its sockets yet."""
+        return self.queued + self.sent - self.received
 
     @property
     def outstanding(self) -> int:
@@ -85,7 +104,15 @@ class ByteBudget:
         if total <= self.acked:
             return False
         self.acked = total
+        self.received = max(self.received, total)
         return True
+
+    def wake(self) -> None:
+        """Wake the oldest waiting sender, if any (it re-checks for room itself)."""
+        if self.waiters:
+            head = self.waiters[0]
+            if not head.done():
+                head.set_result(None)
 
 
 class LaneQueue:

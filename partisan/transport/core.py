@@ -18,6 +18,8 @@ import zmq
 
 from partisan.config import ChannelSpec, Config
 from partisan.identity import NodeSpec
+from partisan.transport.backpressure import ByteBudget
+from partisan.transport.inflow import InboundGauge, Inflow
 from partisan.transport.keys import KeyStore
 from partisan.transport.lanes import OutLane
 from partisan.transport.peer import Peer
@@ -49,9 +51,10 @@ class LinksCore:
     _refused: int
     _handshakes: int
     _decoded: int
-    _credit_due: set[Peer]
+    _credit_due: set[Inflow]
+    gauge: InboundGauge
     _credit_timer: bool
-    _credit_urgent: bool  # some peer's uncredited bytes reached _credit_chunk
+    _credit_urgent: bool  # some account's unreported bytes reached _credit_chunk
     _credit_chunk: int
     _names: dict[bytes, tuple[str, str, str]]
     _backoff: dict[tuple[str, str, int], tuple[float, float, str]]
@@ -117,6 +120,25 @@ class LinksCore:
         def _check_dirty(self) -> None: ...
         def _reject(self, reason: str, peer: Peer | None = None, detail: object = None) -> None: ...
         def _send_credits(self, force: bool = False) -> None: ...
+        def _release_credits(self) -> None: ...
+        # flow (and Links itself)
+        def send(
+            self,
+            peer: str,
+            channel: str,
+            dest: str,
+            payload: object,
+            *,
+            partition_key: object = None,
+            control: bool = False,
+            waiting: bool = False,
+        ) -> None: ...
+        def _take_credit(
+            self, peer: Peer, channel: str, credit: int, payload: list[Any]
+        ) -> None: ...
+        def _wake_all(self, peer: Peer) -> None: ...
+        @staticmethod
+        def _backlogged(peer: Peer) -> bool: ...
         # outbound
         def _pick_lane(self, peer: Peer, channel: str, key: object) -> OutLane: ...
         def _sendable(self, peer: Peer, lane: OutLane) -> bool: ...
@@ -125,6 +147,7 @@ class LinksCore:
             self,
             peer: Peer,
             lane: OutLane,
+            budget: ByteBudget,
             channel: str,
             template: tuple[bytes, bytes, bytes],
             flags: int,

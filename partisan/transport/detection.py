@@ -261,7 +261,9 @@ class Detection(LinksCore):
             self._sessions.pop(peer.in_session, None)
         for rid in peer.in_lanes:
             self._rid_cache.pop(rid, None)
-        self._credit_due.discard(peer)
+        for inflow in peer.inflows.values():
+            self._credit_due.discard(inflow)
+        self._wake_all(peer)
         if not peer.ready.done():
             peer.ready.set_exception(error or JoinRefused(f"link to {peer.name} closed: {reason}"))
             peer.ready.exception()  # retrieved: connect() may not be waiting

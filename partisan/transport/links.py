@@ -46,7 +46,9 @@ from partisan.transport.backpressure import Pending
 from partisan.transport.codec import encode_payload
 from partisan.transport.credits import CREDIT_CHUNK, CreditReturn
 from partisan.transport.detection import Detection
+from partisan.transport.flow import FlowControl
 from partisan.transport.handshake import Handshake
+from partisan.transport.inflow import InboundGauge, Inflow
 from partisan.transport.keys import KeyStore
 from partisan.transport.lanes import OutLane
 from partisan.transport.outbound import Outbound
@@ -80,7 +82,7 @@ class LinkHandler(Protocol):
     def on_peer_down(self, peer: NodeSpec, reason: str) -> None: ...
 
 
-class Links(Handshake, Detection, Receiver, CreditReturn, Outbound):
+class Links(Handshake, Detection, Receiver, CreditReturn, FlowControl, Outbound):
     """This node's links to its peers (see the module docstring)."""
 
     def __init__(self, config: Config, *, incarnation: int, handler: LinkHandler) -> None:
@@ -99,7 +101,10 @@ class Links(Handshake, Detection, Receiver, CreditReturn, Outbound):
         self._refused = 0
         self._handshakes = 0
         self._decoded = 0
-        self._credit_due: set[Peer] = set()
+        self._credit_due: set[Inflow] = set()
+        #: Bytes of peers' messages unread in our mailboxes (the runtime holds and releases).
+        self.gauge = InboundGauge(config.inbound_buffer_bytes)
+        self.gauge.on_release = self._release_credits
         self._credit_timer = False
         self._credit_urgent = False
         self._credit_chunk = min(config.send_buffer_bytes // 4, CREDIT_CHUNK)
@@ -195,7 +200,7 @@ class Links(Handshake, Detection, Receiver, CreditReturn, Outbound):
         # Every reported-up peer counts, also one whose dial-back is still
         # handshaking: what we queued for it goes once its WELCOME arrives.
         while self._loop.time() < deadline and any(
-            p.budget.outstanding for p in self._peers.values() if p.up_reported
+            p.outstanding for p in self._peers.values() if p.up_reported
         ):
             self._flushed.clear()
             try:
@@ -301,7 +306,7 @@ class Links(Handshake, Detection, Receiver, CreditReturn, Outbound):
         if state is None or state.closing:
             return
         state.closing = True
-        if state.budget.outstanding == 0:
+        if state.outstanding == 0:
             self._send_bye(state, reason)
             self._teardown(state, "disconnected", notify=False, linger=100)
         else:
@@ -312,7 +317,7 @@ class Links(Handshake, Detection, Receiver, CreditReturn, Outbound):
     async def _drain_then_close(self, peer: Peer, reason: str = "disconnected") -> None:
         loop = self._running()
         deadline = loop.time() + self.config.shutdown_timeout
-        while peer.budget.outstanding and self._peers.get(peer.name) is peer:
+        while peer.outstanding and self._peers.get(peer.name) is peer:
             if loop.time() > deadline:
                 break
             peer.room.clear()
@@ -348,18 +353,22 @@ class Links(Handshake, Detection, Receiver, CreditReturn, Outbound):
         *,
         partition_key: object = None,
         control: bool = False,
+        waiting: bool = False,
     ) -> None:
         """Queue `payload` for `dest` on `peer` over `channel`; never blocks.
 
-        Raises `NotConnected` without a session, `Overloaded` when the peer's
-        byte budget is used up, `ValueError` for an unknown channel or a
-        message over `max_frame_bytes`, `EncodeError` for an unpicklable payload.
+        Raises `NotConnected` without a session, `Overloaded` when the
+        channel's byte budget towards the peer is used up or other senders
+        are waiting for it (`send_wait`), `ValueError` for an unknown channel
+        or a message over `max_frame_bytes`, `EncodeError` for an unpicklable
+        payload.
 
         `control=True` is for the runtime's own envelopes (replies, Down and
         exit signals, monitor and link requests): they have no caller to
         refuse, so they are queued on their lane even over the budget — behind
         whatever that lane holds already, so one sender's messages of every
-        kind keep their order.
+        kind keep their order. `waiting=True` is `send_wait`'s oldest waiter
+        taking its turn.
         """
         state = self._peers.get(peer)
         if state is None or state.closing or self._closed:
@@ -379,56 +388,31 @@ class Links(Handshake, Detection, Receiver, CreditReturn, Outbound):
                         f"payload frame of {n} bytes exceeds max_frame_bytes ({limit})"
                     )
                 size += n
-        budget = state.budget
+        budget = state.budgets.get(channel) or state.budget(channel)
         queue = lane.queue
         outstanding = budget.queued + budget.sent - budget.acked
-        if outstanding + size > budget.limit and outstanding > 0 and not control:  # admits()
+        if not control and (
+            (outstanding + size > budget.limit and outstanding > 0)  # admits(), inlined
+            or (budget.waiters and not waiting)
+        ):
             freed = queue.replaces(dest) if queue.monotonic else 0
-            if not budget.admits(size, freed):
+            if (budget.waiters and not waiting) or not budget.admits(size, freed):
                 raise Overloaded(
-                    f"send buffer to {peer} is full ({outstanding} of {budget.limit} bytes "
-                    "outstanding); retry, or use send_wait"
+                    f"send buffer to {peer} on {channel!r} is full ({outstanding} of "
+                    f"{budget.limit} bytes outstanding, {len(budget.waiters)} senders "
+                    "waiting); retry, or use send_wait"
                 )
         if (
             queue.bytes == 0  # nothing queued ahead of it (every message has bytes)
             and state.out_state is _UP
             and (lane.up or lane.prefix)  # lane.routed, inlined
-            and self._hand_off(state, lane, channel, template, flags, frames, size)
+            and self._hand_off(state, lane, budget, channel, template, flags, frames, size)
         ):
             return
         budget.queued += size - queue.push(Pending(channel, dest, flags, frames, size))
         if lane.routed and len(queue) == 1:
             # A ROUTER lane has no FD edge of its own to wake us: retry soon.
             self._running().call_later(0.001, self._flush, state, lane)
-
-    async def send_wait(
-        self,
-        peer: str,
-        channel: str,
-        dest: str,
-        payload: object,
-        *,
-        partition_key: object = None,
-        timeout: float | None = None,
-    ) -> None:
-        """Like `send`, but wait (up to `timeout`, None = forever) for room in the budget.
-
-        Raises `Overloaded` if there is still no room at the timeout.
-        """
-        loop = self._running()
-        deadline = None if timeout is None else loop.time() + timeout
-        while True:
-            try:
-                self.send(peer, channel, dest, payload, partition_key=partition_key)
-                return
-            except Overloaded:
-                state = self._peers[peer]
-                state.room.clear()
-                remaining = None if deadline is None else deadline - loop.time()
-                if remaining is not None and remaining <= 0:
-                    raise
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(state.room.wait(), remaining)
 
     # ------------------------------------------------------------ sessions
 
@@ -466,6 +450,9 @@ class Links(Handshake, Detection, Receiver, CreditReturn, Outbound):
             refused=self._refused,
             handshakes=self._handshakes,
             decoded=self._decoded,
+            unread_bytes=self.gauge.held,
+            unread_peak=self.gauge.peak,
+            inbound_buffer_bytes=self.gauge.limit,
         )
 
     def traffic(self, peer: str) -> int:

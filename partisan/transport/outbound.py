@@ -17,6 +17,7 @@ from typing import Any, cast
 
 import zmq
 
+from partisan.transport.backpressure import ByteBudget
 from partisan.transport.core import LinksCore
 from partisan.transport.lanes import FLAG_INLINE, OutLane, lane_for
 from partisan.transport.peer import OutState, Peer
@@ -58,9 +59,10 @@ class Outbound(LinksCore):
             return lane
         if lane.up and channel not in peer.fallback:
             return lane
-        if lane.up and peer.budget.outstanding == 0:
-            # Everything sent on the fallback lane was delivered: switching
-            # now cannot reorder this channel.
+        budget = peer.budgets.get(channel)
+        if lane.up and (budget is None or budget.outstanding == 0):
+            # Everything of this channel sent on the fallback lane was
+            # delivered: switching now cannot reorder it.
             peer.fallback.discard(channel)
             return lane
         peer.fallback.add(channel)
@@ -92,6 +94,7 @@ class Outbound(LinksCore):
         self,
         peer: Peer,
         lane: OutLane,
+        budget: ByteBudget,
         channel: str,
         template: tuple[bytes, bytes, bytes],
         flags: int,
@@ -149,7 +152,7 @@ class Outbound(LinksCore):
                 self._dirty[lane] = peer
                 self._dirty_scheduled = True
                 self._running().call_soon(self._check_dirty)
-        peer.budget.sent += size
+        budget.sent += size
         peer.sent_recently = True
         counts = peer.counters.channels.get(channel) or peer.counters.channel(channel)
         counts[0] += 1
@@ -165,14 +168,15 @@ class Outbound(LinksCore):
         while queue:
             msg = queue.peek()
             template = self._template(msg.channel, msg.dest)
+            budget = peer.budget(msg.channel)
             if not self._hand_off(
-                peer, lane, msg.channel, template, msg.flags, msg.frames, msg.size
+                peer, lane, budget, msg.channel, template, msg.flags, msg.frames, msg.size
             ):
                 if lane.routed and self._loop is not None:
                     self._loop.call_later(0.001, self._flush, peer, lane)
                 break
             queue.pop()
-            peer.budget.queued -= msg.size
+            budget.queued -= msg.size
             moved += 1
         if moved:
             self._mark_dirty(peer, lane)

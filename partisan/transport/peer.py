@@ -1,4 +1,4 @@
-"""The state `Links` keeps for one peer: its two half-sessions, lanes, budget, credits.
+"""The state `Links` keeps for one peer: its two half-sessions, lanes, budgets, credits.
 
 A link to a peer is two half-sessions (see `session`): *outbound* — our
 DEALERs towards its ROUTER, named by `out_session` — and *inbound* — its
@@ -17,6 +17,7 @@ import enum
 
 from partisan.identity import NodeSpec
 from partisan.transport.backpressure import ByteBudget
+from partisan.transport.inflow import Inflow
 from partisan.transport.lanes import OutLane
 from partisan.transport.session import InboundLane
 from partisan.transport.statistics import PeerCounters
@@ -64,11 +65,11 @@ class Peer:
         # inbound half
         self.in_session: int | None = None
         self.in_lanes: dict[bytes, InboundLane] = {}
-        # flow control
-        self.budget = ByteBudget(budget)
+        # flow control: a budget per channel we send on, an account per channel we read
+        self.budget_limit = budget
+        self.budgets: dict[str, ByteBudget] = {}
+        self.inflows: dict[str, Inflow] = {}
         self.room = asyncio.Event()
-        self.consumed = 0  # bytes of the peer's DATA we delivered (this session)
-        self.credited = 0  # the last cumulative credit we sent
         self.credit_rid: bytes | None = None  # credit via our ROUTER to this routing id
         self.credit_lane: OutLane | None = None  # ... or via this DEALER of ours
         # lifecycle
@@ -82,6 +83,25 @@ class Peer:
         self.heard_recently = False
         self.sent_recently = False
         self.counters = counters
+
+    def budget(self, channel: str) -> ByteBudget:
+        """The send budget of `channel` towards this peer (created on first use)."""
+        budget = self.budgets.get(channel)
+        if budget is None:
+            budget = self.budgets[channel] = ByteBudget(self.budget_limit)
+        return budget
+
+    def inflow(self, channel: str) -> Inflow:
+        """Our account of what this peer sent us on `channel` (created on first use)."""
+        inflow = self.inflows.get(channel)
+        if inflow is None:
+            inflow = self.inflows[channel] = Inflow(self, channel)
+        return inflow
+
+    @property
+    def outstanding(self) -> int:
+        """Bytes accepted for this peer, on every channel, that it has not credited yet."""
+        return sum(b.outstanding for b in self.budgets.values())
 
     @property
     def address(self) -> str:

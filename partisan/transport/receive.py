@@ -15,8 +15,9 @@ frame is dropped. Payloads are decoded only for DATA of a live session, whose
 sender was authenticated by CURVE and tied to its name at HELLO; frames of
 unknown or closed sessions are dropped before their payload is looked at.
 
-After each batch, the receiver returns a cumulative CREDIT for what it
-delivered (see `backpressure`), on the path the data came by.
+After each batch, the receiver returns cumulative CREDIT per channel for
+what it delivered (see `backpressure` and `inflow`), on the path the data
+came by.
 """
 
 from __future__ import annotations
@@ -384,11 +385,13 @@ class Receiver(LinksCore):
         """
         size = len(blob)
         peer.heard_recently = True
-        peer.consumed += size
+        channel = names[1]
+        inflow = peer.inflows.get(channel) or peer.inflow(channel)
+        inflow.consumed += size
         if rid is not None:
             peer.credit_rid = rid
-        self._credit_due.add(peer)
-        if peer.consumed - peer.credited >= self._credit_chunk:
+        self._credit_due.add(inflow)
+        if inflow.consumed - inflow.reported >= self._credit_chunk:
             self._credit_urgent = True
         try:
             # pickle.loads of a memoryview costs ~0.5-1 us more than of bytes;
@@ -398,14 +401,17 @@ class Receiver(LinksCore):
             self._reject("decode_error", peer, f"payload does not decode: {exc!r}")
             return
         self._decoded += 1
-        channel = names[1]
         counts = peer.counters.channels.get(channel) or peer.counters.channel(channel)
         counts[2] += 1
         counts[3] += size
+        gauge = self.gauge
+        gauge.account = inflow  # what the runtime holds if it queues the message
+        gauge.size = size
         try:
             self.handler.on_message(peer.spec, channel, names[2], value)  # type: ignore[arg-type]  # checked by the caller
         except Exception:  # the handler's bug must not stop the links
             log.exception("on_message handler failed for a message from %s", peer.name)
+        gauge.size = 0
 
     def _deliver(
         self,
@@ -419,9 +425,10 @@ class Receiver(LinksCore):
         size: int,
     ) -> None:
         peer.heard_recently = True
-        peer.consumed += size
-        self._credit_due.add(peer)
-        if peer.consumed - peer.credited >= self._credit_chunk:
+        inflow = peer.inflows.get(channel) or peer.inflow(channel)
+        inflow.consumed += size
+        self._credit_due.add(inflow)
+        if inflow.consumed - inflow.reported >= self._credit_chunk:
             self._credit_urgent = True
         if seq == inbound.expected:  # InboundLane.check, inlined for the common case
             inbound.expected = seq + 1
@@ -444,18 +451,20 @@ class Receiver(LinksCore):
         counts = peer.counters.channels.get(channel) or peer.counters.channel(channel)
         counts[2] += 1
         counts[3] += size
+        gauge = self.gauge
+        gauge.account = inflow
+        gauge.size = size
         try:
             self.handler.on_message(peer.spec, channel, dest, value)  # type: ignore[arg-type]  # set before any session is registered
         except Exception:  # the handler's bug must not stop the links
             log.exception("on_message handler failed for a message from %s", peer.name)
+        gauge.size = 0
 
     def _handle_control(self, peer: Peer, header: Header, payload: list[Any]) -> None:
         peer.heard_recently = True
         kind = header.kind
         if kind is Kind.CREDIT:
-            if peer.budget.credit(header.seq):
-                peer.room.set()
-                self._flushed.set()
+            self._take_credit(peer, header.channel, header.seq, payload)
         elif kind is Kind.BYE:
             said = bytes(_view(payload[0])).decode("utf-8", "replace") if payload else ""
             self._teardown(peer, _BYE_REASONS.get(said, "connection_closed"), tell=False)

@@ -37,6 +37,11 @@ class ChannelStatistics:
     messages_in: int = 0
     bytes_in: int = 0
     lanes_open: int = 0
+    #: Our bytes on this channel the peer has not credited, and senders waiting for room.
+    outstanding_bytes: int = 0
+    waiting_senders: int = 0
+    #: The peer's bytes on this channel unread in our mailboxes.
+    unread_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +94,10 @@ class LinkStatistics:
     refused: int = 0
     handshakes: int = 0
     decoded: int = 0
+    #: Peers' bytes unread in our mailboxes now, the most ever, and the bound.
+    unread_bytes: int = 0
+    unread_peak: int = 0
+    inbound_buffer_bytes: int = 0
 
     def peer(self, name: str) -> PeerStatistics | None:
         """The record of peer `name`, if it was ever seen."""
@@ -135,8 +144,20 @@ def snapshot_peer(name: str, counters: PeerCounters, peer: Peer | None) -> PeerS
     if peer is not None:
         for channel, _ in peer.lanes:
             lanes_open[channel] += 1
+    budgets = peer.budgets if peer is not None else {}
+    inflows = peer.inflows if peer is not None else {}
     channels = tuple(
-        ChannelStatistics(channel, values[0], values[1], values[2], values[3], lanes_open[channel])
+        ChannelStatistics(
+            channel,
+            values[0],
+            values[1],
+            values[2],
+            values[3],
+            lanes_open[channel],
+            budgets[channel].outstanding if channel in budgets else 0,
+            len(budgets[channel].waiters) if channel in budgets else 0,
+            inflows[channel].held if channel in inflows else 0,
+        )
         for channel, values in sorted(counters.channels.items())
     )
     return PeerStatistics(
@@ -148,7 +169,7 @@ def snapshot_peer(name: str, counters: PeerCounters, peer: Peer | None) -> PeerS
         reconnects=max(0, counters.sessions - 1),
         queue_messages=queued[0],
         queue_bytes=queued[1],
-        outstanding_bytes=peer.budget.outstanding if peer else 0,
+        outstanding_bytes=peer.outstanding if peer else 0,
         rejects=counters.rejects,
         dropped=counters.dropped,
         channels=channels,

@@ -60,7 +60,9 @@ __all__ = [
 ]
 
 MAGIC = b"PZ"
-WIRE_VERSION = 1
+#: 2: CREDIT frames are per channel (the header's channel) and carry the bytes
+#: read so far as an 8-byte payload; version 1 credited a whole peer at once.
+WIRE_VERSION = 2
 MAX_NAME_BYTES = 255  # sender and channel: one length byte
 MAX_DEST_BYTES = 1024  # dest: pids and registered names, with room to spare
 _MAX_U64 = (1 << 64) - 1
@@ -81,7 +83,7 @@ class Kind(enum.IntEnum):
     BYE = 5  # graceful leave: the session ends, reason "left"
     PING = 6  # application-level liveness / session check
     PONG = 7  # answer to PING
-    CREDIT = 8  # flow control: the receiver grants the sender more room
+    CREDIT = 8  # flow control: room on `channel` (seq = credit; payload = bytes read)
     ACK = 9  # acknowledgement of `seq` (at-least-once sends)
 
 
