@@ -145,6 +145,7 @@ class Distribution(Inbound):
         behind what that lane holds: one ordered path per lane for every
         message kind. Other failures are counted and logged.
         """
+        how: str | None = None
         if node in self._waiting or node not in self.up:
             try:
                 how = self.on_demand.route(node)
@@ -153,8 +154,6 @@ class Distribution(Inbound):
                 return False
             if how is not QUEUED and how is not RELAYED:
                 how = None
-        else:
-            how = None
         try:
             if how is QUEUED:
                 item = (channel, RUNTIME_DEST, envelope, partition_key)

@@ -33,6 +33,7 @@ import sys
 from typing import Any
 
 import partisan
+from partisan.actors import api
 from partisan.actors.signals import Call, NodeDown, NodeUp
 from partisan.commands.node import (
     add_node_arguments,
@@ -147,7 +148,7 @@ async def _echo() -> None:
     while True:
         msg = await partisan.receive()
         if isinstance(msg, Call):
-            partisan.reply(msg.caller, [partisan.node(), msg.request])
+            partisan.reply(msg.caller, [api.node(), msg.request])
 
 
 async def _main(config: Any, join: list[str]) -> None:
