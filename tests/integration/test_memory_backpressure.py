@@ -87,8 +87,8 @@ async def sender(receiver: Pid, report_to: Pid, plan: list[str]) -> None:
             calls.append(
                 asyncio.ensure_future(partisan.call(receiver, ("call", seq, payload), timeout=30))
             )
-            # ok-sleep: one loop turn, in which the call task sends its request or queues for room
-            await asyncio.sleep(0)
+            # one loop turn, in which the call task sends its request or queues for room
+            await asyncio.sleep(0)  # ok-sleep: a yield, not a wait
         elif kind == "exit":
             partisan.exit(receiver, ("exit", seq))
         else:
