@@ -135,7 +135,9 @@ def config_fields() -> list[ConfigField]:
             else:
                 default = _show(f.default_factory())  # type: ignore[misc]  # set when no default
             out.append(
-                ConfigField(section, f.name, _type_name(hints[f.name]), default, comments.get(f.name, ""))
+                ConfigField(
+                    section, f.name, _type_name(hints[f.name]), default, comments.get(f.name, "")
+                )
             )
     return out
 
@@ -147,7 +149,9 @@ def _field_comments(source: list[str], class_name: str) -> dict[str, str]:
     pending: list[str] = []
     for line in source:
         if line.startswith("class "):
-            inside = line.startswith(f"class {class_name}(") or line.startswith(f"class {class_name}:")
+            inside = line.startswith(f"class {class_name}(") or line.startswith(
+                f"class {class_name}:"
+            )
             pending = []
             continue
         if not inside:

@@ -15,7 +15,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import docs_api  # noqa: E402  # found through the path set just above
+import docs_api  # found through the path set just above
 
 log = logging.getLogger("mkdocs.plugins.partisan")
 

@@ -14,20 +14,36 @@ NO_RUN = {
     ("README.md", "make demo and make test take minutes; make test runs this check itself"),
     ("docs/design.md", "an interface sketch, not a program"),
     ("docs/simulator.md", "a summary of the Simulator's methods, not a program"),
-    ("docs/transport.md", "a sketch of the wire API; `incarnation`, `seq`, `frame` stand for real values"),
-    ("docs/transport.md", "a sketch of the codec API; `sock` and `received` stand for real sockets and frames"),
-    ("docs/supervision.md", "a fragment: `Db` and `Web` stand for your GenServers, and it awaits outside a coroutine"),
-    ("docs/supervision.md", "runs `partisan node start` under a supervisor until stopped; the getting-started supervisor runs"),
-    ("docs/testing.md", "a sketch: `keys` stands for a key directory; tests/integration/test_testing_harness.py runs the real thing"),
-    ("docs/testing.md", "needs your application module `myapp`; tests/integration/test_cluster_examples.py runs this with the examples"),
+    (
+        "docs/transport.md",
+        "a sketch of the wire API; `incarnation`, `seq`, `frame` stand for real values",
+    ),
+    (
+        "docs/transport.md",
+        "a sketch of the codec API; `sock` and `received` stand for real sockets and frames",
+    ),
+    (
+        "docs/supervision.md",
+        "a fragment: `Db` and `Web` stand for your GenServers, and it awaits outside a coroutine",
+    ),
+    (
+        "docs/supervision.md",
+        "runs `partisan node start` under a supervisor until stopped; the getting-started supervisor runs",
+    ),
+    (
+        "docs/testing.md",
+        "a sketch: `keys` stands for a key directory; tests/integration/test_testing_harness.py runs the real thing",
+    ),
+    (
+        "docs/testing.md",
+        "needs your application module `myapp`; tests/integration/test_cluster_examples.py runs this with the examples",
+    ),
     ("docs/writing-docs.md", "shows the marker itself"),
     ("docs/guide/cli.md", "a cluster that runs until Ctrl-C"),
     ("docs/deployment.md", "runs on your hosts: the addresses are examples"),
 }
 
-RUNNABLE_PAGES = [
-    p.relative_to(ROOT).as_posix() for p in pages() if any(b.runs for b in blocks(p))
-]
+RUNNABLE_PAGES = [p.relative_to(ROOT).as_posix() for p in pages() if any(b.runs for b in blocks(p))]
 
 
 def test_every_no_run_block_is_listed() -> None:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 import docs_api  # tools/, put on sys.path by conftest.py
+import pytest
 
 griffe = pytest.importorskip("griffe")
 
@@ -43,7 +42,9 @@ def test_every_config_field_is_documented() -> None:
     fields = docs_api.config_fields()
     assert {f.name for f in fields if not f.section} >= {"name", "host", "advertise_host"}
     undocumented = [f.toml for f in fields if not f.doc]
-    assert not undocumented, "add a '#:' comment in partisan/config.py for: " + ", ".join(undocumented)
+    assert not undocumented, "add a '#:' comment in partisan/config.py for: " + ", ".join(
+        undocumented
+    )
 
 
 def test_a_reference_entry_is_found(tmp_path: Path) -> None:

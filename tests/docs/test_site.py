@@ -9,9 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import docs_api  # tools/, put on sys.path by conftest.py
+import pytest
 
 pytest.importorskip("mkdocs")
 
@@ -37,13 +36,19 @@ def test_the_api_index_links_every_public_name_to_its_entry(site: Path) -> None:
     for public in docs_api.public_names():
         shown = f"{public.namespace}.{public.name}"
         link = re.search(
-            r'<a[^>]*href="(?P<href>[^"]*)"[^>]*>\s*<code>' + re.escape(html.escape(shown)) + "</code>",
+            r'<a[^>]*href="(?P<href>[^"]*)"[^>]*>\s*<code>'
+            + re.escape(html.escape(shown))
+            + "</code>",
             index,
         )
         assert link, f"{shown} is not in the built API index"
         page, _, anchor = html.unescape(link.group("href")).partition("#")
         assert anchor == public.identifier, f"{shown} links to {anchor!r}"
-        target = (site / "reference" / page / "index.html") if page else site / "reference" / "index.html"
+        target = (
+            (site / "reference" / page / "index.html")
+            if page
+            else site / "reference" / "index.html"
+        )
         assert f'id="{anchor}"' in target.read_text(), f"{shown}: no entry #{anchor} in {target}"
 
 
