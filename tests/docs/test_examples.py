@@ -12,6 +12,7 @@ from tests.docs.blocks import ROOT, PageRun, blocks, pages
 #: visible ``# no-run:`` first line; adding one means adding it here too.
 NO_RUN = {
     ("README.md", "make demo and make test take minutes; make test runs this check itself"),
+    ("docs/broadcast.md", "a fragment: `msg`, `request` and node n7 stand for your own cluster"),
     ("docs/design.md", "an interface sketch, not a program"),
     ("docs/simulator.md", "a summary of the Simulator's methods, not a program"),
     (
