@@ -5,12 +5,12 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_SECONDS ?= 20
 
-.PHONY: install test test-unit test-sim test-integration demo bench lint clean
+.PHONY: install test test-unit test-sim test-integration test-docs docs demo bench lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,docs]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -32,6 +32,14 @@ test-sim: $(STAMP)
 test-integration: $(STAMP)
 	$(PY) -m pytest tests/integration -q
 
+# The site's checks and every code block of README.md and docs/ (also part of `make test`).
+test-docs: $(STAMP)
+	$(PY) -m pytest tests/docs -q
+
+# The documentation site, in site/ (`--strict`: any warning fails the build).
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
+
 demo: $(STAMP)
 	DEMO_SECONDS=$(DEMO_SECONDS) $(PY) examples/cluster_demo.py
 
@@ -44,4 +52,4 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build site *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -85,16 +85,27 @@ class HyParViewConfig:
     does not, so 5 here is the same overlay.
     """
 
+    #: Peers in the active view (links kept open), self not counted.
     active_size: int = 5
+    #: Below this many active peers the node promotes passive ones.
     active_min_size: int = 3
+    #: Peers remembered in the passive view (not linked).
     passive_size: int = 30
+    #: Active random walk length: hops a join's ForwardJoin travels.
     arwl: int = 6
+    #: Passive random walk length: the hop at which a ForwardJoin adds to passive views.
     prwl: int = 3
+    #: Active peers sent in a shuffle.
     shuffle_ka: int = 3
+    #: Passive peers sent in a shuffle.
     shuffle_kp: int = 4
+    #: Hops a shuffle request travels.
     shuffle_ttl: int = 6
+    #: Seconds between shuffles.
     shuffle_interval: float = 10.0
+    #: Seconds between attempts to fill the active view from the passive view.
     random_promotion_interval: float = 5.0
+    #: Roles that each keep one reserved active-view slot.
     reservations: tuple[str, ...] = ()
 
     _positive: ClassVar[tuple[str, ...]] = (
@@ -124,9 +135,13 @@ class HyParViewConfig:
 class PlumtreeConfig:
     """Plumtree broadcast timers (seconds)."""
 
+    #: Seconds between batches of lazy `IHave` announcements.
     lazy_tick: float = 1.0
+    #: Seconds to wait for a missing message before grafting.
     graft_timeout: float = 0.5
+    #: Seconds before a graft is retried with the next announcer.
     graft_timeout_retry: float = 0.25
+    #: Seconds a broadcast id is remembered (duplicates within it are dropped).
     message_ttl: float = 60.0
 
     def __post_init__(self) -> None:
@@ -137,45 +152,73 @@ class PlumtreeConfig:
 class Config:
     """Everything a node needs to start. Build it with `Config.load(...)`."""
 
+    #: The node's name: letters, digits, `_`, `-`, `.`; peers know it as `name@host:port`.
     name: str = "node"
+    #: The address to bind. `0.0.0.0` listens on every interface.
     host: str = "127.0.0.1"
+    #: The address peers dial, when it differs from `host` (NAT, containers, `0.0.0.0`).
     advertise_host: str | None = None
+    #: The port to listen on; 0 picks a free one (the ready line and `node.spec` tell which).
     port: int = 0
+    #: The membership manager: `full-mesh`, `hyparview`, `client-server` or `static`.
     manager: str = "full-mesh"
+    #: `server` or `client` under the client-server manager (unset means server).
     role: str | None = None
+    #: Reserved: the node does not read it; give contacts with `--join` or `Node.join`.
     peers: tuple[str, ...] = ()
+    #: A hidden node: it calls, casts, monitors and spawns but never enters a view.
     hidden: bool = False
+    #: Extra channels, `name:lanes[:flag]` (`default` and `membership` always exist).
     channels: tuple[ChannelSpec, ...] = ()
+    #: Lanes of the `default` channel.
     parallelism: int = 1
+    #: Send on the `default` channel while a named channel's lane is still connecting.
     channel_fallback: bool = True
+    #: Seconds between full-mesh membership gossip rounds.
     gossip_interval: float = 1.0
+    #: Seconds between a manager's checks that every link it wants is up.
     connection_interval: float = 1.0
+    #: Seconds between heartbeats on an idle link.
     heartbeat_interval: float = 0.5
+    #: A peer silent this long is down (`NodeDown` reason `heartbeat_timeout`).
     heartbeat_timeout: float = 2.0
+    #: First delay before ZeroMQ redials a dropped connection.
     reconnect_interval: float = 0.1
+    #: Longest delay between redials (the backoff's cap).
     reconnect_interval_max: float = 2.0
+    #: Seconds a join or an on-demand dial waits for the HELLO exchange.
     handshake_timeout: float = 5.0
+    #: The default `timeout=` of `call` and the other operations that wait.
     call_timeout: float = 5.0
+    #: Seconds a graceful stop may take to stop the tree and flush queues.
     shutdown_timeout: float = 5.0
     #: Bytes one node may have uncredited towards one peer on one channel.
     send_buffer_bytes: int = 64 * 1024 * 1024
     #: Bytes of peers' messages a node holds before its actors read them (all peers).
     inbound_buffer_bytes: int = 256 * 1024 * 1024
-    #: Actor operations to a known node without a link dial one (CONTRACT: connect-on-use).
+    #: Actor operations to a known node without a link dial one on demand (connect-on-use).
     connect_on_use: bool = True
     #: A link no membership view needs closes after this long without traffic.
     idle_link_timeout: float = 10.0
     #: Overlay hops a `transitive=True` message may take before it is dropped.
     relay_ttl: int = 6
+    #: The largest frame accepted from a peer; a bigger one is dropped and counted.
     max_frame_bytes: int = 256 * 1024 * 1024
+    #: The CURVE key directory (`public_keys/`, `private_keys/`).
     key_dir: str | None = None
+    #: Disable CURVE (loud warning); loopback binds only unless the next field is set.
     insecure: bool = False
+    #: Allow an insecure node to bind a non-loopback address.
     allow_remote_insecure: bool = False
+    #: Write this node's log to this file (the CLI's nodes do).
     log_file: str | None = None
     #: Append JSON-lines records of starts, peers and view changes here (partisan/eventlog.py).
     event_log: str | None = None
+    #: `DEBUG`, `INFO`, `WARNING`, `ERROR` or `CRITICAL`.
     log_level: str = "INFO"
+    #: HyParView parameters (a TOML table `[hyparview]`).
     hyparview: HyParViewConfig = field(default_factory=HyParViewConfig)
+    #: Plumtree broadcast timers (a TOML table `[plumtree]`).
     plumtree: PlumtreeConfig = field(default_factory=PlumtreeConfig)
 
     _positive: ClassVar[tuple[str, ...]] = (

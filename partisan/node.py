@@ -188,7 +188,7 @@ class Node:
     async def stop(self) -> None:
         """Stop gracefully (idempotent): leave, stop the tree and actors, flush, BYE, close.
 
-        The order is CONTRACT.md's and it is what makes a stop observable as
+        This order is what makes a stop observable as
         one: (1) leave — refuse new joins and sessions, but keep the live
         links; (2) stop the root supervision tree in order, then every other
         actor (reason ``"shutdown"``) — their exit signals and `Down`s queue
@@ -397,7 +397,7 @@ def run(main: Any, **node_options: Any) -> Any:
 
 
 class _NodeModule(types.ModuleType):
-    """`partisan.node` is this module *and* CONTRACT.md's function `partisan.node()`.
+    """`partisan.node` is this module *and* the module function `partisan.node()`.
 
     Importing the submodule ``partisan.node`` rebinds the package attribute
     ``partisan.node`` to the module, which would shadow the module function

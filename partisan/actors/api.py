@@ -1,6 +1,6 @@
 """The module functions users call: they act for the current actor (or the main pseudo-actor).
 
-CONTRACT.md: what doesn't wait is a plain function (`send`, `cast`,
+What doesn't wait is a plain function (`send`, `cast`,
 `monitor`, `link`, `exit`, ...); what may wait is ``async def`` with
 ``timeout=`` (`spawn`, `call`, `receive`, `ping`, `rpc`). Each function finds
 the acting process with `partisan.actors.process.current`, so the same code

@@ -169,3 +169,4 @@ class _NoReplyType:
 
 #: Return this from `GenServer.handle_call` to answer later with `self.reply(caller, value)`.
 NoReply = _NoReplyType()
+"""Return this from `handle_call` to reply later with `reply(caller, value)`."""

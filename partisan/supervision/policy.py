@@ -73,16 +73,27 @@ class Strategy(enum.Enum):
 
 
 PERMANENT = Restart.PERMANENT
+"""Restart the child whenever it exits (the default)."""
 TRANSIENT = Restart.TRANSIENT
+"""Restart the child only after an abnormal exit (not `normal`, `shutdown` or `("shutdown", x)`)."""
 TEMPORARY = Restart.TEMPORARY
+"""Never restart the child; forget it once it exits."""
 BRUTAL_KILL = Shutdown.BRUTAL_KILL
+"""Shutdown value: kill the child at once with the untrappable `exit(pid, "kill")`."""
 INFINITY = Shutdown.INFINITY
+"""Shutdown value: wait as long as the child takes (the default for supervisors)."""
 WORKER = ChildType.WORKER
+"""Child type of a worker (default shutdown 5 s)."""
 SUPERVISOR = ChildType.SUPERVISOR
+"""Child type of a supervisor (default shutdown `INFINITY`)."""
 ONE_FOR_ONE = Strategy.ONE_FOR_ONE
+"""Strategy: restart only the child that exited (the default)."""
 ONE_FOR_ALL = Strategy.ONE_FOR_ALL
+"""Strategy: when a child exits, stop all the others and restart them all."""
 REST_FOR_ONE = Strategy.REST_FOR_ONE
+"""Strategy: restart the child that exited and every child started after it."""
 SIMPLE_ONE_FOR_ONE = Strategy.SIMPLE_ONE_FOR_ONE
+"""Strategy: one template spec; `start_child(sup, extra_args)` adds children of it on demand."""
 
 DEFAULT_INTENSITY = 1
 DEFAULT_PERIOD = 5.0
