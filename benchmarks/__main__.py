@@ -27,6 +27,7 @@ BENCHMARKS = [
     "benchmarks.codec",
     "benchmarks.cluster",
     "benchmarks.distribution",
+    "benchmarks.channels",
     "benchmarks.broadcast",
 ]
 
