@@ -64,7 +64,7 @@ class OnDemand:
         self.dist = dist
         #: node -> messages waiting for its link (a dial, or a close being agreed)
         self.queues: dict[str, deque[_Item]] = {}
-        #: node -> True while our own dial of it runs
+        #: nodes our own dial is running for
         self.dialing: set[str] = set()
         #: node -> spec, for nodes whose close we asked for and await the answer
         self.asked: dict[str, NodeSpec] = {}
@@ -96,10 +96,10 @@ class OnDemand:
             return DIRECT
         if node == dist.runtime.node:
             raise NotConnected(f"{node!r} is this node")
-        if node in dist.down and not transitive:
-            # Seen failing: one cause, one type (a dial would only fail again).
-            raise NotConnected(f"node {node!r} is down")
         spec = self.spec_of(node)
+        if node in dist.down and not transitive and not self._newer(spec):
+            # Seen failing, and no newer incarnation known: one cause, one type.
+            raise NotConnected(f"node {node!r} is down")
         if spec is not None and self._clients_both(spec) and dist.relay is not None:
             return RELAYED
         if self.enabled and spec is not None and not self._clients_both(spec):
@@ -123,6 +123,10 @@ class OnDemand:
         if spec is None and node in self.dist.parked:
             spec = self.dist.specs.get(node)
         return spec
+
+    def _newer(self, spec: NodeSpec | None) -> bool:
+        """True if `spec` is an incarnation after the last one we saw (a restart)."""
+        return spec is not None and spec.incarnation > self.dist.incarnations.get(spec.name, 0)
 
     def _clients_both(self, spec: NodeSpec) -> bool:
         return self.client_server_role == "client" and (spec.role or "server") == "client"

@@ -166,3 +166,28 @@ async def test_a_node_seen_failing_is_not_connected_and_not_reported_down_again(
             partisan.send(("x", "b"), "hello")
         assert not a.dist.on_demand.dialing
         assert not [m for m in await quiet() if isinstance(m, NodeDown)]
+
+
+@pytest.mark.timeout(10)
+@async_test
+async def test_a_restarted_node_the_manager_names_is_dialled_again() -> None:
+    async with nodes("a", "b") as (a, b):
+        assert a.dist is not None
+        b.links.crash()
+        await quiet()
+        with pytest.raises(NotConnected, match="is down"):
+            partisan.send(("x", "b"), 1)
+        net = a.links.network
+        b2 = Node("b", links_factory=net.factory, insecure=True)
+        await b2.start()
+        try:
+            assert b2.spec is not None
+            a.dist.on_demand.find = lambda name: b2.spec if name == "b" else None
+            with b2.as_current():
+                sink = await partisan.spawn(collect, a.pid, name="x")
+            with a.as_current():  # (starting b2 made it the current node)
+                partisan.send(("x", "b"), "hello")  # a newer incarnation: dialled
+                partisan.send(sink, "report")
+                assert await partisan.receive(timeout=2) == ["hello"]
+        finally:
+            await b2.stop()
