@@ -29,6 +29,10 @@ test-unit: $(STAMP)
 test-sim: $(STAMP)
 	$(PY) -m pytest tests/sim -q
 
+# 128 node processes on this machine: minutes, so not part of `make test`.
+test-slow: $(STAMP)
+	PARTISAN_TEST_SLOW=1 $(PY) -m pytest tests/slow -q
+
 test-integration: $(STAMP)
 	$(PY) -m pytest tests/integration -q
 

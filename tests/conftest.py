@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
 
 import pytest
+
+# tests/slow takes minutes (128 node processes): `make test-slow` runs it.
+collect_ignore_glob = [] if os.environ.get("PARTISAN_TEST_SLOW") else ["slow/*"]
 
 _TIERS = {"integration": pytest.mark.integration, "sim": pytest.mark.sim}
 
