@@ -31,7 +31,7 @@ test-sim: $(STAMP)
 
 # 128 node processes on this machine: minutes, so not part of `make test`.
 test-slow: $(STAMP)
-	PARTISAN_TEST_SLOW=1 $(PY) -m pytest tests/slow -q
+	RUN_SLOW_TESTS=1 $(PY) -m pytest tests/slow -q -rP
 
 test-integration: $(STAMP)
 	$(PY) -m pytest tests/integration -q

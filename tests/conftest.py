@@ -8,7 +8,7 @@ import pathlib
 import pytest
 
 # tests/slow takes minutes (128 node processes): `make test-slow` runs it.
-collect_ignore_glob = [] if os.environ.get("PARTISAN_TEST_SLOW") else ["slow/*"]
+collect_ignore_glob = [] if os.environ.get("RUN_SLOW_TESTS") else ["slow/*"]
 
 _TIERS = {"integration": pytest.mark.integration, "sim": pytest.mark.sim}
 
