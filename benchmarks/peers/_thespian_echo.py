@@ -15,7 +15,7 @@ class Echo(Actor):
         super().__init__(*args, **kwargs)
         self.casts = 0
 
-    def receiveMessage(self, message: Any, sender: Any) -> None:  # noqa: N802  # Thespian's name
+    def receiveMessage(self, message: Any, sender: Any) -> None:  # Thespian's name for it
         if isinstance(message, bytes):
             self.casts += 1
         elif message == "count":

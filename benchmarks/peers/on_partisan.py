@@ -120,7 +120,9 @@ def main() -> None:
         argv = [sys.executable, "-m", "partisan", "node", "start", "peer", "--keys", keys]
         with NodeProcess(argv, env=env) as peer:
             results = asyncio.run(_run(keys, peer.address, sizes))
-            results["note"] = f"peer node pid {peer.proc.pid}, this node pid {os.getpid()}; CURVE on"
+            results["note"] = (
+                f"peer node pid {peer.proc.pid}, this node pid {os.getpid()}; CURVE on"
+            )
     results["pyzmq"] = zmq.pyzmq_version()
     results["libzmq"] = zmq.zmq_version()
     emit("partisan", f"{partisan.__version__} ({_git_commit()})", sizes, results)
