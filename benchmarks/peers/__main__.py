@@ -168,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown framework(s): {', '.join(sorted(unknown))}")
     quick = ["--quick"] if args.quick else []
+    host = report.machine()  # before the run: its load average is the machine's, not ours
     started = time.perf_counter()
     results = []
     for framework in wanted:
@@ -176,7 +177,6 @@ def main(argv: list[str] | None = None) -> int:
         except venvs.VenvError as exc:
             results.append({"framework": framework, "error": f"not installed: {exc}"})
     elapsed = time.perf_counter() - started
-    host = report.machine()
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     report.print_table(results, f"bench-peers ({elapsed:.0f} s)")
     with open(args.json, "w") as fh:

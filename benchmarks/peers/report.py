@@ -24,6 +24,8 @@ def machine() -> dict[str, str]:
         "ram": "unknown",
         "os": platform.platform(),
         "python": platform.python_version(),
+        # other work on a shared machine shows here: the numbers are only as quiet as this
+        "load": "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg()),
     }
     try:
         with open("/proc/cpuinfo") as fh:
@@ -112,7 +114,8 @@ def markdown(results: list[dict[str, Any]], host: dict[str, str], when: str, com
     out += [
         "",
         f"- **Machine**: {host['cpu']}, {host['cores']} cores, {host['ram']} RAM; {host['os']}; "
-        f"Python {', '.join(pythons)} (each framework in its own virtualenv).",
+        f"Python {', '.join(pythons)} (each framework in its own virtualenv); "
+        f"load average {host.get('load', 'unknown')} (1, 5, 15 min) when the run began.",
     ]
     versions = []
     for r in results:

@@ -14,6 +14,7 @@ HOST = {
     "ram": "1.0 GiB",
     "os": "TestOS",
     "python": "3.11.7",
+    "load": "0.10 0.20 0.30",
 }
 OURS = {
     "framework": "partisan",
@@ -51,6 +52,7 @@ def test_markdown_has_a_row_per_framework_and_says_why_one_did_not_run() -> None
     assert BROKEN["error"] in rows[3]
     assert "- ray: call p50 5.0x partisan's; partisan does 5.0x" in text
     assert "Test CPU, 2 logical cores, 1.0 GiB RAM; TestOS; Python 3.11.7" in text
+    assert "load average 0.10 0.20 0.30" in text
     assert "partisan 0.1.0 (abc) with pyzmq 27.0 / libzmq 4.3.5; ray 2.0." in text
 
 
