@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_SECONDS ?= 20
 
-.PHONY: install test test-unit test-sim test-integration test-docs docs demo bench lint clean
+.PHONY: install test test-unit test-sim test-integration test-docs docs demo bench bench-peers lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -50,10 +50,15 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m benchmarks
 
+# The same call and cast workloads on Ray and Thespian beside ours, into docs/performance.md.
+# Ray and Thespian live in throwaway virtualenvs under .bench-peers/ (created on the first run).
+bench-peers: $(STAMP)
+	$(PY) -m benchmarks.peers
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check partisan tests benchmarks examples
 	$(VENV)/bin/ruff format --check partisan tests benchmarks examples
 	$(VENV)/bin/mypy
 
 clean:
-	rm -rf $(VENV) build site *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .bench-peers build site *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -42,6 +42,10 @@ NO_RUN = {
     ("docs/writing-docs.md", "shows the marker itself"),
     ("docs/guide/cli.md", "a cluster that runs until Ctrl-C"),
     ("docs/deployment.md", "runs on your hosts: the addresses are examples"),
+    (
+        "docs/performance.md",
+        "installs Ray and Thespian into throwaway virtualenvs (.bench-peers/) and runs for a few minutes",
+    ),
 }
 
 RUNNABLE_PAGES = [p.relative_to(ROOT).as_posix() for p in pages() if any(b.runs for b in blocks(p))]
