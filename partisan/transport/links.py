@@ -12,23 +12,13 @@ their own. A hidden peer is not dialled back: our messages to it ride the
 ROUTER, addressed by its routing id (`OutLane.routed`).
 
 `Links` is a facade over parts that each own their state (docs/design.md,
-"Inside `Links`", has the table):
-
-- `endpoint.Endpoint` — who we are, the loop and sockets, leaving/closed
-  (written only here);
-- `peer.PeerTable` — the live peers by name, session and routing id;
-- `handshake.Handshake` — dialling, HELLO / WELCOME / REFUSE (rules in `session`);
-- `detection.Detection` — monitors, heartbeats, PINGs, backoff, teardown;
-- `outbound.Outbound` — `send`, lanes, the hand-off to ZeroMQ;
-- `flow.Flow` — waiting for budget room, taking CREDIT (budgets in `backpressure`);
-- `receive.Receiver` and `dispatch.Dispatch` — reading sockets, then
-  checking, routing and delivering what was read;
-- `credits.Credits` — returning CREDIT, withholding it (`inflow`).
-
+"Inside `Links`", has the table): `endpoint.Endpoint` (who we are, loop,
+sockets; written only here), `peer.PeerTable`, `handshake.Handshake`,
+`detection.Detection` (and teardown), `outbound.Outbound` (`send` itself),
+`flow.Flow`, `receive.Receiver`, `dispatch.Dispatch`, `credits.Credits`.
 This module is the public API: lifecycle, connect, send, statistics. It
-builds the parts in dependency order; the few calls that go back up the
-order (the receive path dispatches to the handshake, which opens lanes whose
-sockets the receive path reads) are wired once, by each part's `attach`.
+builds the parts in dependency order; the few calls that go back up that
+order are wired once, by each part's `attach`.
 
 I/O: every socket is driven by ``loop.add_reader`` on its ZeroMQ FD and called
 with NOBLOCK; nothing awaits per message. The FD is edge-triggered, so every
