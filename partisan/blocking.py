@@ -17,6 +17,8 @@ Calling any of them from the loop's own thread would deadlock, so it raises
 
 from __future__ import annotations
 
+# The one import inside a function here is lazy on purpose: `partisan.node` is loaded when the
+# first blocking node is made, not on import. It closes no import cycle (tests/unit/test_imports.py).
 import asyncio
 import inspect
 import sys

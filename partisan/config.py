@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from partisan.errors import ConfigError
+from partisan.identity import _check_name
 
 __all__ = [
     "MANAGERS",
@@ -240,8 +241,6 @@ class Config:
     )
 
     def __post_init__(self) -> None:
-        from partisan.identity import _check_name
-
         try:
             _check_name(self.name)
         except ValueError as exc:

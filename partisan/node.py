@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from partisan.actors import api as actor_api
 from partisan.actors.process import _current, set_default_runtime
 from partisan.actors.remote import Distribution
 from partisan.actors.runtime import Runtime, RuntimeStatistics
@@ -41,6 +42,7 @@ from partisan.config import Config
 from partisan.errors import JoinRefused
 from partisan.eventlog import EventLog, start_event_log
 from partisan.identity import NodeSpec, Pid
+from partisan.membership.types import Disconnect, DisconnectReason, Leave
 
 __all__ = ["Node", "NodeStatistics", "node_of", "run"]
 
@@ -140,6 +142,7 @@ class Node:
         dist = Distribution(runtime)
         factory = self._links_factory
         if factory is None:
+            # Lazy on purpose: a node on a test transport never imports zmq.
             from partisan.transport.links import Links
 
             factory = Links
@@ -154,6 +157,8 @@ class Node:
         _running[id(runtime)] = self
         self.event_log = start_event_log(self.config, self.spec, self.incarnation)
         if self._links_factory is None and not self.config.hidden:
+            # Lazy on purpose: only a node that runs a manager loads the
+            # managers, the relay and the broadcast service.
             from partisan.peer_service import PeerService
 
             # The service needs the bound spec; no peer knows our port before
@@ -176,6 +181,7 @@ class Node:
         self._token = _current.set(runtime.main)
         logger.info("node %s started (incarnation %d)", self.spec, self.incarnation)
         if self._root_spec is not None:
+            # Lazy on purpose: only a node given a root tree loads supervision.
             from partisan.supervision.root import start_root
 
             try:
@@ -257,8 +263,6 @@ class Node:
         timeout = self.config.handshake_timeout if timeout is None else timeout
         spec: NodeSpec = await self.links.connect(contact, timeout=timeout)
         if self.peer_service is not None:
-            from partisan.membership.types import Disconnect, DisconnectReason
-
             for action in self.peer_service.join_actions(spec):
                 if (
                     isinstance(action, Disconnect)
@@ -287,8 +291,6 @@ class Node:
             return
         service = self.peer_service
         if service is not None:
-            from partisan.membership.types import Leave
-
             if other is None:
                 service.handle(Leave())
             else:
@@ -405,9 +407,7 @@ class _NodeModule(types.ModuleType):
     """
 
     def __call__(self) -> str:
-        from partisan.actors.api import node
-
-        return node()
+        return actor_api.node()
 
 
 sys.modules[__name__].__class__ = _NodeModule

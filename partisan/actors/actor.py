@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from partisan.actors.api import spawn
 from partisan.actors.loop_guard import needs_loop
 from partisan.actors.process import Process
 from partisan.identity import Pid
@@ -86,8 +87,6 @@ class Behaviour(Actor):
         cls, *args: Any, name: str | None = None, node: str | None = None, timeout: float = 5.0
     ) -> Pid:
         """Start it (on `node`, registered as `name`); returns its Pid once init returned."""
-        from partisan.actors.api import spawn
-
         return await spawn(cls, *args, name=name, node=node, timeout=timeout)
 
     @classmethod
@@ -96,19 +95,4 @@ class Behaviour(Actor):
         cls, *args: Any, name: str | None = None, node: str | None = None, timeout: float = 5.0
     ) -> Pid:
         """Like `start`, and link it to the caller (who then sees its exit)."""
-        from partisan.actors.api import spawn
-
         return await spawn(cls, *args, name=name, node=node, link=True, timeout=timeout)
-
-
-async def run_actor_class(cls: type[Actor], args: tuple[Any, ...]) -> None:
-    """The task entry for a class-based actor (runs inside the new actor's task)."""
-    from partisan.actors.process import _current
-
-    proc = _current.get()
-    if cls.trap_exit:
-        proc.trap_exit = True
-    instance = cls.__new__(cls)
-    instance._process = proc
-    proc.actor = instance
-    await instance._partisan_start(*args)

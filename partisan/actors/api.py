@@ -16,12 +16,11 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from partisan.actors.actor import Actor, run_actor_class
 from partisan.actors.loop_guard import needs_loop, require_loop
 from partisan.actors.mailbox import Match
-from partisan.actors.process import ActorExit, current
+from partisan.actors.process import ActorExit, _current, current
 from partisan.actors.runtime import Dest, Runtime
-from partisan.actors.signals import Cast, From, Ref
+from partisan.actors.signals import Cast, From, NodeDown, Ref
 from partisan.errors import CallTimeout, NotConnected
 from partisan.identity import Pid
 
@@ -66,10 +65,30 @@ def check_timeout(timeout: object, what: str) -> None:
         raise ValueError(f"{what}: timeout must be >= 0, got {timeout!r}")
 
 
+def _is_actor_class(cls: type) -> bool:
+    """True for `Actor` subclasses, known by the runtime protocol they implement.
+
+    Not ``issubclass(cls, Actor)``: `Actor.start` calls `spawn`, so
+    `partisan.actors.actor` imports this module, not the other way round.
+    """
+    return callable(getattr(cls, "_partisan_start", None))
+
+
+async def _run_actor_class(cls: Any, args: tuple[Any, ...]) -> None:
+    """The task entry for a class-based actor (runs inside the new actor's task)."""
+    proc = _current.get()
+    if cls.trap_exit:
+        proc.trap_exit = True
+    instance = cls.__new__(cls)
+    instance._process = proc
+    proc.actor = instance
+    await instance._partisan_start(*args)
+
+
 def check_spawnable(fn: Any) -> None:
     """Raise TypeError at the call site unless `fn` is an ``async def`` or an Actor class."""
     if isinstance(fn, type):
-        if issubclass(fn, Actor):
+        if _is_actor_class(fn):
             return
         raise TypeError(f"spawn: class {fn.__name__} is not an Actor/GenServer subclass")
     target = fn.func if isinstance(fn, functools.partial) else fn
@@ -96,7 +115,7 @@ async def spawn_local(
     """Start `fn` on this node; for behaviours, wait for their init (raising what it raised)."""
     if isinstance(fn, type):
         proc = runtime.spawn(
-            run_actor_class,
+            _run_actor_class,
             (fn, args),
             parent=parent,
             link=link,
@@ -427,8 +446,6 @@ def monitor_node(node_name: str | None = None, enable: bool = True) -> None:
     runtime = proc.runtime
     if runtime.dist is None:
         if enable and node_name is not None and node_name != runtime.node:
-            from partisan.actors.signals import NodeDown
-
             proc.put(NodeDown(node_name, "noconnection"))
         return
     runtime.dist.monitor_node(proc, node_name, enable)

@@ -31,8 +31,10 @@ from typing import Any
 
 from partisan.actors.actor import Behaviour
 from partisan.actors.loop_guard import needs_loop
+from partisan.actors.process import ActorExit, current
 from partisan.actors.runtime import crashed_from
 from partisan.actors.signals import Call, Cast, Exit, From, NoReply
+from partisan.errors import CallExit, CallTimeout
 
 __all__ = ["GenServer", "stop"]
 
@@ -112,8 +114,6 @@ class GenServer(Behaviour):
         reason = self._stop_reason
         await self._terminate(reason)
         if reason != "normal":
-            from partisan.actors.process import ActorExit
-
             raise ActorExit(reason)
 
     async def _terminate(self, reason: Any) -> None:
@@ -146,9 +146,6 @@ async def stop(dest: Any, reason: Any = "normal", timeout: float = 5.0) -> None:
     `Down`. Raises `CallExit` if it was not running or died another way,
     `CallTimeout` after `timeout`.
     """
-    from partisan.actors.process import current
-    from partisan.errors import CallExit, CallTimeout
-
     proc = current()
     runtime = proc.runtime
     future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()

@@ -27,6 +27,7 @@ from typing import Any
 from partisan.config import Config
 from partisan.errors import CallTimeout, JoinRefused, NotConnected
 from partisan.identity import NodeSpec
+from partisan.transport import codec
 
 __all__ = ["MemoryLinks", "MemoryNetwork"]
 
@@ -118,8 +119,6 @@ class MemoryLinks:
         other = self.sessions.get(peer)
         if other is None:
             raise NotConnected(f"no session with {peer!r}")
-        from partisan.transport import codec
-
         flags, frames = codec.encode_payload(payload)
         data = (flags, [bytes(f) for f in frames])
         self.sent += 1
@@ -140,8 +139,6 @@ class MemoryLinks:
     def _deliver(self, sender: MemoryLinks, channel: str, dest: str, data: Any) -> None:
         if self.closed or self.sessions.get(sender.spec.name) is not sender:
             return  # the session ended while the frame was in flight
-        from partisan.transport import codec
-
         payload = codec.decode_payload(data[0], data[1])
         self.network.delivered += 1
         self.handler.on_message(sender.spec, channel, dest, payload)

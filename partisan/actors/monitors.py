@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from partisan.actors.process import Process
 from partisan.actors.signals import Call, Down, From, Ref, make_ref
-from partisan.errors import CallExit, CallTimeout, Overloaded
+from partisan.errors import CallExit, CallTimeout, NotConnected, Overloaded
 from partisan.identity import Pid
 
 if TYPE_CHECKING:
@@ -187,8 +187,6 @@ class MonitorsAndCalls:
             self.routed_local += 1
         else:
             if self.dist is None:
-                from partisan.errors import NotConnected
-
                 raise NotConnected(f"no route to node {self.node_of(dest)!r}")
             ref = make_ref(self.node, self.incarnation)
             key = caller.pid if partition_key is None else partition_key

@@ -39,6 +39,7 @@ from partisan.actors import envelopes as env
 from partisan.actors.on_demand import QUEUED, RELAYED, OnDemand
 from partisan.actors.process import Process
 from partisan.actors.remote_inbound import RUNTIME_DEST, Inbound
+from partisan.actors.remote_requests import Requests
 from partisan.actors.runtime import Dest, Runtime, Watch
 from partisan.actors.signals import From, NodeDown, NodeUp, Ref
 from partisan.errors import CallExit, NotConnected, Overloaded
@@ -83,8 +84,6 @@ class Distribution(Inbound):
         self._pid_tuples: dict[tuple[Any, ...], Pid] = {}
         self._last_pid: Pid | None = None
         self._last_wire = ""
-        from partisan.actors.remote_requests import Requests
-
         self.requests: Requests = Requests(self)
         #: Relays `transitive=True` sends over the overlay (set by the Node; None: no relay).
         self.relay: Any = None

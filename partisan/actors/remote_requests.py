@@ -19,9 +19,10 @@ import traceback
 from typing import TYPE_CHECKING, Any
 
 from partisan.actors import envelopes as env
+from partisan.actors.api import check_spawnable, spawn_local
 from partisan.actors.process import Process, _current
 from partisan.actors.runtime import Watch, crashed_from
-from partisan.actors.signals import Ref, make_ref
+from partisan.actors.signals import Crashed, Ref, make_ref
 from partisan.errors import AlreadyStarted, CallExit, CallTimeout, NotConnected, SpawnError
 from partisan.identity import NodeSpec, Pid
 
@@ -203,16 +204,12 @@ class Requests:
             except Exception:
                 exc = None
         if exc is None:
-            from partisan.actors.signals import Crashed
-
             exc = CallExit(Crashed("RemoteError", msg.error_text or "", msg.traceback_text or ""))
         elif msg.traceback_text:
             exc.add_note(f"--- remote traceback ---\n{msg.traceback_text}")
         return None, exc
 
     async def _serve_spawn(self, sender: NodeSpec, req: env.SpawnReq) -> None:
-        from partisan.actors.api import check_spawnable, spawn_local
-
         dist = self.dist
         runtime = dist.runtime
         try:

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 from partisan.actors.monitors import MonitorsAndCalls, Watch
 from partisan.actors.process import ActorExit, Process, _current
 from partisan.actors.signals import Crashed, Exit, Ref, make_ref
-from partisan.errors import AlreadyStarted, CallExit
+from partisan.errors import AlreadyStarted, CallExit, NotConnected
 from partisan.identity import Pid
 
 if TYPE_CHECKING:
@@ -320,8 +320,6 @@ class Runtime(MonitorsAndCalls):
         else:
             raise TypeError(f"bad destination {dest!r}: use a Pid, a name, or (name, node)")
         if self.dist is None:
-            from partisan.errors import NotConnected
-
             raise NotConnected(
                 f"no route to node {self.node_of(dest)!r}: this node is not distributed"
             )

@@ -45,6 +45,7 @@ from typing import Any, ClassVar
 
 from partisan.actors.actor import Behaviour
 from partisan.actors.gen_server import _maybe_await, _StopRequest
+from partisan.actors.process import ActorExit
 from partisan.actors.runtime import crashed_from
 from partisan.actors.signals import Call as _CallMsg
 from partisan.actors.signals import Cast as _CastMsg
@@ -193,8 +194,6 @@ class StateMachine(Behaviour):
             self._cancel_timers()
         await self._terminate(reason)
         if reason != "normal":
-            from partisan.actors.process import ActorExit
-
             raise ActorExit(reason)
 
     async def _dispatch(self, msg: Any) -> Any:

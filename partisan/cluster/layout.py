@@ -28,6 +28,8 @@ removes keys of CLI processes that died without doing so.
 
 from __future__ import annotations
 
+# Imports inside functions here are lazy on purpose: reading a cluster directory does not import
+# the key store (zmq). None closes an import cycle (tests/unit/test_imports.py).
 import contextlib
 import json
 import os

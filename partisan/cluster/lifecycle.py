@@ -12,6 +12,8 @@ stopped with no socket: nothing is left running.
 
 from __future__ import annotations
 
+# Imports inside functions here are lazy on purpose: the daemon imports the key store (zmq) only
+# when it makes keys. None closes an import cycle (tests/unit/test_imports.py).
 import contextlib
 import os
 import signal

@@ -10,6 +10,8 @@ nothing walks more than the node's peers, channels and actors once.
 
 from __future__ import annotations
 
+# Imports inside functions here are lazy on purpose: the probe runs inside a node; the CLI that
+# ships it does not import the runtime. None closes an import cycle (tests/unit/test_imports.py).
 import logging
 import os
 import resource

@@ -17,6 +17,8 @@ leaves the cluster running (it detaches the daemon first).
 
 from __future__ import annotations
 
+# Imports inside functions here are lazy on purpose: each verb loads only what it runs (the
+# observer node, zmq) when it runs. None closes an import cycle (tests/unit/test_imports.py).
 import argparse
 import asyncio
 import contextlib

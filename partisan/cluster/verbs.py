@@ -9,6 +9,8 @@ stdout, diagnostics to stderr; an operational failure raises `ClusterError`
 
 from __future__ import annotations
 
+# Imports inside functions here are lazy on purpose: each verb loads only what it runs (the
+# observer node, zmq) when it runs. None closes an import cycle (tests/unit/test_imports.py).
 import argparse
 import asyncio
 import json

@@ -9,6 +9,8 @@ cannot be written is exit 1 with one line on stderr, and nothing is written.
 
 from __future__ import annotations
 
+# Imports inside functions here are lazy on purpose: `partisan --help` and `partisan sim` never
+# import the key store (zmq). None closes an import cycle (tests/unit/test_imports.py).
 import argparse
 from typing import Any
 

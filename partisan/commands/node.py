@@ -15,6 +15,8 @@ can spawn actors in it, call its registered names and monitor them; it exits
 
 from __future__ import annotations
 
+# Imports inside functions here are lazy on purpose: `partisan --help` and `partisan sim` never
+# import the node, zmq or the key store. None closes an import cycle (tests/unit/test_imports.py).
 import argparse
 import asyncio
 import json

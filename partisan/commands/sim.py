@@ -9,6 +9,8 @@ live node is reached again. See docs/simulator.md and
 
 from __future__ import annotations
 
+# Imports inside functions here are lazy on purpose: `partisan --help` and the other subcommands
+# do not pay for the simulator. None closes an import cycle (tests/unit/test_imports.py).
 import argparse
 import contextlib
 import json

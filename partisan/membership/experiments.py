@@ -28,6 +28,8 @@ lists in creation order, so the JSON is identical for identical arguments
 
 from __future__ import annotations
 
+# Imports inside functions here are lazy on purpose: a run loads only the manager and broadcast
+# layer it simulates. None closes an import cycle (tests/unit/test_imports.py).
 import functools
 import logging
 import random

@@ -9,6 +9,8 @@ with the tests, the hot loop changes only for speed.
 
 from __future__ import annotations
 
+# Imports inside functions here are lazy on purpose: a run loads only the manager and broadcast
+# layer it simulates. None closes an import cycle (tests/unit/test_imports.py).
 import functools
 import gc
 import heapq

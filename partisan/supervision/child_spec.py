@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from partisan.actors.api import check_spawnable
 from partisan.identity import Pid
 from partisan.supervision.policy import (
     DEFAULT_INTENSITY,
@@ -34,10 +35,14 @@ from partisan.supervision.policy import (
 __all__ = ["ChildInfo", "ChildSpec", "SupervisorSpec"]
 
 
-def _is_supervisor_class(start: Any) -> bool:
-    from partisan.supervision.supervisor import Supervisor
+def _default_type(start: Any) -> ChildType:
+    """`SUPERVISOR` for a Supervisor subclass, else `WORKER`.
 
-    return isinstance(start, type) and issubclass(start, Supervisor)
+    The class says so itself (`Supervisor.child_spec_type`): the supervisor
+    module imports this one for its specs, so this one cannot import it.
+    """
+    kind = getattr(start, "child_spec_type", None) if isinstance(start, type) else None
+    return kind if isinstance(kind, ChildType) else ChildType.WORKER
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -54,8 +59,6 @@ class ChildSpec:
     name: str | None = None
 
     def __post_init__(self) -> None:
-        from partisan.actors.api import check_spawnable
-
         check_spawnable(self.start)  # TypeError at the call site, as spawn would
         if not isinstance(self.restart, Restart):
             raise ValueError(
@@ -64,7 +67,7 @@ class ChildSpec:
         object.__setattr__(self, "args", tuple(self.args))
         kind = self.type
         if kind is None:
-            kind = ChildType.SUPERVISOR if _is_supervisor_class(self.start) else ChildType.WORKER
+            kind = _default_type(self.start)
         if not isinstance(kind, ChildType):
             raise ValueError(f"type: invalid value {kind!r}; expected WORKER or SUPERVISOR")
         object.__setattr__(self, "type", kind)

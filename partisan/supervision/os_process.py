@@ -28,7 +28,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any
 
-from partisan.supervision.process_spec import parse_ready_line
+from partisan.supervision.process_spec import exit_reason, parse_ready_line
 
 __all__ = ["OsProcess"]
 
@@ -171,8 +171,6 @@ class OsProcess:
         self.exited.set_result(code)
 
     def _died_before_ready(self, code: int) -> str:
-        from partisan.supervision.process_spec import exit_reason
-
         tail = "\n".join(self.errors) or "\n".join(self.output)
         message = f"exited before its ready line ({exit_reason(code)})"
         return f"{message}; last output:\n{tail}" if tail else message

@@ -23,6 +23,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
+from partisan.actors.api import spawn
 from partisan.actors.gen_server import stop as stop_actor
 from partisan.actors.process import current
 from partisan.errors import CallExit, CallTimeout
@@ -94,8 +95,6 @@ def _as_supervisor(root: Any) -> tuple[type[Supervisor], tuple[Any, ...], str | 
 
 async def start_root(root: Any, *, timeout: float = 30.0) -> RootTree:
     """Start `root` from the current (main) pseudo-actor; raise what its start raised."""
-    from partisan.actors.api import spawn
-
     cls, args, name = _as_supervisor(root)
     pid = await spawn(cls, *args, name=name or ROOT_NAME, timeout=timeout)
     proc = current()

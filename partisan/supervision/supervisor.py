@@ -46,6 +46,7 @@ from typing import Any, ClassVar
 from partisan.actors import api
 from partisan.actors.actor import Behaviour
 from partisan.actors.gen_server import _StopRequest
+from partisan.actors.process import ActorExit
 from partisan.actors.signals import Call, Down, Exit, NodeUp
 from partisan.errors import CallExit, CallTimeout, NotConnected, ReceiveTimeout
 from partisan.identity import Pid
@@ -123,6 +124,8 @@ class Supervisor(Behaviour):
     clock: ClassVar[Callable[[], float]] = time.monotonic
     #: How long a child's init may take when it is (re)started.
     start_timeout: ClassVar[float] = 5.0
+    #: What a `ChildSpec` starting this class defaults its `type` to (as in OTP).
+    child_spec_type: ClassVar[ChildType] = ChildType.SUPERVISOR
 
     _spec: SupervisorSpec
     _children: list[_Child]
@@ -168,8 +171,6 @@ class Supervisor(Behaviour):
         self._partisan_started()
         reason = await self._loop()
         if reason != "normal":
-            from partisan.actors.process import ActorExit
-
             raise ActorExit(reason)
 
     async def _loop(self) -> Any:

@@ -9,6 +9,8 @@ restart), removed when it stops.
 
 from __future__ import annotations
 
+# Imports inside functions here are lazy on purpose: the key store (zmq) is imported only by a
+# client that joins. None closes an import cycle (tests/unit/test_imports.py).
 import asyncio
 import contextlib
 import itertools

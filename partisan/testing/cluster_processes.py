@@ -6,6 +6,8 @@ public (re-exported by `partisan.testing.cluster`).
 
 from __future__ import annotations
 
+# Imports inside functions here are lazy on purpose: the leak checks do not import the cluster
+# CLI. None closes an import cycle (tests/unit/test_imports.py).
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 

@@ -24,6 +24,9 @@
 
 from __future__ import annotations
 
+# Imports inside functions here are lazy on purpose: loading the pytest plugin does not import zmq
+# or the cluster machinery; fixtures do when used. None closes an import cycle
+# (tests/unit/test_imports.py).
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any

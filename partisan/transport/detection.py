@@ -1,4 +1,4 @@
-"""Failure detection and teardown (a `Links` mixin).
+"""Failure detection and teardown: the one place a link ends.
 
 Theory of operation
 -------------------
@@ -10,7 +10,7 @@ would otherwise reconnect silently and lose or delay frames), queued messages
 are counted as dropped, and `on_peer_down(peer, reason)` fires once — after
 reading what already arrived and, if no BYE explained the failure, one grace
 heartbeat interval later (a leaving peer's BYE can trail the close of its
-other connections; `_link_lost`). The
+other connections; `link_lost`). The
 reason is ``heartbeat_timeout`` when the peer has been silent past the
 heartbeat allowance — we PING idle links every heartbeat interval so that
 silence means something — else ``connection_closed``. A hidden peer has no
@@ -23,21 +23,34 @@ ROUTER is the only one that can tell us it died (`_ping_inbound`).
 A failed CURVE handshake while dialling becomes `JoinRefused` with a diagnosis,
 and the (name, address) is backed off for 1, 2, 4 ... 60 s: libzmq would retry
 a wrong server key every 100 ms forever (reliability.md §1).
+
+This part owns the grace timers of failed links (`_lost`), the backoff per
+(name, address) and the housekeeping timer; every other part that must end
+a link (a BYE, a sequence gap, a refused dial) asks `teardown`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from partisan.errors import CallTimeout, JoinRefused
-from partisan.transport.core import LinksCore
 from partisan.transport.lanes import OutLane
-from partisan.transport.peer import OutState, Peer
+from partisan.transport.peer import OutState, Peer, PeerTable
+from partisan.transport.statistics import Rejections
 from partisan.transport.wire import Header, Kind, encode_header
+
+if TYPE_CHECKING:
+    from partisan.transport.credits import Credits
+    from partisan.transport.endpoint import Endpoint
+    from partisan.transport.flow import Flow
+    from partisan.transport.handshake import Handshake
+    from partisan.transport.outbound import Outbound
+    from partisan.transport.receive import Receiver
 
 __all__ = ["Detection"]
 
@@ -50,43 +63,93 @@ _FAILED_EVENTS: dict[int, str] = {
 }
 
 
-class Detection(LinksCore):
+class Detection:
     """Monitors, heartbeats, PINGs, backoff and the one place a link ends."""
 
-    #: Links whose connection failed, waiting one grace period for a BYE (`_link_lost`).
-    _lost: dict[Peer, asyncio.TimerHandle]
+    def __init__(
+        self,
+        local: Endpoint,
+        table: PeerTable,
+        reject: Rejections,
+        *,
+        receiver: Receiver,
+        outbound: Outbound,
+        credits: Credits,
+        flow: Flow,
+    ) -> None:
+        self._local = local
+        self._table = table
+        self._reject = reject
+        self._receiver = receiver
+        self._outbound = outbound
+        self._credits = credits
+        self._flow = flow
+        #: Links whose connection failed, waiting one grace period for a BYE (`link_lost`).
+        self._lost: dict[Peer, asyncio.TimerHandle] = {}
+        #: (name, host, port) -> (refused until, last interval, reason), after an auth failure.
+        self._backoff: dict[tuple[str, str, int], tuple[float, float, str]] = {}
+        self._timer: asyncio.TimerHandle | None = None
 
-    def _on_monitor(self, peer: Peer, lane: OutLane) -> None:
+    def attach(self, *, handshake: Handshake) -> None:
+        """Meet the handshake (built after this one): a connected control lane sends its HELLO."""
+        self._handshake = handshake
+
+    def start(self) -> None:
+        """Run housekeeping every heartbeat interval from now on."""
+        loop = self._local.running()
+        self._timer = loop.call_later(self._local.config.heartbeat_interval, self._housekeeping)
+
+    def stop(self) -> None:
+        """Cancel housekeeping and the grace timers of failed links (closing)."""
+        for handle in self._lost.values():
+            handle.cancel()
+        self._lost.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def backoff(self, name: str, host: str, port: int) -> tuple[float, str] | None:
+        """(seconds left, reason) while dials of (name, address) are refused, else None."""
+        entry = self._backoff.get((name, host, port))
+        if entry is None:
+            return None
+        remaining = entry[0] - self._local.running().time()
+        return (remaining, entry[2]) if remaining > 0 else None
+
+    # ------------------------------------------------------------ noticing
+
+    def on_monitor(self, peer: Peer, lane: OutLane) -> None:
+        """Read a lane's monitor events (the loop's reader callback)."""
         monitor = lane.monitor
         while monitor is not None and not monitor.closed:
             try:
                 event = recv_monitor_message(monitor, zmq.NOBLOCK)
             except (zmq.Again, zmq.ZMQError):
                 return
-            if self._peers.get(peer.name) is not peer or lane.sock.closed:
+            if not self._table.current(peer) or lane.sock.closed:
                 return
             kind = event["event"]
-            log.debug("%s: %r on lane %s to %s", self.name, kind, lane, peer.name)
+            log.debug("%s: %r on lane %s to %s", self._local.name, kind, lane, peer.name)
             if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 lane.up = True
                 if peer.out_state is OutState.HANDSHAKING and lane is peer.control_lane():
-                    self._send_hello(peer, lane)
+                    self._handshake.send_hello(peer, lane)
                 else:
-                    self._flush(peer, lane)
+                    self._outbound.flush(peer, lane)
                 peer.room.set()
             elif kind == zmq.EVENT_DISCONNECTED:
                 lane.up = False
                 if peer.out_state is OutState.UP or peer.up_reported:
                     # Reported up (also through the peer's own dial while our
                     # half still handshakes): this connection was its to lose.
-                    self._link_lost(peer, self._down_reason(peer))
+                    self.link_lost(peer, self._down_reason(peer))
                     return
                 # Still dialling: libzmq re-dials and HELLO is sent again.
             elif kind in _FAILED_EVENTS:
                 self._handshake_failed(peer, _FAILED_EVENTS[kind])
                 return
 
-    def _link_lost(self, peer: Peer, reason: str, error: BaseException | None = None) -> None:
+    def link_lost(self, peer: Peer, reason: str, error: BaseException | None = None) -> None:
         """A connection of a reported-up link failed: end the link, unless a BYE explains it.
 
         A peer stopping gracefully sends BYE on one connection and then closes
@@ -98,22 +161,22 @@ class Detection(LinksCore):
         now. A crash is thus reported at most one interval later.
         """
         self._drain_before_down(peer)
-        if self._peers.get(peer.name) is not peer:
+        if not self._table.current(peer):
             return  # the BYE (or something else) ended it
         if peer in self._lost:
             return  # already waiting
-        loop = self._running()
+        loop = self._local.running()
         self._lost[peer] = loop.call_later(
-            self.config.heartbeat_interval, self._confirm_lost, peer, reason, error
+            self._local.config.heartbeat_interval, self._confirm_lost, peer, reason, error
         )
 
     def _confirm_lost(self, peer: Peer, reason: str, error: BaseException | None) -> None:
         self._lost.pop(peer, None)
-        if self._peers.get(peer.name) is not peer:
+        if not self._table.current(peer):
             return
         self._drain_before_down(peer)
-        if self._peers.get(peer.name) is peer:
-            self._teardown(peer, reason, error=error)
+        if self._table.current(peer):
+            self.teardown(peer, reason, error=error)
 
     def _drain_before_down(self, peer: Peer) -> None:
         """Read what already arrived before declaring a peer down.
@@ -124,70 +187,71 @@ class Detection(LinksCore):
         orders nodedown after them), and a BYE it sent on its way out is seen
         (so a graceful stop is reported as ``left``, not a failure).
         """
-        self._on_router_readable()
+        self._receiver.on_router_readable()
         for lane in list(peer.lanes.values()):
-            if self._peers.get(peer.name) is not peer:
+            if not self._table.current(peer):
                 return
             if not lane.sock.closed:
-                self._on_dealer_readable(peer, lane)
+                self._receiver.on_dealer_readable(peer, lane)
 
     def _handshake_failed(self, peer: Peer, how: str) -> None:
+        name = self._local.name
         where = f"{peer.name}@{peer.address}"
         if how != "auth" and (peer.out_state is OutState.UP or peer.in_session is not None):
             # The peer already proved its key to us (a live session, or it
             # dialled us and this is our dial-back): a failed handshake now is
             # the peer going away (e.g. mid-shutdown), not a key problem.
-            log.info("%s: handshake with %s failed (%s) on a live link", self.name, where, how)
-            self._link_lost(peer, "connection_closed")
+            log.info("%s: handshake with %s failed (%s) on a live link", name, where, how)
+            self.link_lost(peer, "connection_closed")
             return
         if how == "auth":
-            reason = f"{where} rejected our key: is {self.name}'s public key in its key directory?"
+            reason = f"{where} rejected our key: is {name}'s public key in its key directory?"
         elif how == "protocol":
             reason = f"security handshake with {where} failed: is one side insecure?"
-        elif self.keystore is None:
+        elif self._local.keystore is None:
             reason = f"handshake with {where} failed"
         else:
             reason = (
                 f"could not authenticate {where}: the node there does not hold {peer.name}'s "
                 "key (did another node take that address?)"
             )
-        log.warning("%s: %s", self.name, reason)
-        self._rejected["handshake_failed"] += 1
+        log.warning("%s: %s", name, reason)
+        self._reject("handshake_failed")
         if peer.out_state is OutState.UP:
-            self._link_lost(peer, "connection_closed")
+            self.link_lost(peer, "connection_closed")
             return
         if peer.in_session is None:  # a dial of ours, not a dial-back
             self._backoff_address(peer, reason)
         elif peer.up_reported:  # our dial-back: the peer may be leaving (its BYE wins)
-            self._link_lost(peer, "unreachable", JoinRefused(reason))
+            self.link_lost(peer, "unreachable", JoinRefused(reason))
             return
-        self._teardown(peer, "unreachable", notify=peer.up_reported, error=JoinRefused(reason))
+        self.teardown(peer, "unreachable", notify=peer.up_reported, error=JoinRefused(reason))
 
     def _housekeeping(self) -> None:
         """Every heartbeat interval: handshake deadlines, PINGs, credits, expired backoffs."""
-        loop = self._running()
+        local = self._local
+        loop = local.running()
         now = loop.time()
-        interval = self.config.heartbeat_interval
-        for peer in list(self._peers.values()):
+        for peer in self._table.values():
             if not peer.up_reported and peer.deadline and now > peer.deadline:
                 error = CallTimeout(f"handshake with {peer.name}@{peer.address} timed out")
-                self._teardown(peer, "unreachable", notify=False, error=error)
+                self.teardown(peer, "unreachable", notify=False, error=error)
             elif peer.up_reported and peer.out_state is not OutState.UP:
                 self._ping_inbound(peer)
             elif peer.up_reported and (peer.router_lane is not None or not peer.sent_recently):
-                self._send_control(peer, Kind.PING)
+                self.send_control(peer, Kind.PING)
             peer.sent_recently = False
             if peer.router_lane is not None and peer.router_lane.queue:
-                self._flush(peer, peer.router_lane)
+                self._outbound.flush(peer, peer.router_lane)
             if peer.heard_recently:
                 peer.heard_recently = False
                 peer.last_heard = now
-        self._send_credits(force=True)
+        self._credits.send(force=True)
         for address, (until, _, _) in list(self._backoff.items()):
             if until < now - 600:
                 del self._backoff[address]
-        if not self._closed:
-            self._timer = loop.call_later(interval, self._housekeeping)
+        if not local.closed:
+            self._timer = loop.call_later(local.config.heartbeat_interval, self._housekeeping)
 
     def _ping_inbound(self, peer: Peer) -> None:
         """PING a reported-up peer whose outbound half is not up, through its own connection.
@@ -200,24 +264,26 @@ class Detection(LinksCore):
         answers EHOSTUNREACH once libzmq dropped it (a crash at once, a
         frozen peer after ``heartbeat_timeout``), and that loses the link.
         """
-        if peer.credit_rid is None or self._router is None:
+        local = self._local
+        if peer.credit_rid is None or local.router is None:
             return
-        header = encode_header(Header(Kind.PING, self.name, self.incarnation, "", "", 0, 0))
+        header = encode_header(Header(Kind.PING, local.name, local.incarnation, "", "", 0, 0))
         try:
-            self._router.send_multipart([peer.credit_rid, header], zmq.NOBLOCK)
+            local.router.send_multipart([peer.credit_rid, header], zmq.NOBLOCK)
         except zmq.ZMQError as exc:
             if exc.errno == zmq.EHOSTUNREACH:
-                log.info("%s: %s's connection to us is gone", self.name, peer.name)
-                self._link_lost(peer, self._down_reason(peer))
+                log.info("%s: %s's connection to us is gone", local.name, peer.name)
+                self.link_lost(peer, self._down_reason(peer))
             return  # EAGAIN: its pipe is full, so it is not gone
-        self._recheck_router()
+        self._receiver.recheck_router()
 
     def _down_reason(self, peer: Peer) -> str:
         """``heartbeat_timeout`` if the peer has been silent past the heartbeat allowance."""
         if peer.heard_recently:
             return "connection_closed"  # heard from within this heartbeat interval
-        silent = self._running().time() - peer.last_heard
-        threshold = (self.config.heartbeat_interval + self.config.heartbeat_timeout) / 2
+        config = self._local.config
+        silent = self._local.running().time() - peer.last_heard
+        threshold = (config.heartbeat_interval + config.heartbeat_timeout) / 2
         return "heartbeat_timeout" if silent >= threshold else "connection_closed"
 
     def _backoff_address(self, peer: Peer, reason: str) -> None:
@@ -230,9 +296,11 @@ class Detection(LinksCore):
         key = (peer.name, peer.host, peer.port)
         previous = self._backoff.get(key)
         interval = min(60.0, previous[1] * 2) if previous else 1.0
-        self._backoff[key] = (self._running().time() + interval, interval, reason)
+        self._backoff[key] = (self._local.running().time() + interval, interval, reason)
 
-    def _teardown(
+    # ------------------------------------------------------------ ending
+
+    def teardown(
         self,
         peer: Peer,
         reason: str,
@@ -243,67 +311,61 @@ class Detection(LinksCore):
         tell: bool = True,
     ) -> None:
         """End the link to `peer`: close its lanes, drop its sessions, report it once."""
-        if self._peers.get(peer.name) is not peer:
+        if not self._table.current(peer):
             return
         if tell and peer.up_reported and reason not in ("left", "disconnected"):
             # Best effort: a live peer must not keep sending into a dead session.
-            self._say_bye(peer, "connection_closed")
-        del self._peers[peer.name]
+            self.say_bye(peer, "connection_closed")
+        self._table.remove(peer)
         peer.out_state = OutState.NONE
         lanes = list(peer.lanes.values())
         for lane in lanes:
-            self._close_lane(lane, linger)
+            self._outbound.close_lane(lane, linger)
         dropped = sum(len(lane.queue) for lane in lanes)
         if peer.router_lane is not None:
             dropped += len(peer.router_lane.queue)
         peer.counters.dropped += dropped
-        if peer.in_session is not None:
-            self._sessions.pop(peer.in_session, None)
-        for rid in peer.in_lanes:
-            self._rid_cache.pop(rid, None)
-        for inflow in peer.inflows.values():
-            self._credit_due.discard(inflow)
-        self._wake_all(peer)
+        self._credits.forget(list(peer.inflows.values()))
+        self._flow.wake_all(peer)
         if not peer.ready.done():
             peer.ready.set_exception(error or JoinRefused(f"link to {peer.name} closed: {reason}"))
             peer.ready.exception()  # retrieved: connect() may not be waiting
         peer.room.set()
-        self._flushed.set()
+        self._flow.flushed.set()
         if peer.up_reported and notify and peer.spec is not None:
-            log.info("%s: link to %s down (%s)", self.name, peer.spec, reason)
+            log.info("%s: link to %s down (%s)", self._local.name, peer.spec, reason)
             try:
-                self.handler.on_peer_down(peer.spec, reason)
+                self._local.handler.on_peer_down(peer.spec, reason)
             except Exception:
                 log.exception("on_peer_down handler failed for %s", peer.spec)
 
-    def _say_bye(self, peer: Peer, reason: str) -> None:
+    def say_bye(self, peer: Peer, reason: str) -> None:
         """Send BYE by the path most likely alive: our ROUTER to the peer's DEALER, else ours."""
-        if peer.credit_rid is not None and self._router is not None:
-            header = encode_header(Header(Kind.BYE, self.name, self.incarnation, "", "", 0, 0))
-            if self._router_send([peer.credit_rid, header, reason.encode()]):
+        local = self._local
+        if peer.credit_rid is not None and local.router is not None:
+            header = encode_header(Header(Kind.BYE, local.name, local.incarnation, "", "", 0, 0))
+            if self._receiver.router_send([peer.credit_rid, header, reason.encode()]):
                 return
-        self._send_control(peer, Kind.BYE, reason.encode())
+        self.send_control(peer, Kind.BYE, reason.encode())
 
-    def _send_bye(self, peer: Peer, reason: str) -> None:
-        self._say_bye(peer, reason)
-
-    def _defer_teardown(self, peer: Peer, reason: str) -> None:
+    def defer_teardown(self, peer: Peer, reason: str) -> None:
         """Tear down from a send path (after the caller's bookkeeping)."""
-        self._running().call_soon(self._teardown, peer, reason)
+        self._local.running().call_soon(self.teardown, peer, reason)
 
-    def _send_control(self, peer: Peer, kind: Kind, payload: bytes = b"", seq: int = 0) -> bool:
+    def send_control(self, peer: Peer, kind: Kind, payload: bytes = b"", seq: int = 0) -> bool:
         """Send a control frame on the control lane, bypassing the data queues."""
         lane = peer.control_lane()
         if lane is None:
             return False
-        header = encode_header(Header(kind, self.name, self.incarnation, "", "", seq, 0))
+        local = self._local
+        header = encode_header(Header(kind, local.name, local.incarnation, "", "", seq, 0))
         frames = [*lane.prefix, header] + ([payload] if payload else [])
         try:
             lane.sock.send_multipart(frames, zmq.NOBLOCK)
         except zmq.ZMQError as exc:
             if exc.errno == zmq.EHOSTUNREACH and lane.routed:
-                self._defer_teardown(peer, self._down_reason(peer))
+                self.defer_teardown(peer, self._down_reason(peer))
             return False
         peer.sent_recently = True
-        self._mark_dirty(peer, lane)
+        self._receiver.mark_dirty(peer, lane)
         return True

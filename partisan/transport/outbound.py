@@ -1,29 +1,44 @@
-"""Outgoing lanes: choosing one, opening and closing DEALERs, handing messages to ZeroMQ.
+"""Outgoing lanes: sending, choosing a lane, opening and closing DEALERs, handing off to ZeroMQ.
 
-(A `Links` mixin.) The hot path is `_hand_off`: the header is a cached
+`Outbound.send` *is* `Links.send` (the facade binds it, so a send costs no
+forwarding call). The hot path is `send` and `hand_off`: the header is a cached
 template patched with flags and the lane's next sequence number; a payload of
 one pickle frame under 64 KiB rides in the same ZeroMQ part as the header
 (`FLAG_INLINE`); larger parts go zero-copy. We call the Cython
 `Socket.send` part by part: pyzmq's `send_multipart` and its Python wrapper
 cost several times the send itself. With NOBLOCK the first part decides
 (EAGAIN, EHOSTUNREACH); the rest of a multipart message is then always taken.
+
+This part owns the header templates; each peer's lanes, queues and budgets
+live on its `Peer`. After a send it owes the receive path a re-check of the
+socket's EVENTS (a send can consume the edge of a pending receive): `hand_off`
+does `Receiver.mark_dirty`'s bookkeeping inline, on the receiver's `dirty`,
+`synced` and `dirty_scheduled`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import struct
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import zmq
 
-from partisan.transport.backpressure import ByteBudget
-from partisan.transport.core import LinksCore
+from partisan.errors import CallTimeout, NotConnected, Overloaded
+from partisan.transport.backpressure import ByteBudget, Pending
+from partisan.transport.codec import encode_payload
 from partisan.transport.lanes import FLAG_INLINE, OutLane, lane_for
-from partisan.transport.peer import OutState, Peer
+from partisan.transport.peer import OutState, Peer, PeerTable
 from partisan.transport.session import routing_id
 from partisan.transport.sockets import close_dealer, make_dealer
 from partisan.transport.wire import Header, Kind, encode_header
+
+if TYPE_CHECKING:
+    from partisan.transport.detection import Detection
+    from partisan.transport.endpoint import Endpoint
+    from partisan.transport.receive import Receiver
 
 __all__ = ["Outbound"]
 
@@ -38,24 +53,99 @@ _get = zmq.backend.Socket.get
 _FLAGS_INC_SEQ = struct.Struct("!H8sQ").pack  # wire.py's layout at offset 4
 _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
+#: magic, version, kind, flags, incarnation, seq: the header bytes before template[2].
+_HEADER_PREFIX = 22
+_UP = OutState.UP
 
 
-class Outbound(LinksCore):
+class Outbound:
     """Lanes towards peers and the hand-off of messages to them."""
 
-    def _pick_lane(self, peer: Peer, channel: str, key: object) -> OutLane:
+    def __init__(self, local: Endpoint, table: PeerTable, receiver: Receiver) -> None:
+        self._local = local
+        self._peers = table.peers
+        self._receiver = receiver
+        self._channels = local.channels
+        self._max_frame = local.config.max_frame_bytes
+        self._fallback = local.config.channel_fallback
+        self._templates: dict[tuple[str, str], tuple[bytes, bytes, bytes]] = {}
+
+    def attach(self, *, detection: Detection) -> None:
+        """Meet failure detection (built after this one): it watches the lanes we open."""
+        self._detection = detection
+
+    # ------------------------------------------------------------ sending
+
+    def send(
+        self,
+        peer: str,
+        channel: str,
+        dest: str,
+        payload: object,
+        *,
+        partition_key: object = None,
+        control: bool = False,
+        waiting: bool = False,
+    ) -> None:
+        """`Links.send` (documented there): queue `payload` for `dest` on `peer`; never blocks."""
+        state = self._peers.get(peer)
+        if state is None or state.closing or self._local.closed:
+            raise NotConnected(f"{self._local.name} has no link to {peer}")
+        lane = self.pick_lane(state, channel, partition_key)
+        flags, frames = encode_payload(payload)
+        template = self._templates.get((channel, dest)) or self._template(channel, dest)
+        limit = self._max_frame
+        if len(frames) == 1 and type(frames[0]) is bytes and len(frames[0]) <= limit:
+            size = _HEADER_PREFIX + len(template[2]) + len(frames[0])  # the common case
+        else:
+            size = _HEADER_PREFIX + len(template[2])
+            for frame in frames:
+                n = len(frame) if type(frame) is bytes else memoryview(frame).nbytes
+                if n > limit:
+                    raise ValueError(
+                        f"payload frame of {n} bytes exceeds max_frame_bytes ({limit})"
+                    )
+                size += n
+        budget = state.budgets.get(channel) or state.budget(channel)
+        queue = lane.queue
+        outstanding = budget.queued + budget.sent - budget.acked
+        if not control and (
+            (outstanding + size > budget.limit and outstanding > 0)  # admits(), inlined
+            or (budget.waiters and not waiting)
+        ):
+            freed = queue.replaces(dest) if queue.monotonic else 0
+            if (budget.waiters and not waiting) or not budget.admits(size, freed):
+                raise Overloaded(
+                    f"send buffer to {peer} on {channel!r} is full ({outstanding} of "
+                    f"{budget.limit} bytes outstanding, {len(budget.waiters)} senders "
+                    "waiting); retry, or use send_wait"
+                )
+        if (
+            queue.bytes == 0  # nothing queued ahead of it (every message has bytes)
+            and state.out_state is _UP
+            and (lane.up or lane.prefix)  # lane.routed, inlined
+            and self.hand_off(state, lane, budget, channel, template, flags, frames, size)
+        ):
+            return
+        budget.queued += size - queue.push(Pending(channel, dest, flags, frames, size))
+        if lane.routed and len(queue) == 1:
+            # A ROUTER lane has no FD edge of its own to wake us: retry soon.
+            self._local.running().call_later(0.001, self.flush, state, lane)
+
+    def pick_lane(self, peer: Peer, channel: str, key: object) -> OutLane:
+        """The lane a message of `channel` with `key` takes now (opening it if need be)."""
         if peer.router_lane is not None:
-            if channel not in self.channels:
+            if channel not in self._channels:
                 raise ValueError(self._unknown_channel(channel))
             return peer.router_lane
-        spec = self.channels.get(channel)
+        spec = self._channels.get(channel)
         if spec is None:
             raise ValueError(self._unknown_channel(channel))
         index = lane_for(key, spec.parallelism)
         lane = peer.lanes.get((channel, index))
         if lane is None:
-            lane = self._open_lane(peer, channel, index)
-        if channel == "default" or not self.config.channel_fallback:
+            lane = self.open_lane(peer, channel, index)
+        if channel == "default" or not self._fallback:
             return lane
         if lane.up and channel not in peer.fallback:
             return lane
@@ -66,15 +156,16 @@ class Outbound(LinksCore):
             peer.fallback.discard(channel)
             return lane
         peer.fallback.add(channel)
-        default = self.channels["default"]
+        default = self._channels["default"]
         index = lane_for(key, default.parallelism)
         fallback = peer.lanes.get(("default", index))
-        return fallback if fallback is not None else self._open_lane(peer, "default", index)
+        return fallback if fallback is not None else self.open_lane(peer, "default", index)
 
     def _unknown_channel(self, channel: str) -> str:
-        return f"unknown channel {channel!r}; configured: {', '.join(sorted(self.channels))}"
+        return f"unknown channel {channel!r}; configured: {', '.join(sorted(self._channels))}"
 
-    def _sendable(self, peer: Peer, lane: OutLane) -> bool:
+    @staticmethod
+    def _sendable(peer: Peer, lane: OutLane) -> bool:
         # Inlined in `send`; keep the two in step.
         return peer.out_state is OutState.UP and (lane.up or lane.routed)
 
@@ -85,12 +176,15 @@ class Outbound(LinksCore):
         if template is None:
             if len(self._templates) >= _TEMPLATE_CACHE:
                 self._templates.clear()
-            raw = encode_header(Header(Kind.DATA, self.name, self.incarnation, channel, dest, 0, 0))
+            local = self._local
+            raw = encode_header(
+                Header(Kind.DATA, local.name, local.incarnation, channel, dest, 0, 0)
+            )
             # magic+version+kind | flags | incarnation | seq | strings
             template = self._templates[key] = (raw[:4], raw[6:14], raw[22:])
         return template
 
-    def _hand_off(
+    def hand_off(
         self,
         peer: Peer,
         lane: OutLane,
@@ -131,27 +225,28 @@ class Outbound(LinksCore):
             return False
         except zmq.ZMQError as exc:
             if exc.errno == zmq.EHOSTUNREACH:
-                self._defer_teardown(peer, "connection_closed")
+                self._detection.defer_teardown(peer, "connection_closed")
                 return True  # the link is going down; the loss is reported with it
             raise
         lane.seq = seq
+        ready = self._receiver
         if prefix:  # lane.routed
-            self._recheck_router()
-        elif self._dirty_scheduled or lane in self._synced:  # _mark_dirty, inlined
-            self._dirty[lane] = peer
-            if not self._dirty_scheduled:
-                self._dirty_scheduled = True
-                self._running().call_soon(self._check_dirty)
+            ready.recheck_router()
+        elif ready.dirty_scheduled or lane in ready.synced:  # Receiver.mark_dirty, inlined
+            ready.dirty[lane] = peer
+            if not ready.dirty_scheduled:
+                ready.dirty_scheduled = True
+                self._local.running().call_soon(ready.check_dirty)
         else:
             # The first send on a lane since its EVENTS were last read is
             # checked at once (~1.5 us) instead of in one more loop iteration
             # (a call's request would otherwise cost the caller an extra
             # epoll round); later sends before that check are batched.
-            self._synced.add(lane)
+            ready.synced.add(lane)
             if cast(int, _get(sock, _EVENTS)) & _POLLIN:
-                self._dirty[lane] = peer
-                self._dirty_scheduled = True
-                self._running().call_soon(self._check_dirty)
+                ready.dirty[lane] = peer
+                ready.dirty_scheduled = True
+                self._local.running().call_soon(ready.check_dirty)
         budget.sent += size
         peer.sent_recently = True
         counts = peer.counters.channels.get(channel) or peer.counters.channel(channel)
@@ -159,7 +254,7 @@ class Outbound(LinksCore):
         counts[1] += size
         return True
 
-    def _flush(self, peer: Peer, lane: OutLane) -> None:
+    def flush(self, peer: Peer, lane: OutLane) -> None:
         """Hand queued messages of `lane` to ZeroMQ until it would block."""
         if self._peers.get(peer.name) is not peer or not self._sendable(peer, lane):
             return  # (a retry scheduled before the link went down)
@@ -169,32 +264,36 @@ class Outbound(LinksCore):
             msg = queue.peek()
             template = self._template(msg.channel, msg.dest)
             budget = peer.budget(msg.channel)
-            if not self._hand_off(
+            if not self.hand_off(
                 peer, lane, budget, msg.channel, template, msg.flags, msg.frames, msg.size
             ):
-                if lane.routed and self._loop is not None:
-                    self._loop.call_later(0.001, self._flush, peer, lane)
+                if lane.routed and self._local.loop is not None:
+                    self._local.loop.call_later(0.001, self.flush, peer, lane)
                 break
             queue.pop()
             budget.queued -= msg.size
             moved += 1
         if moved:
-            self._mark_dirty(peer, lane)
+            self._receiver.mark_dirty(peer, lane)
 
-    def _open_lane(self, peer: Peer, channel: str, index: int) -> OutLane:
-        assert peer.out_session is not None and self._context is not None
+    # ------------------------------------------------------------ lanes
+
+    def open_lane(self, peer: Peer, channel: str, index: int) -> OutLane:
+        """Dial a DEALER for (channel, index) of our session with `peer`; watch and read it."""
+        local = self._local
+        assert peer.out_session is not None and local.context is not None
         slot = peer.next_slot
         peer.next_slot += 1
         rid = routing_id(peer.out_session, slot)
         sock, monitor = make_dealer(
-            self._context,
-            self.config,
-            self.keystore,
+            local.context,
+            local.config,
+            local.keystore,
             routing_id=rid,
             server_key=peer.server_key,
             endpoint=peer.endpoint,
         )
-        spec = self.channels[channel]
+        spec = self._channels[channel]
         lane = OutLane(
             channel=channel,
             index=index,
@@ -205,20 +304,22 @@ class Outbound(LinksCore):
             monotonic=spec.monotonic,
         )
         peer.lanes[(channel, index)] = lane
-        loop = self._running()
-        loop.add_reader(sock.FD, self._on_dealer_readable, peer, lane)
-        loop.add_reader(monitor.FD, self._on_monitor, peer, lane)
+        loop = local.running()
+        loop.add_reader(sock.FD, self._receiver.on_dealer_readable, peer, lane)
+        loop.add_reader(monitor.FD, self._detection.on_monitor, peer, lane)
         # The FDs only signal edges: read once now so the first edge is armed.
-        loop.call_soon(self._on_monitor, peer, lane)
-        loop.call_soon(self._on_dealer_readable, peer, lane)
+        loop.call_soon(self._detection.on_monitor, peer, lane)
+        loop.call_soon(self._receiver.on_dealer_readable, peer, lane)
         return lane
 
-    def _close_lane(self, lane: OutLane, linger: int = 0) -> None:
-        self._synced.discard(lane)
-        if self._loop is not None and not lane.routed and not lane.sock.closed:
-            self._loop.remove_reader(lane.sock.FD)
+    def close_lane(self, lane: OutLane, linger: int = 0) -> None:
+        """Stop reading and watching `lane` and close its DEALER (linger in ms)."""
+        self._receiver.forget_lane(lane)
+        loop = self._local.loop
+        if loop is not None and not lane.routed and not lane.sock.closed:
+            loop.remove_reader(lane.sock.FD)
             if lane.monitor is not None:
-                self._loop.remove_reader(lane.monitor.FD)
+                loop.remove_reader(lane.monitor.FD)
         if not lane.routed:
             if linger:
                 lane.sock.setsockopt(zmq.LINGER, linger)
@@ -229,8 +330,31 @@ class Outbound(LinksCore):
             else:
                 close_dealer(lane.sock, lane.monitor)
 
-    def _open_default_lanes(self, peer: Peer) -> None:
+    def open_default_lanes(self, peer: Peer) -> None:
+        """Open the lanes every session has: all of ``default`` and ``membership``."""
         for name in ("default", "membership"):
-            for index in range(self.channels[name].parallelism):
+            for index in range(self._channels[name].parallelism):
                 if (name, index) not in peer.lanes:
-                    self._open_lane(peer, name, index)
+                    self.open_lane(peer, name, index)
+
+    async def open_all_lanes(self, peer: str, timeout: float) -> None:
+        """`Links.open_all_lanes`: open every lane of every channel to `peer`, wait for all."""
+        loop = self._local.running()
+        state = self._peers.get(peer)
+        if state is None or state.closing:
+            raise NotConnected(f"{self._local.name} has no link to {peer}")
+        if state.router_lane is not None:
+            return  # a hidden peer has one ROUTER lane, always up
+        for spec in self._channels.values():
+            for index in range(spec.parallelism):
+                if (spec.name, index) not in state.lanes:
+                    self.open_lane(state, spec.name, index)
+        deadline = loop.time() + timeout
+        while not all(lane.up for lane in state.lanes.values()):
+            if self._peers.get(peer) is not state:
+                raise NotConnected(f"link to {peer} went down while opening lanes")
+            if loop.time() > deadline:
+                raise CallTimeout(f"lanes to {peer} did not all connect in time")
+            state.room.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(state.room.wait(), max(0.0, deadline - loop.time()))

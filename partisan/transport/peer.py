@@ -8,6 +8,10 @@ inbound DEALERs of ours to dial: our outbound path to it is the ROUTER lane
 welcomed and, unless we are hidden, the peer's inbound half is accepted.
 Everything here is discarded when the link goes down; a reconnect builds a new
 `Peer` with new session ids, a new budget and sequence numbers from 1.
+
+`PeerTable` is the one index of live peers, by name and by the session and
+routing ids their frames arrive with; the parts of `Links` look peers up in
+it, and only the handshake (which admits) and teardown (which removes) change it.
 """
 
 from __future__ import annotations
@@ -19,10 +23,10 @@ from partisan.identity import NodeSpec
 from partisan.transport.backpressure import ByteBudget
 from partisan.transport.inflow import Inflow
 from partisan.transport.lanes import OutLane
-from partisan.transport.session import InboundLane
+from partisan.transport.session import InboundLane, parse_routing_id
 from partisan.transport.statistics import PeerCounters
 
-__all__ = ["OutState", "Peer"]
+__all__ = ["OutState", "Peer", "PeerTable"]
 
 
 class OutState(enum.Enum):
@@ -125,3 +129,75 @@ class Peer:
 
     def __repr__(self) -> str:
         return f"<Peer {self.name}@{self.address} out={self.out_state.value} in={self.in_session is not None} up={self.up_reported}>"
+
+
+class PeerTable:
+    """The live peers, indexed by name, inbound session id and routing id; counters by name.
+
+    The receive path reads `rid_cache` directly on its hot path (a dict hit per
+    message); everything that changes an index goes through the methods here,
+    so the three indexes never disagree.
+    """
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget  # every new peer's send budget per channel
+        self.peers: dict[str, Peer] = {}
+        self.sessions: dict[int, Peer] = {}  # inbound session id -> peer
+        self.rid_cache: dict[bytes, tuple[Peer, InboundLane]] = {}
+        #: Per peer *name*, across sessions (statistics survive reconnects).
+        self.counters: dict[str, PeerCounters] = {}
+
+    def get(self, name: str) -> Peer | None:
+        """The live peer called `name`, if any."""
+        return self.peers.get(name)
+
+    def current(self, peer: Peer) -> bool:
+        """True while `peer` is the live state of its name (not a torn-down one)."""
+        return self.peers.get(peer.name) is peer
+
+    def values(self) -> list[Peer]:
+        """A snapshot of the live peers (safe to tear down while iterating)."""
+        return list(self.peers.values())
+
+    def add(self, name: str, host: str, port: int, loop: asyncio.AbstractEventLoop) -> Peer:
+        """Start the state of a new link to `name` (replacing nothing: the caller tore it down)."""
+        counters = self.counters.get(name)
+        if counters is None:
+            counters = self.counters[name] = PeerCounters()
+        peer = Peer(name, host, port, budget=self.budget, counters=counters, loop=loop)
+        self.peers[name] = peer
+        return peer
+
+    def accept_inbound(self, peer: Peer, session: int) -> None:
+        """`peer`'s inbound half-session is `session` from now on."""
+        peer.in_session = session
+        self.sessions[session] = peer
+
+    def forget_inbound(self, peer: Peer) -> None:
+        """Drop `peer`'s inbound half-session (a dial-back of ours replaces it)."""
+        self._unindex(peer)
+        peer.in_lanes.clear()
+        peer.in_session = None
+
+    def lookup_rid(self, rid: bytes) -> tuple[Peer, InboundLane] | None:
+        """The peer and inbound lane of a routing id seen for the first time (then cached)."""
+        parsed = parse_routing_id(rid)
+        if parsed is None:
+            return None
+        peer = self.sessions.get(parsed[0])
+        if peer is None or peer.in_session != parsed[0]:
+            return None
+        inbound = peer.in_lanes[rid] = InboundLane()
+        self.rid_cache[rid] = (peer, inbound)
+        return peer, inbound
+
+    def remove(self, peer: Peer) -> None:
+        """Forget `peer` (it must be current): its frames are unknown sessions from now on."""
+        del self.peers[peer.name]
+        self._unindex(peer)
+
+    def _unindex(self, peer: Peer) -> None:
+        if peer.in_session is not None:
+            self.sessions.pop(peer.in_session, None)
+        for rid in peer.in_lanes:
+            self.rid_cache.pop(rid, None)

@@ -8,6 +8,7 @@ of a flapping peer stay visible after its session is gone.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -20,8 +21,11 @@ __all__ = [
     "LinkStatistics",
     "PeerCounters",
     "PeerStatistics",
+    "Rejections",
     "snapshot_peer",
 ]
+
+log = logging.getLogger(__name__)
 
 # Slots of a channel counter list.
 MSGS_OUT, BYTES_OUT, MSGS_IN, BYTES_IN = range(4)
@@ -129,6 +133,29 @@ class PeerCounters:
         if slot is None:
             slot = self.channels[name] = [0, 0, 0, 0]
         return slot
+
+
+class Rejections:
+    """Inbound frames dropped before delivery, by reason: counted, logged, never raised.
+
+    A peer's bad input is the peer's problem, not ours (STYLE.md, errors):
+    every part that drops a frame reports it here, so `LinkStatistics.rejected`
+    is the one place to look.
+    """
+
+    __slots__ = ("by_reason", "node")
+
+    def __init__(self, node: str) -> None:
+        self.node = node
+        self.by_reason: Counter[str] = Counter()
+
+    def __call__(self, reason: str, peer: Peer | None = None, detail: object = None) -> None:
+        """Count one dropped frame (against `peer` too, if known); log `detail` if given."""
+        self.by_reason[reason] += 1
+        if peer is not None:
+            peer.counters.rejects += 1
+        if detail is not None:
+            log.warning("%s dropped a frame (%s): %s", self.node, reason, detail)
 
 
 def freeze_rejected(counter: Counter[str]) -> dict[str, int]:

@@ -78,13 +78,19 @@ class Observer(Links):
 
     kill_before_dial_back_hello: NodeProcess | None = None
 
-    def _send_hello(self, peer: Peer, lane: OutLane) -> None:
-        victim = self.kill_before_dial_back_hello
-        if victim is not None and peer.reply_to is not None:
-            self.kill_before_dial_back_hello = None
-            assert isinstance(self.handler, Recorder)
-            self.handler.kill(victim)
-        super()._send_hello(peer, lane)
+    def __init__(self, config: Config, *, incarnation: int, handler: Recorder) -> None:
+        super().__init__(config, incarnation=incarnation, handler=handler)
+        send_hello = self._handshake.send_hello
+
+        def hooked(peer: Peer, lane: OutLane) -> None:
+            victim = self.kill_before_dial_back_hello
+            if victim is not None and peer.reply_to is not None:
+                self.kill_before_dial_back_hello = None
+                handler.kill(victim)
+            send_hello(peer, lane)
+
+        # Detection sends HELLO through this attribute when the lane connects.
+        self._handshake.send_hello = hooked  # type: ignore[method-assign]  # a test hook
 
 
 def _observer(keys: Path, **settings: Any) -> tuple[Observer, Recorder]:

@@ -136,13 +136,13 @@ def test_a_failed_connection_waits_one_heartbeat_interval_for_the_leaving_peers_
             seen = a.handler
             assert isinstance(seen, Recorder)
             # A lane to b fails first (as b's ROUTER closing would make it), then b's BYE.
-            a._link_lost(a._peers["b"], "connection_closed")
+            a._detection.link_lost(a._table.peers["b"], "connection_closed")
             assert a.is_connected("b")  # not yet reported: waiting for a BYE
             await b.close(flush_timeout=1.0)
             await async_wait_until(lambda: seen.downs, 2.0)
             assert seen.downs == [("b", "left")]
             # Without a BYE the failure is reported, with the reason seen at the time.
-            a._link_lost(a._peers["c"], "connection_closed")
+            a._detection.link_lost(a._table.peers["c"], "connection_closed")
             await async_wait_until(lambda: len(seen.downs) == 2, 2.0)
             assert seen.downs[1] == ("c", "connection_closed")
 
