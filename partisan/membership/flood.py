@@ -54,6 +54,9 @@ class Flood:
         self.fanout = fanout
         self.ttl = config.plumtree.message_ttl
         self._neighbors: dict[str, NodeSpec] = {}
+        # the neighbours sorted by name, rebuilt only when they change (a
+        # flood forwards once per node per message; views change rarely)
+        self._sorted: list[tuple[str, NodeSpec]] | None = []
         self._seen: OrderedDict[Hashable, float] = OrderedDict()
         self.dropped = 0  # messages that were not FloodMessages (a peer's bad input)
 
@@ -62,11 +65,13 @@ class Flood:
 
     def neighbor_up(self, peer: NodeSpec, now: float) -> list[LayerAction]:
         self._neighbors[peer.name] = peer
+        self._sorted = None
         return []
 
     def neighbor_down(self, peer: NodeSpec, now: float) -> list[LayerAction]:
         if self._neighbors.get(peer.name) == peer:
             del self._neighbors[peer.name]
+            self._sorted = None
         return []
 
     def broadcast(self, msg_id: Hashable, payload: Any, now: float) -> list[LayerAction]:
@@ -90,6 +95,12 @@ class Flood:
 
     def receive(self, sender: NodeSpec, msg: Any, now: float) -> list[LayerAction]:
         """``handle(Received(sender, msg), now)`` without building the event (simulator)."""
+        # Most copies a node gets are duplicates (k-1 of every k on a k-regular
+        # overlay): drop those first, checking only what _well_formed would.
+        if type(msg) is FloodMessage and msg.msg_id in self._seen:
+            hops = msg.hops
+            if type(hops) is int and hops >= 0:
+                return []
         if not _well_formed(msg):
             self.dropped += 1
             return []
@@ -105,11 +116,16 @@ class Flood:
         self, msg_id: Hashable, payload: Any, hops: int, skip: str | None
     ) -> list[LayerAction]:
         out = FloodMessage(msg_id, payload, hops)
-        targets = [name for name in sorted(self._neighbors) if name != skip]
-        if self.fanout is not None and len(targets) > self.fanout:
-            targets = sorted(self.rng.sample(targets, self.fanout))
-        neighbors = self._neighbors
-        return [_send(neighbors[name], out) for name in targets]
+        ordered = self._sorted
+        if ordered is None:
+            ordered = self._sorted = sorted(self._neighbors.items())
+        if self.fanout is not None:
+            targets = [name for name, _ in ordered if name != skip]
+            if len(targets) > self.fanout:
+                targets = sorted(self.rng.sample(targets, self.fanout))
+            neighbors = self._neighbors
+            return [_send(neighbors[name], out) for name in targets]
+        return [_send(spec, out) for name, spec in ordered if name != skip]
 
     def _remember(self, msg_id: Hashable, now: float) -> None:
         seen = self._seen

@@ -92,6 +92,7 @@ from partisan.membership.sim_engine import (
     LinkModel,
     ManagerFactory,
     SimNode,
+    _receiver,
     _resolve_layer,
 )
 from partisan.membership.types import Join, Leave, Manager
@@ -248,10 +249,11 @@ class Simulator(Engine):
             node.neighbors = {}
             node.timers = {k: v for k, v in node.timers.items() if k[0] != BROADCAST}
             if self._layer_factory is None or not node.alive:
-                node.layer = None
+                node.layer = node.layer_receive = None
                 continue
             rng = random.Random(f"partisan-sim/{self.seed}/{name}/layer/{self._layer_epoch}")
             node.layer = self._layer_factory(node.spec, self.config, rng)
+            node.layer_receive = _receiver(node.layer)
             self._sync_layer(node)
 
     def broadcast(self, name: str, payload: Any = None) -> Hashable:

@@ -64,8 +64,8 @@ class SimNode:
     """One simulated node: its spec, manager, broadcast layer and timers."""
 
     __slots__ = (
-        "alive", "conns", "last_arrival", "layer", "manager", "neighbors", "receive", "rng",
-        "spec", "timers",
+        "alive", "conns", "last_arrival", "layer", "layer_receive", "manager", "neighbors",
+        "receive", "rng", "spec", "timers",
     )  # fmt: skip
 
     def __init__(self, spec: NodeSpec, manager: Manager, layer: BroadcastLayer | None) -> None:
@@ -77,6 +77,7 @@ class SimNode:
             manager, "receive", None
         )
         self.layer = layer
+        self.layer_receive = _receiver(layer)
         self.alive = True
         self.timers: dict[tuple[int, str], int] = {}  # (layer, name) -> token
         self.conns: set[str] = set()  # peers connected by Connect (for crash notices)
@@ -209,7 +210,7 @@ class Engine:
                         sender, msg, channel = b
                         layer = node.layer
                         if channel == BROADCAST_CHANNEL and layer is not None:
-                            receive = getattr(layer, "receive", None)
+                            receive = node.layer_receive
                             if receive is not None:
                                 apply(node, BROADCAST, receive(sender, msg, at))
                             else:
@@ -395,6 +396,11 @@ class Engine:
             log.warning("broadcast %r delivered twice at %s", action.msg_id, name)
         else:
             record.deliveries[name] = action.hops
+
+
+def _receiver(layer: Any) -> Callable[[NodeSpec, Any, float], list[Any]] | None:
+    """`layer.receive` (``handle(Received(...))`` without the event), if it has one."""
+    return getattr(layer, "receive", None) if layer is not None else None
 
 
 def _resolve_manager(manager: str | ManagerFactory) -> ManagerFactory:
