@@ -115,6 +115,7 @@ from typing import Any
 from partisan.config import Config
 from partisan.identity import NodeSpec
 from partisan.membership.hyparview_messages import (
+    MAX_EXCHANGE,
     DisconnectNotice,
     ForwardJoin,
     JoinRequest,
@@ -215,8 +216,21 @@ class HyParView(Shuffling):
         """
         self._now = now
         out: list[Action] = []
-        handler = _HANDLERS.get(type(msg))
-        if handler is None or type(sender) is not NodeSpec or not check(msg):
+        kind = type(msg)
+        handler = _HANDLERS.get(kind)
+        if (
+            handler is None
+            or type(sender) is not NodeSpec
+            or not (
+                # `check` inlined for the walk's hops (most messages)
+                type(msg.origin) is NodeSpec
+                and type(msg.ttl) is int
+                and type(msg.nodes) is tuple
+                and len(msg.nodes) <= MAX_EXCHANGE
+                if kind is Shuffle
+                else check(msg)
+            )
+        ):
             self._rejected += 1
             logger.warning("%s: dropped malformed message from %s: %.200r", self._me, sender, msg)
             return out

@@ -74,7 +74,6 @@ semantics described above.
 
 from __future__ import annotations
 
-import heapq
 import random
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any
@@ -304,8 +303,7 @@ class Simulator(Engine):
         keep = []
         for at, seq, node, key, token in self._deferred:
             if key[0] == layer:
-                entry = (max(at, self.now), seq, _TIMER, node, key, token)
-                heapq.heappush(self._timer_heap, entry)
+                self._push_timer((max(at, self.now), seq, _TIMER, node, key, token))
             else:
                 keep.append((at, seq, node, key, token))
         self._deferred = keep
