@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_SECONDS ?= 20
 
-.PHONY: install test test-unit test-sim test-integration test-docs docs demo bench bench-peers lint clean
+.PHONY: install test test-unit test-sim test-integration test-docs docs demo bench bench-peers lint clean test-props sim-table
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,18 @@ test-sim: $(STAMP)
 # 128 node processes on this machine: minutes, so not part of `make test`.
 test-slow: $(STAMP)
 	RUN_SLOW_TESTS=1 $(PY) -m pytest tests/slow -q -rP
+
+# The property tests (tests/sim/test_*_properties.py) randomized, with PROPS_SCALE
+# times the examples `make test` runs derandomized (~15 min at 20 on 2 cores).
+PROPS_SCALE ?= 20
+test-props: $(STAMP)
+	PARTISAN_PROPS_SCALE=$(PROPS_SCALE) $(PY) -m pytest tests/sim/test_hyparview_properties.py \
+		tests/sim/test_mesh_properties.py tests/sim/test_plumtree_properties.py -q
+
+# The HyParView paper's reliability rows at n = 10,000 (on-use and reset failure
+# models, 1,000 broadcasts each) written into docs/simulator.md.
+sim-table: $(STAMP)
+	$(PY) -m partisan.membership.table --write
 
 test-integration: $(STAMP)
 	$(PY) -m pytest tests/integration -q

@@ -24,6 +24,10 @@ from partisan.membership.hyparview_messages import DisconnectNotice
 from partisan.membership.sim import LinkModel, Simulator
 from partisan.membership.types import Received
 
+#: 1 in `make test` (derandomized: the same examples every run); `make test-props`
+#: sets it (randomized, that many times the examples; see tests/conftest.py).
+SCALE = max(1, int(os.environ.get("PARTISAN_PROPS_SCALE") or 0))
+
 # Heartbeat-like detection of crashed peers, as the real transport provides.
 CRASH_DETECT = 1.0
 SMALL = HyParViewConfig(active_size=3, active_min_size=2, passive_size=8, arwl=4, prwl=2)
@@ -137,9 +141,8 @@ def _run_schedule(seed: int, size: int, ops: Sequence[Op], hv: HyParViewConfig) 
 
 
 @settings(
-    max_examples=60,
+    max_examples=60 * SCALE,
     deadline=None,
-    derandomize=True,
     suppress_health_check=[HealthCheck.too_slow],
 )
 @given(seed=st.integers(0, 2**32), size=st.integers(2, 24), ops=ops_strategy)
@@ -148,7 +151,7 @@ def _run_schedule(seed: int, size: int, ops: Sequence[Op], hv: HyParViewConfig) 
 # newcomer knew nobody else (fixed: the contact seeds its passive view).
 @example(seed=1, size=4, ops=[("leave", 0)])
 @example(seed=0, size=3, ops=[("leave", 0)])
-@pytest.mark.timeout(100)
+@pytest.mark.timeout(100 * SCALE)
 def test_views_stay_valid_and_heal_to_a_symmetric_connected_overlay(
     seed: int, size: int, ops: list[Op]
 ) -> None:
@@ -158,9 +161,8 @@ def test_views_stay_valid_and_heal_to_a_symmetric_connected_overlay(
 
 
 @settings(
-    max_examples=60,
+    max_examples=60 * SCALE,
     deadline=None,
-    derandomize=True,
     suppress_health_check=[HealthCheck.too_slow],
 )
 @given(seed=st.integers(0, 2**32), size=st.integers(2, 40), ops=ops_strategy)
@@ -175,7 +177,7 @@ def test_views_stay_valid_and_heal_to_a_symmetric_connected_overlay(
     size=7,
     ops=[("partition", 255), ("leave", 0), ("leave", 202), ("join", 54), ("join", 124)],
 )
-@pytest.mark.timeout(100)
+@pytest.mark.timeout(100 * SCALE)
 def test_small_views_under_churn(seed: int, size: int, ops: list[Op]) -> None:
     """Small views make evictions, refusals and repair rounds the common case.
 
@@ -186,9 +188,9 @@ def test_small_views_under_churn(seed: int, size: int, ops: list[Op]) -> None:
     _settle_and_check(sim, SMALL, saturated_islands_allowed=True)
 
 
-@settings(max_examples=20, deadline=None, derandomize=True)
+@settings(max_examples=20 * SCALE, deadline=None)
 @given(seed=st.integers(0, 2**32), pick=st.integers(0, 10_000))
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(60 * SCALE)
 def test_a_node_whose_known_peers_all_died_is_found_by_a_survivor_listing_it(
     seed: int, pick: int
 ) -> None:

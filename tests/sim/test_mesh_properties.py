@@ -15,6 +15,7 @@ check that they never come back.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -30,15 +31,20 @@ from partisan.membership.sim import LinkModel, Simulator
 from partisan.membership.static import DirectPeers
 from partisan.membership.types import PeerUp
 
+#: 1 in `make test` (derandomized: the same examples every run); `make test-props`
+#: sets it (randomized, that many times the examples; see tests/conftest.py).
+SCALE = max(1, int(os.environ.get("PARTISAN_PROPS_SCALE") or 0))
+
+pytestmark = pytest.mark.timeout(120 * SCALE)
+
 CONFIG = Config(gossip_interval=1.0, connection_interval=0.5)
 #: After healing: a few gossip and re-dial rounds (delays are milliseconds).
 SETTLE = 4 * CONFIG.gossip_interval + 4 * CONFIG.connection_interval
 STEP = 0.05  # virtual time between scheduled operations
 
 PROPERTY = settings(
-    max_examples=100,
+    max_examples=100 * SCALE,
     deadline=None,
-    derandomize=True,  # the same schedules in every run: CI stays reproducible
     suppress_health_check=[HealthCheck.too_slow],
 )
 
@@ -202,7 +208,7 @@ def test_full_mesh_converges_and_left_nodes_never_return(schedule: list[Op], see
     check_mesh_converged(run)
 
 
-@settings(PROPERTY, max_examples=25)
+@settings(PROPERTY, max_examples=25 * SCALE)
 @given(
     schedule=ops,
     seed=st.integers(0, 2**16),

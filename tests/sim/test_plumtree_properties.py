@@ -8,6 +8,7 @@ live node joined to the source by live nodes, whatever crashes happen.
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Sequence
 
@@ -27,6 +28,10 @@ from partisan.membership.types import (
     PeerDown,
     TimerFired,
 )
+
+#: 1 in `make test` (derandomized: the same examples every run); `make test-props`
+#: sets it (randomized, that many times the examples; see tests/conftest.py).
+SCALE = max(1, int(os.environ.get("PARTISAN_PROPS_SCALE") or 0))
 
 
 class Fixed:
@@ -96,8 +101,8 @@ schedules = st.lists(
 )
 
 
-@pytest.mark.timeout(90)
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.mark.timeout(90 * SCALE)
+@settings(max_examples=60 * SCALE, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     seed=st.integers(0, 10**6),
     n=st.integers(2, 30),
@@ -191,8 +196,8 @@ hv_ops = st.lists(
 )
 
 
-@pytest.mark.timeout(120)
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.mark.timeout(120 * SCALE)
+@settings(max_examples=25 * SCALE, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 10**6), n=st.integers(3, 25), ops=hv_ops)
 def test_plumtree_over_hyparview_under_churn(seed: int, n: int, ops: list[tuple[str, int]]) -> None:
     """Churn with broadcasts in flight, then settle: one tree, exactly once, RMR 0."""
