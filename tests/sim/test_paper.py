@@ -4,18 +4,32 @@ One overlay is built once per module (1,000 nodes join one by one through n1,
 then 50 shuffle rounds) and every scenario runs on a pickled copy of it, so
 the file costs one overlay build plus a few seconds per scenario.
 
-Reliability and RMR targets are the paper's (they do not depend on n). Graph
-bounds do: at n = 1,000 the paper's own formula would give smaller views, and
-we keep the paper's 5/30, so path length and clustering are calibrated from
-our runs (seeds 1-5 at n = 1,000 with the paper's 5/30 views, recalibrated
-after passive probes and jittered shuffle periods were added: avg path
-4.70-4.71, clustering 0.0024-0.0048, flood last-delivery hop 6.6-6.7 mean and
-7 max, flood RMR 3.00; T9 heals in 0 rounds at 50/80/90% for all five) and the bounds below leave a margin around
-them. `SEED` is pinned; a failing seed is printed by every assertion.
+Every bound comes from the paper (TR DI-FCUL TR-07-13) and papers.md §6, none
+from our own output:
+
+* Reliability (T5-T8), RMR (T11, T12), healing rounds (T9) and Cyclon's
+  reliability (T10) do not depend on n: the bounds are papers.md §6's pass
+  criteria for the paper's rows. They hold under the simulator's default
+  failure model, ``reset`` (both ends of a TCP connection learn that it
+  closed); docs/simulator.md shows why the paper's rows cannot hold under
+  ``on-use`` (the dead peer found only when sent to) and gives both models'
+  table at n = 10,000 (``make sim-table``).
+* Graph metrics depend on n, and we keep the paper's 5/30 views at n = 1,000.
+  For a random graph of fixed degree k, path lengths grow as log n (log_{k-1} n)
+  and the clustering coefficient falls as 1/n, so the paper's n = 10,000 values
+  are scaled to n = 1,000 and papers.md's tolerance scaled with them:
+  average path 6.39 x log(1,000)/log(10,000) = 4.79, +-8% (log_4 n, the
+  random-regular estimate, is 4% above the paper's 6.39 at n = 10,000; the
+  tolerance is twice that); last delivery hop 9.0 x 3/4 = 6.75, +-1 hop as in
+  papers.md T4; clustering 0.00092 x 10 = 0.0092, at most 2x that as papers.md
+  T2 allows (0.002 at n = 10,000).
+
+`SEED` is pinned; a failing seed is printed by every assertion.
 """
 
 from __future__ import annotations
 
+import math
 import pickle
 import random
 
@@ -35,6 +49,13 @@ from partisan.membership.sim import BroadcastRecord, Simulator
 SEED = 1
 N = 1000
 SPEC = ExperimentSpec(n=N, seed=SEED, broadcasts=100)
+assert SPEC.crash_detect_delay == 0.0  # the reset model (see the module docstring)
+
+#: The paper's n = 10,000 graph metrics (TR Table 1) scaled to N (module docstring).
+LOG_SCALE = math.log(N) / math.log(10_000)
+AVG_PATH = (6.39 * LOG_SCALE * 0.92, 6.39 * LOG_SCALE * 1.08)
+LAST_HOP = (9.0 * LOG_SCALE - 1, 9.0 * LOG_SCALE + 1)
+CLUSTERING_MAX = 2 * 0.00092 * 10_000 / N
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -68,8 +89,8 @@ def test_t1_t2_t3_stable_overlay_shape(overlay: bytes) -> None:
     assert 0 not in hist, f"seed={SEED}: a node nobody knows: {hist}"
     assert max(hist) <= 5
     assert result["connected"] and result["symmetric"]
-    assert result["clustering"] <= 0.006, f"seed={SEED}: {result['clustering']}"  # T2 (calibrated)
-    assert 4.4 <= result["avg_path"] <= 5.0, f"seed={SEED}: {result['avg_path']}"  # T3 (calibrated)
+    assert result["clustering"] <= CLUSTERING_MAX, f"seed={SEED}: {result['clustering']}"  # T2
+    assert AVG_PATH[0] <= result["avg_path"] <= AVG_PATH[1], f"seed={SEED}: {result}"  # T3
     assert result["avg_path_sources"] == N  # exact at this size
 
 
@@ -79,19 +100,26 @@ def test_t4_t5_t11_flood_on_the_stable_overlay(overlay: bytes) -> None:
     assert all(r.reliability == 1.0 for r in records), f"seed={SEED}"  # T5: every message
     stats = summarize(records)
     assert 2.9 <= stats["rmr"] <= 3.1, f"seed={SEED}: flood RMR {stats['rmr']}"  # T11: k - 2
-    assert 6 <= stats["last_delivery_hop"] <= 8, f"seed={SEED}: LDH {stats}"  # T4 (calibrated)
+    assert LAST_HOP[0] <= stats["last_delivery_hop"] <= LAST_HOP[1], f"seed={SEED}: {stats}"  # T4
     assert stats["duplicates"] == 0
 
 
-@pytest.mark.parametrize(("fail", "target"), [(0.5, 0.995), (0.8, 0.98)])
-def test_t6_t7_reliability_after_massive_failures(
-    overlay: bytes, fail: float, target: float
-) -> None:
+# papers.md §6: T6 >= 99.5% up to 70% failed, T7 >= 98% at 80/90%, over the paper's
+# 1,000 broadcasts (the first goes out at the crash instant, before any reset
+# arrives: from a survivor whose neighbours all died it reaches itself alone,
+# which 100 broadcasts would weigh ten times as much as the paper does). T8
+# (85-95% at 95%) is checked at n = 10,000 only (docs/simulator.md, `make
+# sim-table`): here 50 nodes survive, and the mean is decided by how many of
+# those 50 still hold a live passive entry (81% at seed 1, 91% with other victims).
+# T6 is checked at 70%, its hardest row (50% costs 6 s more for the same rule;
+# the n = 10,000 table has it).
+@pytest.mark.parametrize(("fail", "low"), [(0.7, 0.995), (0.8, 0.98), (0.9, 0.98)])
+def test_t6_t7_reliability_after_massive_failures(overlay: bytes, fail: float, low: float) -> None:
     sim = restore(overlay)
-    spec = ExperimentSpec(n=N, seed=SEED, fail=fail, broadcasts=100)
+    spec = ExperimentSpec(n=N, seed=SEED, fail=fail, broadcasts=1000)
     records = fail_and_broadcast(sim, spec, random.Random(f"{SEED}/{fail}"))
     stats = summarize(records)
-    assert stats["reliability"] >= target, f"seed={SEED} fail={fail}: {stats}"
+    assert stats["reliability"] >= low, f"seed={SEED} fail={fail}: {stats}"
     assert stats["duplicates"] == 0
 
 
@@ -159,9 +187,9 @@ def test_t10_cyclon_baseline_shows_the_papers_gap() -> None:
     sim = build_overlay(spec)
     records = fail_and_broadcast(sim, spec, random.Random(SEED))
     reliability = summarize(records)["reliability"]
-    # The paper: Cyclon 73.4% at 50% failures (n = 10,000) vs HyParView 100%.
-    # Ours at n = 1,000, seeds 1-3: 70.3%, 69.9%, 64.8% (and ~97% without failures).
-    assert 0.60 <= reliability <= 0.85, f"seed={SEED}: cyclon reliability {reliability}"
+    # The paper: Cyclon 73.4% at 50% failures (n = 10,000) vs HyParView 100%;
+    # papers.md T10 accepts 65-80% (ours at n = 1,000, seeds 1-3: 70.3%, 69.9%, 64.8%).
+    assert 0.65 <= reliability <= 0.80, f"seed={SEED}: cyclon reliability {reliability}"
 
 
 def lists(sim: Simulator, name: str, x: str) -> bool:
