@@ -48,8 +48,8 @@ def register(subparsers: Any) -> None:
         default="reset",
         choices=("reset", "on-use"),
         help="how peers learn of a crash: 'reset' (connected peers see the connection "
-        "close one link delay later, as with a killed process) or 'on-use' (only when "
-        "they next send to it)",
+        "close one link delay later, as with a killed process: the paper's model, "
+        "docs/simulator.md) or 'on-use' (only when they next send to it)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.set_defaults(func=_run)
