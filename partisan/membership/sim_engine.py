@@ -245,7 +245,9 @@ class Engine:
                         if channel == BROADCAST_CHANNEL and layer is not None:
                             receive = node.layer_receive
                             if receive is not None:
-                                apply(node, BROADCAST, receive(sender, msg, at))
+                                actions = receive(sender, msg, at)
+                                if actions:  # most flood copies are duplicates: none
+                                    apply(node, BROADCAST, actions)
                             else:
                                 apply(node, BROADCAST, layer.handle(Received(sender, msg), at))
                         elif node.receive is not None:
