@@ -173,6 +173,12 @@ _REFUSE = NeighborReply(False)
 class HyParView(Shuffling):
     """The HyParView membership manager; see the module docstring."""
 
+    __slots__ = (
+        "_arwl",
+        "_prwl",
+        "_left",
+    )
+
     name = "hyparview"
 
     def __init__(self, self_spec: NodeSpec, config: Config, rng: Random) -> None:

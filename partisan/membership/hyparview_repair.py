@@ -46,6 +46,22 @@ _PROBE = PassiveProbe()
 class Repair(Views):
     """Views plus the promotion rounds that keep the active view full."""
 
+    __slots__ = (
+        "_active_min",
+        "_promote_interval",
+        "_pending",
+        "_pending_since",
+        "_probe",
+        "_tried",
+        "_attempts",
+        "_urgent",
+        "_hungry",
+        "_escalate",
+        "_wants_repair",
+        "_contact",
+        "_promote_armed",
+    )
+
     def __init__(self, self_spec: NodeSpec, config: Config, rng: Random) -> None:
         super().__init__(self_spec, config, rng)
         hv = config.hyparview

@@ -56,6 +56,14 @@ def _shuffle(origin: NodeSpec, nodes: tuple[NodeSpec, ...], ttl: int) -> Shuffle
 class Shuffling(Repair):
     """Views and repair plus the shuffle walks."""
 
+    __slots__ = (
+        "_ka",
+        "_kp",
+        "_shuffle_ttl",
+        "_shuffle_interval",
+        "_sent_in_shuffle",
+    )
+
     def __init__(self, self_spec: NodeSpec, config: Config, rng: Random) -> None:
         super().__init__(self_spec, config, rng)
         hv = config.hyparview
