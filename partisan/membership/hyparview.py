@@ -175,8 +175,8 @@ class HyParView(Shuffling):
 
     __slots__ = (
         "_arwl",
-        "_prwl",
         "_left",
+        "_prwl",
     )
 
     name = "hyparview"

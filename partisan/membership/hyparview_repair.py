@@ -48,18 +48,18 @@ class Repair(Views):
 
     __slots__ = (
         "_active_min",
-        "_promote_interval",
+        "_attempts",
+        "_contact",
+        "_escalate",
+        "_hungry",
         "_pending",
         "_pending_since",
         "_probe",
-        "_tried",
-        "_attempts",
-        "_urgent",
-        "_hungry",
-        "_escalate",
-        "_wants_repair",
-        "_contact",
         "_promote_armed",
+        "_promote_interval",
+        "_tried",
+        "_urgent",
+        "_wants_repair",
     )
 
     def __init__(self, self_spec: NodeSpec, config: Config, rng: Random) -> None:

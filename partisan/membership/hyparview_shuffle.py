@@ -59,9 +59,9 @@ class Shuffling(Repair):
     __slots__ = (
         "_ka",
         "_kp",
-        "_shuffle_ttl",
-        "_shuffle_interval",
         "_sent_in_shuffle",
+        "_shuffle_interval",
+        "_shuffle_ttl",
     )
 
     def __init__(self, self_spec: NodeSpec, config: Config, rng: Random) -> None:
