@@ -37,7 +37,7 @@ test-slow: $(STAMP)
 # times the examples `make test` runs derandomized (~15 min at 20 on 2 cores).
 PROPS_SCALE ?= 20
 test-props: $(STAMP)
-	PARTISAN_PROPS_SCALE=$(PROPS_SCALE) $(PY) -m pytest tests/sim/test_hyparview_properties.py \
+	PROPS_SCALE=$(PROPS_SCALE) $(PY) -m pytest tests/sim/test_hyparview_properties.py \
 		tests/sim/test_mesh_properties.py tests/sim/test_plumtree_properties.py -q
 
 # The HyParView paper's reliability rows at n = 10,000 (on-use and reset failure

@@ -10,14 +10,14 @@ from hypothesis import HealthCheck, settings
 
 # Property tests: `make test` runs the same examples every time (derandomized,
 # no example database), so a red run is reproducible and CI never flakes on a
-# newly found example; `make test-props` sets PARTISAN_PROPS_SCALE for a long
+# newly found example; `make test-props` sets PROPS_SCALE for a long
 # randomized run with that many times the examples (the test files scale their
 # max_examples and timeouts by it), and prints a blob to replay any failure.
 _COMMON = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow]}
 settings.register_profile("derandomized", derandomize=True, database=None, **_COMMON)
 settings.register_profile("randomized", derandomize=False, print_blob=True, **_COMMON)
 settings.load_profile(
-    "randomized" if int(os.environ.get("PARTISAN_PROPS_SCALE") or 0) else "derandomized"
+    "randomized" if int(os.environ.get("PROPS_SCALE") or 0) else "derandomized"
 )
 
 # tests/slow takes minutes (128 node processes): `make test-slow` runs it.

@@ -33,7 +33,7 @@ from partisan.membership.types import PeerUp
 
 #: 1 in `make test` (derandomized: the same examples every run); `make test-props`
 #: sets it (randomized, that many times the examples; see tests/conftest.py).
-SCALE = max(1, int(os.environ.get("PARTISAN_PROPS_SCALE") or 0))
+SCALE = max(1, int(os.environ.get("PROPS_SCALE") or 0))
 
 pytestmark = pytest.mark.timeout(120 * SCALE)
 
