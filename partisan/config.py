@@ -207,6 +207,9 @@ class Config:
     max_frame_bytes: int = 256 * 1024 * 1024
     #: The CURVE key directory (`public_keys/`, `private_keys/`).
     key_dir: str | None = None
+    #: Seconds between re-reads of the key directory: a removed public key refuses new
+    #: handshakes and closes that peer's live links (`NodeDown` reason `revoked`) within it.
+    key_refresh_interval: float = 1.0
     #: Disable CURVE (loud warning); loopback binds only unless the next field is set.
     insecure: bool = False
     #: Allow an insecure node to bind a non-loopback address.
@@ -231,6 +234,7 @@ class Config:
         "reconnect_interval",
         "reconnect_interval_max",
         "handshake_timeout",
+        "key_refresh_interval",
         "call_timeout",
         "shutdown_timeout",
         "send_buffer_bytes",

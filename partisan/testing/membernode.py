@@ -10,7 +10,10 @@ Commands: ``join`` (target) · ``leave`` (node, optional) · ``view`` — member
 nodes, the manager's active and passive views · ``events`` — every
 `NodeUp`/`NodeDown` the application saw, in order · ``serve`` (name) — start
 an echo actor registered as `name` that answers every call with
-``[node, request]`` · ``drops`` — the runtime's drop counters · ``exit``.
+``[node, request]`` · ``calls`` (target, node, count) — call such an actor
+and return the round trips · ``drops`` — the runtime's drop counters ·
+``security`` — rejected frames, refused HELLOs, decoder calls, the ZAP
+handler's decisions, revocations and the RSS · ``exit``.
 
 Broadcast and relay (docs/broadcast.md): an actor registered as ``"bc"``
 records every message it gets. ``broadcast`` (count, tag) calls
@@ -90,6 +93,31 @@ class MemberNode:
     async def cmd_events(self) -> dict[str, Any]:
         return {"events": list(self.events)}
 
+    async def cmd_security(self) -> dict[str, Any]:
+        """Link rejections, refusals, decoder calls, ZAP decisions, revocations; RSS."""
+        links = self.node.links
+        stats = links.statistics()
+        auth = links.auth_statistics()
+        return {
+            "rejected": dict(stats.rejected),
+            "refused": stats.refused,
+            "decoded": stats.decoded,
+            "handshakes": stats.handshakes,
+            "auth": dataclasses.asdict(auth) if auth is not None else None,
+            "revoked": links.revoked,
+            "rss": _rss(),
+        }
+
+    async def cmd_calls(self, target: str, node: str, count: int) -> dict[str, Any]:
+        """Call the echo actor `target` on `node` `count` times; the round trips in ms."""
+        loop = asyncio.get_running_loop()
+        rtts = []
+        for i in range(count):
+            start = loop.time()
+            await partisan.call((target, node), i, timeout=5.0)
+            rtts.append((loop.time() - start) * 1000)
+        return {"rtts": rtts}
+
     async def cmd_exit(self) -> None:
         self.stop.set()
 
@@ -141,6 +169,18 @@ class MemberNode:
         except Exception as exc:  # reported to the harness, which raises it in the test
             answer = {"id": ident, "ok": False, "error": type(exc).__name__, "message": str(exc)}
         print(json.dumps(answer), flush=True)
+
+
+def _rss() -> int | None:
+    """This process's resident set size in bytes (Linux), else None."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 async def _echo() -> None:

@@ -17,7 +17,9 @@ and an existing key is never overwritten.
 
 Decisions: a key listed under two names is ambiguous and admitted under
 neither (fail closed, logged loudly). Removing a key file stops new
-handshakes with it after the next refresh; it does not cut live connections.
+handshakes with it after the next refresh; `generation` tells watchers that
+the admitted keys changed (the links then close a revoked peer's live
+sessions: `partisan.transport.revocation`).
 """
 
 from __future__ import annotations
@@ -165,6 +167,8 @@ class KeyStore:
         self._signature: tuple[int, int] | None = None
         self._settled = False
         self.refreshes = 0
+        #: Grows by one each time the admitted keys change (watchers compare it).
+        self.generation = 0
         if not self._public_dir.is_dir():
             raise ConfigError(f"no public key directory at {self._public_dir}")
         self.refresh(force=True)
@@ -275,6 +279,8 @@ class KeyStore:
                 )
         changed = by_name != self._by_name or by_key != self._by_key
         self._by_name, self._by_key = by_name, by_key
+        if changed:
+            self.generation += 1
         return changed
 
 

@@ -41,7 +41,7 @@ import zmq
 from partisan.config import ChannelSpec, Config
 from partisan.errors import ConfigError
 from partisan.identity import NodeSpec
-from partisan.transport.auth import Authenticator
+from partisan.transport.auth import Authenticator, AuthStatistics
 from partisan.transport.credits import Credits
 from partisan.transport.detection import Detection
 from partisan.transport.dispatch import Dispatch
@@ -53,6 +53,7 @@ from partisan.transport.keys import KeyStore
 from partisan.transport.outbound import Outbound
 from partisan.transport.peer import Peer, PeerTable
 from partisan.transport.receive import Receiver
+from partisan.transport.revocation import KeyWatch
 from partisan.transport.sockets import make_router, raise_nofile_limit
 from partisan.transport.statistics import (
     LinkStatistics,
@@ -109,6 +110,7 @@ class Links:
         # in between (the method below documents it and does the same).
         self.send = outbound.send  # type: ignore[method-assign]  # an instance binding of the same signature
         self._auth: Authenticator | None = None
+        self._keywatch: KeyWatch | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -148,8 +150,16 @@ class Links:
                         "'partisan keys new DIR --node NAME' or pass insecure=True"
                     )
                 local.keystore = KeyStore(self.config.key_dir, self.name)
-                self._auth = Authenticator(context, local.keystore)
+                interval = self.config.key_refresh_interval
+                self._auth = Authenticator(context, local.keystore, refresh_interval=interval)
                 self._auth.start(loop)
+                self._keywatch = KeyWatch(
+                    local.keystore,
+                    self._table,
+                    lambda peer, reason: self._detection.teardown(peer, reason),
+                    interval=interval,
+                )
+                self._keywatch.start(loop)
             else:
                 log.warning(
                     "node %s runs INSECURE: no encryption, no authentication; any process "
@@ -216,6 +226,8 @@ class Links:
     def _shutdown_sockets(self) -> None:
         local = self._local
         self._detection.stop()
+        if self._keywatch is not None:
+            self._keywatch.stop()
         if local.router is not None:
             if local.loop is not None:
                 local.loop.remove_reader(local.router.FD)
@@ -387,6 +399,15 @@ class Links:
             unread_peak=self.gauge.peak,
             inbound_buffer_bytes=self.gauge.limit,
         )
+
+    def auth_statistics(self) -> AuthStatistics | None:
+        """The ZAP handler's decisions (None when insecure or before `start`)."""
+        return self._auth.statistics() if self._auth is not None else None
+
+    @property
+    def revoked(self) -> int:
+        """Peers whose links were closed because their public key was removed."""
+        return self._keywatch.revoked if self._keywatch is not None else 0
 
     def traffic(self, peer: str) -> int:
         """Messages sent to and received from `peer` so far, membership excluded.
