@@ -208,7 +208,7 @@ def flood(host: str, port: int, count: int, slow: int, seconds: float) -> dict[s
         s = socket.socket()
         s.setblocking(False)
         s.connect_ex((host, port))
-        opened[s] = start
+        opened[s] = time.monotonic()
         selector.register(s, selectors.EVENT_READ, "slow" if i >= count else "junk")
     closed: dict[str, list[float]] = {"junk": [], "slow": []}
     slow_socks = [s for s, k in ((key.fileobj, key.data) for key in selector.get_map().values()) if k == "slow"]
@@ -234,8 +234,8 @@ def flood(host: str, port: int, count: int, slow: int, seconds: float) -> dict[s
                 continue
             except OSError:
                 data = b""
-            if not data:
-                closed[key.data].append(time.monotonic() - start)
+            if not data:  # how long the server kept this connection open
+                closed[key.data].append(time.monotonic() - opened[s])
                 selector.unregister(s)
                 s.close()
     left = len(selector.get_map())
