@@ -15,13 +15,42 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-test: $(STAMP) test-tools
+test: $(STAMP) test-tools chaos-tools-optional
 	$(PY) -m pytest tests -q
 
 # The terminal test of `partisan cluster top` drives it in tmux; without tmux it is skipped.
 .PHONY: test-tools
 test-tools:
 	command -v tmux >/dev/null || (apt-get install -y tmux || echo 'tmux not installed: the terminal test will be skipped')
+
+# Simulated hosts (network namespaces, a bridge, iptables) for the chaos tier.
+# `make test` runs its quick scenarios when these work and skips them, saying why, when not.
+.PHONY: chaos-tools chaos-tools-optional chaos fuzz
+chaos-tools:
+	command -v ip >/dev/null && command -v iptables >/dev/null && command -v ss >/dev/null || \
+		apt-get install -y iproute2 iptables
+
+chaos-tools-optional:
+	-@$(MAKE) --no-print-directory chaos-tools >/dev/null 2>&1 || \
+		echo 'iproute2/iptables not installed: the chaos scenarios of make test will be skipped'
+
+# The reliability and security bar on simulated hosts: a table scenario x figure x goal x
+# verdict (PASS at or under the figure, MARGINAL within 3x, FAIL beyond), also written as
+# JSON to $(CHAOS_JSON). Needs root, ip and iptables: a missing capability fails in one line.
+CHAOS_JSON ?= chaos-report.json
+chaos: $(STAMP) chaos-tools
+	@$(PY) -c "from partisan.testing.hosts import capability_problem as c; p = c(); \
+		raise SystemExit(f'make chaos: {p}' if p else 0)"
+	CHAOS_FULL=1 CHAOS_REQUIRE=1 CHAOS_JSON=$(CHAOS_JSON) $(PY) -m pytest tests/chaos -q -p no:cacheprovider
+
+# S7: coverage-guided fuzzing (atheris) of what a node parses before unpickling, for
+# FUZZ_SECONDS; findings land in fuzz-artifacts/. Falls back to hypothesis, saying so,
+# when atheris has no wheel for this interpreter.
+FUZZ_SECONDS ?= 600
+fuzz: $(STAMP)
+	$(PY) -c "import atheris" 2>/dev/null || $(PY) -m pip install --quiet 'atheris>=2.3' || \
+		echo 'atheris did not install: fuzzing with the hypothesis fallback'
+	FUZZ_SECONDS=$(FUZZ_SECONDS) $(PY) tests/fuzz/fuzz_wire.py
 
 test-unit: $(STAMP)
 	$(PY) -m pytest tests/unit -q
