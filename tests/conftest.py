@@ -16,9 +16,7 @@ from hypothesis import HealthCheck, settings
 _COMMON = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow]}
 settings.register_profile("derandomized", derandomize=True, database=None, **_COMMON)
 settings.register_profile("randomized", derandomize=False, print_blob=True, **_COMMON)
-settings.load_profile(
-    "randomized" if int(os.environ.get("PROPS_SCALE") or 0) else "derandomized"
-)
+settings.load_profile("randomized" if int(os.environ.get("PROPS_SCALE") or 0) else "derandomized")
 
 # tests/slow takes minutes (128 node processes): `make test-slow` runs it.
 collect_ignore_glob = [] if os.environ.get("RUN_SLOW_TESTS") else ["slow/*"]

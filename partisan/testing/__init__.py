@@ -10,6 +10,9 @@
 - `Cluster`: a real local cluster for a test, through ``partisan cluster up``
   (``with``/``async with``; kill, restart, wait, status, a client node);
   `connect` joins a running cluster's directory as a hidden node.
+- `SimulatedHosts`: nodes on simulated hosts — a network namespace each, on
+  a private bridge — for tests of bind vs advertised addresses, real
+  partitions and hostile clients (root, ``ip`` and ``iptables``).
 - `partisan.testing.plugin`: pytest fixtures (``no_leaks``, ``node_factory``,
   ``key_dir``, ``fast_heartbeats``, ``partisan_cluster``); load it with
   ``-p partisan.testing.plugin`` or import the fixtures in a conftest.
@@ -18,6 +21,7 @@
 from __future__ import annotations
 
 from partisan.testing.cluster import Cluster, ClusterClient, ClusterCommandError, connect
+from partisan.testing.hosts import HostsUnavailable, SimulatedHost, SimulatedHosts
 from partisan.testing.leaks import Snapshot
 from partisan.testing.process import NodeProcess, NodeProcessError
 from partisan.testing.waiting import (
@@ -32,8 +36,11 @@ __all__ = [
     "Cluster",
     "ClusterClient",
     "ClusterCommandError",
+    "HostsUnavailable",
     "NodeProcess",
     "NodeProcessError",
+    "SimulatedHost",
+    "SimulatedHosts",
     "Snapshot",
     "WaitTimeout",
     "async_wait_until",

@@ -312,7 +312,9 @@ def leftovers(prefix: str, pids: Sequence[int] = ()) -> list[str]:
     found = [f"namespace {ns}" for ns in _namespaces() if ns.startswith(prefix)]
     veth_stem = f"pc{prefix[3:].split('x')[0]}h"
     links = _run("ip", "-o", "link", "show", check=False).stdout
-    found += [f"link {line.split(':')[1].strip()}" for line in links.splitlines() if veth_stem in line]
+    found += [
+        f"link {line.split(':')[1].strip()}" for line in links.splitlines() if veth_stem in line
+    ]
     rules = _run("iptables", "-w", "-S", check=False).stdout
     found += [f"iptables {line}" for line in rules.splitlines() if prefix in line]
     for pid in pids:

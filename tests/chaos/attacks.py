@@ -21,6 +21,7 @@ nothing here waits forever.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
@@ -41,7 +42,13 @@ from partisan.transport.wire import WIRE_VERSION, Header, Kind, decode_header, e
 
 # A ZMTP 3.0 greeting offering the NULL mechanism (64 bytes).
 _NULL_GREETING = (
-    b"\xff" + b"\x00" * 8 + b"\x7f" + b"\x03\x00" + b"NULL".ljust(20, b"\x00") + b"\x00" + b"\x00" * 31
+    b"\xff"
+    + b"\x00" * 8
+    + b"\x7f"
+    + b"\x03\x00"
+    + b"NULL".ljust(20, b"\x00")
+    + b"\x00"
+    + b"\x00" * 31
 )
 
 
@@ -63,10 +70,8 @@ def plaintext(endpoint: str, marker: str) -> dict[str, Any]:
     monitor = sock.get_monitor_socket()
     sock.connect(endpoint)
     for _ in range(3):
-        try:
+        with contextlib.suppress(zmq.Again):
             sock.send_multipart([payload, payload], zmq.NOBLOCK)
-        except zmq.Again:
-            pass
     events = []
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and "HANDSHAKE_FAILED_PROTOCOL" not in events:
@@ -155,7 +160,7 @@ def insider(
                 frames = sock.recv_multipart()
                 try:
                     answers.append(decode_header(frames[0]).kind.name)
-                except Exception as exc:  # noqa: BLE001  # reported, not raised
+                except Exception as exc:  # reported, not raised
                     answers.append(f"undecodable: {exc}")
                 if until is not None and answers[-1] == until:
                     return True
@@ -167,7 +172,9 @@ def insider(
         if op == "hello":  # hello CLAIMED_NAME
             sock.send_multipart(_hello(args[0], incarnation, session, server_name, pair.public))
             ok = pump("WELCOME", 3.0) or "REFUSE" in answers
-            results.setdefault("hello", []).append(answers[-1] if answers else ("none" if ok else "timeout"))
+            results.setdefault("hello", []).append(
+                answers[-1] if answers else ("none" if ok else "timeout")
+            )
         elif op == "data":  # data SENDER SEQ [COUNT]
             for i in range(args[2] if len(args) > 2 else 1):
                 sock.send_multipart(_data(args[0], incarnation, args[1] + i, ("x", i)))
@@ -211,7 +218,11 @@ def flood(host: str, port: int, count: int, slow: int, seconds: float) -> dict[s
         opened[s] = time.monotonic()
         selector.register(s, selectors.EVENT_READ, "slow" if i >= count else "junk")
     closed: dict[str, list[float]] = {"junk": [], "slow": []}
-    slow_socks = [s for s, k in ((key.fileobj, key.data) for key in selector.get_map().values()) if k == "slow"]
+    slow_socks = [
+        s
+        for s, k in ((key.fileobj, key.data) for key in selector.get_map().values())
+        if k == "slow"
+    ]
     sent = 0
     next_byte = start
     while time.monotonic() - start < seconds and len(selector.get_map()):
@@ -219,10 +230,8 @@ def flood(host: str, port: int, count: int, slow: int, seconds: float) -> dict[s
         if now >= next_byte and sent < len(_NULL_GREETING):
             for s in slow_socks:
                 if s.fileno() >= 0:
-                    try:
+                    with contextlib.suppress(OSError):
                         s.send(_NULL_GREETING[sent : sent + 1])
-                    except OSError:
-                        pass
             sent += 1
             next_byte = now + 1.0
         for key, _ in selector.select(0.05):
@@ -267,7 +276,9 @@ def proxy(listen_host: str, listen_port: int, target: str, record: str, seconds:
             upstream = socket.create_connection((host, int(port)))
             first = not threads
             for src, dst, rec in ((client, upstream, first), (upstream, client, False)):
-                t = threading.Thread(target=_pipe, args=(src, dst, record if rec else None), daemon=True)
+                t = threading.Thread(
+                    target=_pipe, args=(src, dst, record if rec else None), daemon=True
+                )
                 t.start()
                 threads.append(t)
     finally:
@@ -291,10 +302,8 @@ def _pipe(src: socket.socket, dst: socket.socket, record: str | None) -> None:
         if out is not None:
             out.close()
         for s in (src, dst):
-            try:
+            with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 def replay(host: str, port: int, record: str) -> dict[str, Any]:

@@ -74,7 +74,9 @@ def test_s1_wrong_cluster_key(
     # The stranger knows n1's public key (it can dial it) but is not in n1's allowlist.
     stranger = tmp_path / "stranger"
     create_keys(stranger, ["x1"])
-    (stranger / "public_keys" / "n1.key").write_bytes(public_key_path(keys["n1"], "n1").read_bytes())
+    (stranger / "public_keys" / "n1.key").write_bytes(
+        public_key_path(keys["n1"], "n1").read_bytes()
+    )
     x1 = node(h2, "x1", stranger)
     before = security(n1)
     elapsed, error = join_refused(x1, str(n1.spec))
@@ -112,7 +114,9 @@ def test_s2_impostor_on_a_peers_address(
     real.stop()
     fake_dir = tmp_path / "impostor"
     create_keys(fake_dir, ["n1"])
-    (fake_dir / "public_keys" / "n2.key").write_bytes(public_key_path(keys["n2"], "n2").read_bytes())
+    (fake_dir / "public_keys" / "n2.key").write_bytes(
+        public_key_path(keys["n2"], "n2").read_bytes()
+    )
     impostor = node(h1, "n1", fake_dir)
     assert str(impostor.spec).split("@")[1] == spec.split("@")[1]
     n2 = node(h2, "n2", keys["n2"])
@@ -174,7 +178,9 @@ def test_s4_spoofed_source(hosts: SimulatedHosts, host_keys: Keys, measure: Meas
     n1 = node(h1, "n1", keys["n1"])
     before = security(n1)
     forged = 20
-    seen = _insider(h2, n1, keys["n2"], [["hello", "n3"], ["hello", "n2"], ["data", "n3", 0, forged]])
+    seen = _insider(
+        h2, n1, keys["n2"], [["hello", "n3"], ["hello", "n2"], ["data", "n3", 0, forged]]
+    )
     assert seen["hello"] == ["REFUSE", "WELCOME"], seen
 
     def counted() -> dict[str, Any] | None:
@@ -193,7 +199,9 @@ def test_s4_spoofed_source(hosts: SimulatedHosts, host_keys: Keys, measure: Meas
 
 
 @pytest.mark.timeout(60)
-def test_s8_replay(hosts: SimulatedHosts, host_keys: Keys, tmp_path: Path, measure: Measure) -> None:
+def test_s8_replay(
+    hosts: SimulatedHosts, host_keys: Keys, tmp_path: Path, measure: Measure
+) -> None:
     """A recorded CURVE stream replayed on a new connection is refused; an in-session duplicate is dropped."""
     keys = host_keys(["n1", "n2"])
     h1, h2, h3 = hosts.add_host(), hosts.add_host(), hosts.add_host()
@@ -224,10 +232,16 @@ def test_s8_replay(hosts: SimulatedHosts, host_keys: Keys, tmp_path: Path, measu
             f"{seen['replayed_bytes']} bytes replayed; closed after {seen['closed_after']:.3f} s")  # fmt: skip
     # Inside a session: a DATA frame sent twice with the same sequence number.
     before = security(n1)
-    seen = _insider(h2, n1, keys["n2"], [["hello", "n2"], ["data", "n2", 1, 3], ["data", "n2", 2, 2]])
+    seen = _insider(
+        h2, n1, keys["n2"], [["hello", "n2"], ["data", "n2", 1, 3], ["data", "n2", 2, 2]]
+    )
     after = wait_until(
-        lambda: (s := security(n1))["rejected"].get("duplicate", 0)
-        - before["rejected"].get("duplicate", 0) >= 2 and s,
+        lambda: (
+            (s := security(n1))["rejected"].get("duplicate", 0)
+            - before["rejected"].get("duplicate", 0)
+            >= 2
+            and s
+        ),
         10,
         message=lambda: security(n1),
     )
@@ -372,4 +386,3 @@ def test_key_revocation(hosts: SimulatedHosts, host_keys: Keys, measure: Measure
     assert security(n1)["revoked"] == 1
     measure("KR", "key_revocation", "next connection refused", took, 1.0, "s",
             "the revoked node's next handshake is refused", error[:80])  # fmt: skip
-

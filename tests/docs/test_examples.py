@@ -14,6 +14,11 @@ NO_RUN = {
     ("README.md", "make demo and make test take minutes; make test runs this check itself"),
     ("docs/broadcast.md", "a fragment: `msg`, `request` and node n7 stand for your own cluster"),
     ("docs/design.md", "an interface sketch, not a program"),
+    ("docs/reliability.md", "needs root, ip and iptables; about a minute"),
+    (
+        "docs/testing.md",
+        "needs root and network namespaces; tests/chaos/test_hosts.py runs the real thing",
+    ),
     ("docs/simulator.md", "a summary of the Simulator's methods, not a program"),
     (
         "docs/transport.md",

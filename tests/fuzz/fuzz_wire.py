@@ -21,11 +21,11 @@ same time budget (``--fallback``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import sys
 import time
-
 from typing import Any
 
 from partisan.errors import ProtocolError
@@ -46,10 +46,8 @@ def one_input(data: bytes) -> None:
     """Feed one input to every pre-authentication parser; only ProtocolError may escape."""
     if not data:
         return
-    try:
+    with contextlib.suppress(ProtocolError):
         _TARGETS[data[0] % len(_TARGETS)](data[1:])
-    except ProtocolError:
-        pass
 
 
 def _fallback(seconds: float) -> int:
@@ -60,7 +58,9 @@ def _fallback(seconds: float) -> int:
     deadline = time.monotonic() + seconds
     rounds = 0
     while time.monotonic() < deadline:
-        settings(max_examples=5000, database=None, deadline=1000)(given(st.binary(max_size=4096))(one_input))()
+        settings(max_examples=5000, database=None, deadline=1000)(
+            given(st.binary(max_size=4096))(one_input)
+        )()
         rounds += 1
     print(f"fallback fuzzing: {rounds * 5000} inputs in {seconds:.0f} s, no finding")
     return 0
