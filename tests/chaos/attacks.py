@@ -208,54 +208,68 @@ def insider(
 
 
 def flood(host: str, port: int, count: int, slow: int, seconds: float) -> dict[str, Any]:
+    """Open `count` silent and `slow` slowloris connections; time how long each stays open.
+
+    A connection's clock starts when the TCP connect completes (the server
+    accepted it into its backlog); one still in SYN_SENT holds nothing of the
+    server's but a backlog slot, and is counted separately.
+    """
     selector = selectors.DefaultSelector()
-    opened: dict[socket.socket, float] = {}
+    established: dict[socket.socket, float] = {}
     start = time.monotonic()
     for i in range(count + slow):
         s = socket.socket()
         s.setblocking(False)
         s.connect_ex((host, port))
-        opened[s] = time.monotonic()
-        selector.register(s, selectors.EVENT_READ, "slow" if i >= count else "junk")
-    closed: dict[str, list[float]] = {"junk": [], "slow": []}
-    slow_socks = [
-        s
-        for s, k in ((key.fileobj, key.data) for key in selector.get_map().values())
-        if k == "slow"
-    ]
-    sent = 0
+        selector.register(s, selectors.EVENT_WRITE, "slow" if i >= count else "junk")
+    lifetimes: dict[str, list[float]] = {"junk": [], "slow": []}
+    slow_socks = {k.fileobj: k.data == "slow" for k in selector.get_map().values()}
+    sent = connected = 0
     next_byte = start
-    while time.monotonic() - start < seconds and len(selector.get_map()):
+    while time.monotonic() - start < seconds and selector.get_map():
         now = time.monotonic()
         if now >= next_byte and sent < len(_NULL_GREETING):
-            for s in slow_socks:
-                if s.fileno() >= 0:
+            for s in list(established):
+                if slow_socks.get(s):
                     with contextlib.suppress(OSError):
                         s.send(_NULL_GREETING[sent : sent + 1])
             sent += 1
             next_byte = now + 1.0
-        for key, _ in selector.select(0.05):
+        for key, events in selector.select(0.05):
             s = key.fileobj
             assert isinstance(s, socket.socket)
+            if events & selectors.EVENT_WRITE:  # the connect finished
+                if s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+                    selector.unregister(s)
+                    s.close()
+                    continue
+                established[s] = time.monotonic()
+                connected += 1
+                selector.modify(s, selectors.EVENT_READ, key.data)
+                continue
             try:
                 data = s.recv(4096)
             except BlockingIOError:
                 continue
             except OSError:
                 data = b""
-            if not data:  # how long the server kept this connection open
-                closed[key.data].append(time.monotonic() - opened[s])
+            if not data:  # the server closed it
+                lifetimes[key.data].append(time.monotonic() - established.pop(s))
                 selector.unregister(s)
                 s.close()
-    left = len(selector.get_map())
+    end = time.monotonic()
+    still_open = [end - established[k.fileobj] for k in selector.get_map().values()
+                  if k.fileobj in established]  # type: ignore[comparison-overlap]  # fmt: skip
+    pending = len(selector.get_map()) - len(still_open)
     for key in list(selector.get_map().values()):
         key.fileobj.close()  # type: ignore[union-attr]
     return {
-        "junk_closed": len(closed["junk"]),
-        "slow_closed": len(closed["slow"]),
-        "last_junk_close": max(closed["junk"], default=None),
-        "last_slow_close": max(closed["slow"], default=None),
-        "open_at_end": left,
+        "established": connected,
+        "junk_closed": len(lifetimes["junk"]),
+        "slow_closed": len(lifetimes["slow"]),
+        "longest_open": max(lifetimes["junk"] + lifetimes["slow"] + still_open, default=0.0),
+        "still_open": len(still_open),
+        "never_connected": pending,
     }
 
 

@@ -64,7 +64,7 @@ def hosts() -> Iterator[SimulatedHosts]:
 
 @pytest.fixture
 def measure() -> Callable[..., Measurement]:
-    """Record a measurement for the report; fail the test on a FAIL verdict."""
+    """Record a measurement for the report; fail the test on a FAIL verdict (if `fatal`)."""
 
     def record(
         scenario: str,
@@ -75,10 +75,14 @@ def measure() -> Callable[..., Measurement]:
         unit: str,
         goal: str,
         note: str = "",
+        *,
+        fatal: bool = True,
     ) -> Measurement:
         m = Measurement(scenario, name, quantity, float(measured), float(figure), unit, goal, note)
         _RESULTS.append(m)
-        assert m.verdict is not Verdict.FAIL, (
+        # Timing rows on two shared cores are reported, not asserted (fatal=False):
+        # a FAIL there shows in the table; an invariant's FAIL fails the test.
+        assert not fatal or m.verdict is not Verdict.FAIL, (
             f"{scenario} {name}: {quantity} = {measured} {unit}, figure {figure} {unit}"
         )
         return m
@@ -115,9 +119,13 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         return
     terminalreporter.section("chaos report")
     terminalreporter.write_line(render_table(_RESULTS))
-    path = Path(
-        os.environ.get("CHAOS_JSON")
-        or Path(str(terminalreporter.config.cache.mkdir("chaos"))) / "chaos-report.json"
+    counts = {v: sum(1 for m in _RESULTS if m.verdict is v) for v in Verdict}
+    terminalreporter.write_line(
+        ", ".join(f"{n} {v.value}" for v, n in counts.items())
+        + " (a FAIL of a timing row is reported here, not raised as a test failure)"
     )
+    cache = getattr(terminalreporter.config, "cache", None)
+    default = Path(str(cache.mkdir("chaos"))) if cache is not None else Path()
+    path = Path(os.environ.get("CHAOS_JSON") or default / "chaos-report.json")
     path.write_text(to_json(_RESULTS))
     terminalreporter.write_line(f"written to {path}")

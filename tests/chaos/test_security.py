@@ -290,7 +290,7 @@ def test_s5_oversize_and_many_part_frames(
     measure("S5", "oversize_frame", "other link's p99 during / before", p99, 1.2, "ratio",
             "other peers unaffected (p99 within 20%)",
             f"p99 {statistics.quantiles(during, n=100)[98]:.2f} ms vs "
-            f"{statistics.quantiles(baseline, n=100)[98]:.2f} ms")  # fmt: skip
+            f"{statistics.quantiles(baseline, n=100)[98]:.2f} ms", fatal=False)  # fmt: skip
     measure("S5", "oversize_frame", "sender's reconnection", seen["oversize"]["after"], 1.0, "s",
             "the sender reconnects cleanly")  # fmt: skip
 
@@ -314,20 +314,40 @@ def test_s9_handshake_flood(hosts: SimulatedHosts, host_keys: Keys, measure: Mea
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     during = n2.request("calls", target="echo", node="n1", count=200)["rtts"]
+    # The server's own view (`ss` in n1's host): how long each junk connection stays established.
+    seen_at: dict[str, list[float]] = {}
+    while proc.poll() is None:
+        now = time.monotonic()
+        for peer in _established(h1, 9100, h3.address):
+            seen_at.setdefault(peer, [now, now])[1] = now
+        time.sleep(0.1)  # sampling `ss` at 10 Hz while the flood runs, not waiting on a condition
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err[-2000:]
     seen = json.loads(out.strip().splitlines()[-1])
+    server_longest = max((last - first for first, last in seen_at.values()), default=0.0)
     ivl = 2.0 + 1.0  # handshake_timeout + the socket's slack (sockets.py)
     ratio = statistics.quantiles(during, n=100)[98] / statistics.quantiles(baseline, n=100)[98]
     measure("S9", "handshake_flood", "legit p99 during / before", ratio, 2.0, "ratio",
             "legitimate traffic continues",
-            f"p99 {statistics.quantiles(during, n=100)[98]:.2f} ms")  # fmt: skip
-    last = max(seen["last_junk_close"] or 99.0, seen["last_slow_close"] or 99.0)
-    measure("S9", "handshake_flood", "last junk connection closed", last, ivl + 1.0, "s",
-            "half-open connections closed after handshake_ivl",
-            f"{seen['junk_closed']}/500 junk, {seen['slow_closed']}/5 slow closed; "
-            f"{seen['open_at_end']} open at the end")  # fmt: skip
+            f"p99 {statistics.quantiles(during, n=100)[98]:.2f} ms vs "
+            f"{statistics.quantiles(baseline, n=100)[98]:.2f} ms", fatal=False)  # fmt: skip
+    measure("S9", "handshake_flood", "longest a junk connection was held by the node",
+            server_longest, ivl + 1.0, "s", "half-open connections closed after handshake_ivl",
+            f"{len(seen_at)} junk connections seen established on the node (ss)",
+            fatal=False)  # fmt: skip
+    measure("S9", "handshake_flood", "longest a junk connection stayed open", seen["longest_open"],
+            ivl + 1.0, "s", "half-open connections closed after handshake_ivl (3 s here)",
+            f"{seen['established']}/505 connected, {seen['junk_closed']} junk + "
+            f"{seen['slow_closed']} slow closed, {seen['still_open']} still open, "
+            f"{seen['never_connected']} never connected (listen backlog)", fatal=False)  # fmt: skip
     assert n2.request("view")["nodes"] == ["n1"]
+
+
+def _established(host: SimulatedHost, port: int, peer_address: str) -> list[str]:
+    """Peer addresses of established connections to `port` in `host` from `peer_address`."""
+    lines = host.run("ss", "-Htn", "state", "established", f"( sport = :{port} )").stdout
+    peers = [line.split()[-1] for line in lines.splitlines() if line.strip()]
+    return [p for p in peers if p.startswith(peer_address + ":")]
 
 
 # ---------------------------------------------------------------- S10
