@@ -28,6 +28,7 @@ BENCHMARKS = [
     "benchmarks.cluster",
     "benchmarks.distribution",
     "benchmarks.channels",
+    "benchmarks.formation",
     "benchmarks.broadcast",
 ]
 
