@@ -292,6 +292,7 @@ class Outbound:
             routing_id=rid,
             server_key=peer.server_key,
             endpoint=peer.endpoint,
+            heartbeat=(channel, index) == ("membership", 0),  # the control lane
         )
         spec = self._channels[channel]
         lane = OutLane(

@@ -73,11 +73,12 @@ def raise_nofile_limit(wanted: int = 65536) -> int:
     return soft
 
 
-def _common(sock: zmq.Socket[Any], config: Config) -> None:
+def _common(sock: zmq.Socket[Any], config: Config, *, heartbeat: bool) -> None:
     sock.setsockopt(zmq.MAXMSGSIZE, config.max_frame_bytes)
-    sock.setsockopt(zmq.HEARTBEAT_IVL, max(1, int(config.heartbeat_interval * 1000)))
-    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, max(1, int(config.heartbeat_timeout * 1000)))
-    sock.setsockopt(zmq.HEARTBEAT_TTL, max(100, int(config.heartbeat_timeout * 1000)))
+    if heartbeat:
+        sock.setsockopt(zmq.HEARTBEAT_IVL, max(1, int(config.heartbeat_interval * 1000)))
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, max(1, int(config.heartbeat_timeout * 1000)))
+        sock.setsockopt(zmq.HEARTBEAT_TTL, max(100, int(config.heartbeat_timeout * 1000)))
     # Longer than our own handshake deadline, so a silent peer ends as our
     # CallTimeout, not as libzmq's HANDSHAKE_FAILED_NO_DETAIL (which would
     # read as a key problem).
@@ -94,7 +95,11 @@ def make_router(
     """Bind this node's one ROUTER on ``config.host:config.port``; return (socket, port)."""
     sock: zmq.Socket[bytes] = zmq.Socket(context, zmq.ROUTER)
     try:
-        _common(sock, config)
+        # No heartbeats of its own: each peer's control lane PINGs this
+        # ROUTER with a TTL, which drops that connection when the peer falls
+        # silent (EHOSTUNREACH for our sends to it). Pinging every inbound
+        # connection from here too doubled the heartbeat traffic of every link.
+        _common(sock, config, heartbeat=False)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         if keystore is not None:
             sock.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAIN)
@@ -133,16 +138,20 @@ def make_dealer(
     routing_id: bytes,
     server_key: bytes | None,
     endpoint: str,
+    heartbeat: bool = True,
 ) -> tuple[zmq.Socket[bytes], zmq.Socket[bytes]]:
     """Create a DEALER lane towards `endpoint` and its monitor; return (dealer, monitor).
 
     The DEALER connects at once; ZeroMQ queues what we send until the
-    handshake completes (the monitor reports HANDSHAKE_SUCCEEDED).
+    handshake completes (the monitor reports HANDSHAKE_SUCCEEDED). Only a
+    link's control lane needs `heartbeat`: a DISCONNECTED on any lane ends
+    the whole link, so one heartbeating connection per direction detects a
+    silent peer, and the other lanes still see a closed TCP connection at once.
     """
     sock: zmq.Socket[bytes] = zmq.Socket(context, zmq.DEALER)
     monitor: zmq.Socket[bytes] | None = None
     try:
-        _common(sock, config)
+        _common(sock, config, heartbeat=heartbeat)
         sock.setsockopt(zmq.ROUTING_ID, routing_id)
         sock.setsockopt(zmq.RECONNECT_IVL, max(1, int(config.reconnect_interval * 1000)))
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, max(1, int(config.reconnect_interval_max * 1000)))
