@@ -305,7 +305,11 @@ class Handshake:
         peer.hidden = welcome.hidden
         peer.out_state = OutState.UP
         peer.deadline = 0.0
-        self._outbound.open_default_lanes(peer)
+        # Only the membership lane opens with the session; `default` opens on
+        # first use like every other lane. Each lane is a CURVE handshake
+        # (~1 ms of CPU) and ~3 descriptors, and most links of a membership
+        # overlay (HyParView's shuffle replies and neighbour requests, a full
+        # mesh's idle links) never carry an actor message.
         for lane in list(peer.lanes.values()):
             self._outbound.flush(peer, lane)
         self._maybe_up(peer)

@@ -331,13 +331,6 @@ class Outbound:
             else:
                 close_dealer(lane.sock, lane.monitor)
 
-    def open_default_lanes(self, peer: Peer) -> None:
-        """Open the lanes every session has: all of ``default`` and ``membership``."""
-        for name in ("default", "membership"):
-            for index in range(self._channels[name].parallelism):
-                if (name, index) not in peer.lanes:
-                    self.open_lane(peer, name, index)
-
     async def open_all_lanes(self, peer: str, timeout: float) -> None:
         """`Links.open_all_lanes`: open every lane of every channel to `peer`, wait for all."""
         loop = self._local.running()
