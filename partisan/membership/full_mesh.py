@@ -14,8 +14,11 @@ whole set:
   flood stops at the fixpoint because a receiver that learns nothing sends
   nothing. A receiver whose merged state differs from the sender's replies to
   the sender only (push-pull), so a stale sender catches up at once.
-* Every `gossip_interval` the full state goes to every member, which repairs
-  lost messages; every `connection_interval` each member without a live
+* Every `gossip_interval` a 16-byte digest of the state goes to one member,
+  chosen in rotation (round r: the member r + our rank places after us in
+  name order, so each member hears one digest per round); a member whose own
+  state differs answers with its whole state, and push-pull does the rest.
+  That repairs lost messages; every `connection_interval` each member without a live
   connection is re-dialled (``Connect``). A crashed member stays a member
   (Partisan #48) until someone removes it with ``Leave(node)``.
 * When a connection comes up (``PeerUp``) to a member, we send it our state:
@@ -32,7 +35,11 @@ whole set:
 * A node that finds its own spec removed or superseded by a newer incarnation
   of its name (it is a zombie of a restarted node) acts as if it had left.
 
-Deviations from Partisan: gossip from a left node is ignored (Partisan's
+Deviations from Partisan: Partisan sends the whole state to every member
+every round; that is O(n^2) messages of O(n) bytes per round, which made an
+idle 32-node mesh cost ~1 core here (issue 10), so the periodic round sends
+a digest to one member (changes still flood at once, as in Partisan).
+Gossip from a left node is ignored (Partisan's
 restarted manager merges it, #191); the receiver replies to a stale sender
 directly instead of waiting for the next round; ``Disconnect`` is never
 emitted for an older incarnation replaced by a newer one, since the driver
@@ -41,6 +48,7 @@ keys connections by name and the new incarnation's session must survive.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -66,7 +74,7 @@ from partisan.membership.types import (
     TimerFired,
 )
 
-__all__ = ["CONNECT_TIMER", "GOSSIP_TIMER", "FullMesh", "Gossip", "MeshStatistics"]
+__all__ = ["CONNECT_TIMER", "GOSSIP_TIMER", "Digest", "FullMesh", "Gossip", "MeshStatistics"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +92,22 @@ class Gossip:
 
     state: ORSet
     join: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Digest:
+    """A digest of the sender's state (the periodic round): a receiver that differs answers."""
+
+    digest: bytes
+
+
+DIGEST_BYTES = 16
+
+
+def digest_of(state: ORSet) -> bytes:
+    """A digest of `state` equal on every node that holds the same set (no hash seed in it)."""
+    canonical = repr((sorted(state.dots.items()), sorted(state.removed)))
+    return hashlib.blake2b(canonical.encode(), digest_size=DIGEST_BYTES).digest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +139,8 @@ class FullMesh:
         self._gossip_sent = 0
         self._gossip_received = 0
         self._rejected = 0
+        self._round = 0
+        self._digest: tuple[ORSet, bytes] | None = None  # (the state it digests, digest)
 
     # --------------------------------------------------------------- queries
 
@@ -230,6 +256,8 @@ class FullMesh:
         self._up.clear()
 
     def _on_received(self, sender: NodeSpec, msg: object) -> list[Action]:
+        if isinstance(msg, Digest):
+            return self._on_digest(sender, msg)
         if not isinstance(msg, Gossip):
             return self._reject(sender, f"unexpected message type {type(msg).__name__}")
         try:
@@ -273,6 +301,22 @@ class FullMesh:
             actions.append(self._gossip_to(sender))  # a removed sender learns it
         return actions + self._members_changed(before)
 
+    def _on_digest(self, sender: NodeSpec, msg: Digest) -> list[Action]:
+        digest = getattr(msg, "digest", None)
+        if not isinstance(digest, bytes) or len(digest) != DIGEST_BYTES:
+            return self._reject(sender, "malformed digest")
+        if self._left:
+            # The sender still counts us a member: tell it we left.
+            return [self._send(sender, self._farewell)]
+        if digest == self._own_digest():
+            return []
+        return [self._gossip_to(sender)]  # it merges, and answers if we miss something
+
+    def _own_digest(self) -> bytes:
+        if self._digest is None or self._digest[0] is not self._set:
+            self._digest = (self._set, digest_of(self._set))
+        return self._digest[1]
+
     def _removed_by_others(self, before: Sequence[NodeSpec]) -> list[Action]:
         """Our spec was removed, or a newer incarnation of us exists: we are out."""
         logger.warning("%s was removed from the cluster (or superseded)", self.self_spec)
@@ -294,7 +338,7 @@ class FullMesh:
         if name == GOSSIP_TIMER:
             actions: list[Action] = []
             if not self._left:
-                actions = [self._gossip_to(s) for s in self.active()]
+                actions = self._digest_round()
             return [*actions, SetTimer(GOSSIP_TIMER, now + self.config.gossip_interval)]
         if name == CONNECT_TIMER:
             actions = []
@@ -309,6 +353,16 @@ class FullMesh:
         return []
 
     # ------------------------------------------------------------- internals
+
+    def _digest_round(self) -> list[Action]:
+        """One periodic round: our digest to the member `round` places after us, in name order."""
+        members = self.members()
+        if len(members) < 2:
+            return []
+        self._round += 1
+        rank = next(i for i, s in enumerate(members) if s.name == self.self_spec.name)
+        step = 1 + (self._round - 1) % (len(members) - 1)  # 1 .. n-1: never ourselves
+        return [Send(members[(rank + step) % len(members)], Digest(self._own_digest()))]
 
     def _removed_self(self) -> bool:
         return self._set.lookup(self.self_spec.name) != self.self_spec

@@ -8,7 +8,14 @@ import pytest
 
 from partisan.config import Config
 from partisan.identity import NodeSpec
-from partisan.membership.full_mesh import CONNECT_TIMER, GOSSIP_TIMER, FullMesh, Gossip
+from partisan.membership.full_mesh import (
+    CONNECT_TIMER,
+    GOSSIP_TIMER,
+    Digest,
+    FullMesh,
+    Gossip,
+    digest_of,
+)
 from partisan.membership.orset import ORSet
 from partisan.membership.types import (
     Connect,
@@ -108,13 +115,31 @@ def test_equal_state_is_the_fixpoint_and_a_stale_sender_gets_a_reply() -> None:
     assert b.handle(Received(A, Gossip(stale.state)), 0.0) == [Send(A, Gossip(b.state))]
 
 
-def test_gossip_timer_sends_full_state_to_every_member() -> None:
-    a, _, _ = cluster(A, B, C)
-    assert a.handle(TimerFired(GOSSIP_TIMER), 4.0) == [
-        Send(B, Gossip(a.state)),
-        Send(C, Gossip(a.state)),
-        SetTimer(GOSSIP_TIMER, 6.0),
+def test_gossip_timer_sends_a_digest_to_one_member_in_rotation() -> None:
+    a, b, c = cluster(A, B, C)
+    digest = Digest(digest_of(a.state))
+    rounds = [a.handle(TimerFired(GOSSIP_TIMER), 4.0 + 2 * i) for i in range(3)]
+    assert rounds == [
+        [Send(B, digest), SetTimer(GOSSIP_TIMER, 6.0)],
+        [Send(C, digest), SetTimer(GOSSIP_TIMER, 8.0)],
+        [Send(B, digest), SetTimer(GOSSIP_TIMER, 10.0)],
     ]
+    # In step, every member hears exactly one digest per round.
+    nodes = cluster(A, B, C)
+    for _ in range(3):
+        heard = [n.handle(TimerFired(GOSSIP_TIMER), 0.0)[0] for n in nodes]
+        assert sorted(s.peer.name for s in heard if isinstance(s, Send)) == ["a", "b", "c"]
+
+
+def test_a_digest_that_differs_is_answered_with_the_whole_state() -> None:
+    a, b = cluster(A, B)
+    assert b.handle(Received(A, Digest(digest_of(a.state))), 0.0) == []
+    stale = mesh(A)
+    assert b.handle(Received(A, Digest(digest_of(stale.state))), 0.0) == [
+        Send(A, Gossip(b.state))
+    ]
+    assert b.handle(Received(A, Digest(b"short")), 0.0) == []
+    assert b.statistics().rejected == 1
 
 
 def test_crashed_member_stays_and_is_redialled() -> None:
