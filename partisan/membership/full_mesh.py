@@ -10,7 +10,9 @@ whole set:
 * ``Join(contact)`` sends our state to the contact at once, marked as a join
   (and again every `connection_interval` until the contact answers). The contact merges
   it, sees a change and floods the merged state to all its members (the joiner
-  included); each of them merges, and floods again if it learnt something. The
+  included, marked `flood`); each of them merges, and floods again only if it
+  now knows more than that flood carried (a receiver whose merged state
+  equals a flood's has nothing the flooder did not send everyone). The
   flood stops at the fixpoint because a receiver that learns nothing sends
   nothing. A receiver whose merged state differs from the sender's replies to
   the sender only (push-pull), so a stale sender catches up at once.
@@ -88,10 +90,13 @@ class Gossip:
 
     `join` marks an explicit join (``Join`` and its retries): the only gossip a
     node that left will merge, since it asks that node to take part again.
+    `flood` says the sender sends this same state to all its members: a
+    receiver whose merged state equals it has nothing to forward.
     """
 
     state: ORSet
     join: bool = False
+    flood: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,7 +231,7 @@ class FullMesh:
         if self.members() == before:
             return []
         # The removed node gets the state too, so it learns it was removed.
-        actions: list[Action] = [self._gossip_to(s) for s in targets]
+        actions: list[Action] = [self._gossip_to(s, flood=True) for s in targets]
         actions.append(Disconnect(_by_name(before, node.name), DisconnectReason.LEFT))
         self._up.discard(node.name)
         return actions + self._members_changed(before)
@@ -293,10 +298,16 @@ class FullMesh:
                 actions.append(Disconnect(spec, DisconnectReason.LEFT))
                 self._up.discard(spec.name)
         skip_sender = merged == theirs
+        if skip_sender and getattr(msg, "flood", False) is True:
+            # The sender floods this very state to its members, which are
+            # ours: forwarding it would only repeat it (O(n^2) messages per
+            # change instead of O(n); joins of a whole cluster at once were
+            # O(n^3)). A lost copy is repaired by the periodic digests.
+            return actions + self._members_changed(before)
         for spec in after:
             if spec.name == self.self_spec.name or (skip_sender and spec.name == sender.name):
                 continue
-            actions.append(self._gossip_to(spec))
+            actions.append(self._gossip_to(spec, flood=True))
         if not skip_sender and sender.name not in after_names:
             actions.append(self._gossip_to(sender))  # a removed sender learns it
         return actions + self._members_changed(before)
@@ -367,12 +378,14 @@ class FullMesh:
     def _removed_self(self) -> bool:
         return self._set.lookup(self.self_spec.name) != self.self_spec
 
-    def _gossip_to(self, peer: NodeSpec, *, join: bool = False) -> Send:
-        return self._send(peer, self._set, join=join)
+    def _gossip_to(self, peer: NodeSpec, *, join: bool = False, flood: bool = False) -> Send:
+        return self._send(peer, self._set, join=join, flood=flood)
 
-    def _send(self, peer: NodeSpec, state: ORSet, *, join: bool = False) -> Send:
+    def _send(
+        self, peer: NodeSpec, state: ORSet, *, join: bool = False, flood: bool = False
+    ) -> Send:
         self._gossip_sent += 1
-        return Send(peer, Gossip(state, join))
+        return Send(peer, Gossip(state, join, flood))
 
     def _members_changed(self, before: Sequence[NodeSpec]) -> list[Action]:
         after = tuple(self.members())

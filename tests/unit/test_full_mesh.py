@@ -89,7 +89,7 @@ def test_contact_merges_and_answers_the_joiner() -> None:
     a, b = mesh(A), mesh(B)
     actions = deliver(a, b)
     merged = a.state.merge(mesh(B).state)
-    assert actions == [Connect(A), Send(A, Gossip(merged)), MembersChanged((A, B))]
+    assert actions == [Connect(A), Send(A, Gossip(merged, flood=True)), MembersChanged((A, B))]
     assert b.members() == (A, B)
 
 
@@ -102,7 +102,7 @@ def test_joiner_learns_cluster_and_floods_to_all_but_the_sender() -> None:
     assert actions == [
         Connect(B),
         Connect(C),
-        Send(C, Gossip(a.state)),
+        Send(C, Gossip(a.state, flood=True)),
         MembersChanged((A, B, C)),
     ]
     assert a.state == b.state
@@ -135,9 +135,7 @@ def test_a_digest_that_differs_is_answered_with_the_whole_state() -> None:
     a, b = cluster(A, B)
     assert b.handle(Received(A, Digest(digest_of(a.state))), 0.0) == []
     stale = mesh(A)
-    assert b.handle(Received(A, Digest(digest_of(stale.state))), 0.0) == [
-        Send(A, Gossip(b.state))
-    ]
+    assert b.handle(Received(A, Digest(digest_of(stale.state))), 0.0) == [Send(A, Gossip(b.state))]
     assert b.handle(Received(A, Digest(b"short")), 0.0) == []
     assert b.statistics().rejected == 1
 
@@ -189,7 +187,7 @@ def test_self_leave_gossips_removal_then_disconnects_all() -> None:
     assert a.handle(Leave(), 0.0) == []
     assert b.handle(Received(A, Gossip(removal)), 0.0) == [
         Disconnect(A, LEFT),
-        Send(C, Gossip(removal)),
+        Send(C, Gossip(removal, flood=True)),
         MembersChanged((B, C)),
     ]
 
@@ -211,8 +209,8 @@ def test_leave_other_removes_it_everywhere_and_stale_gossip_cannot_bring_it_back
     stale = c.state
     actions = a.handle(Leave(B), 0.0)
     assert actions == [
-        Send(B, Gossip(a.state)),
-        Send(C, Gossip(a.state)),
+        Send(B, Gossip(a.state, flood=True)),
+        Send(C, Gossip(a.state, flood=True)),
         Disconnect(B, LEFT),
         MembersChanged((A, C)),
     ]
@@ -249,7 +247,11 @@ def test_restarted_node_replaces_its_old_spec() -> None:
     b2 = mesh(b2_spec)  # fresh state after the restart
     assert a.handle(PeerUp(b2_spec), 0.0) == [Send(b2_spec, Gossip(a.state))]
     actions = deliver(a, b2)
-    assert actions == [Connect(A), Send(A, Gossip(b2.state)), MembersChanged((A, b2_spec))]
+    assert actions == [
+        Connect(A),
+        Send(A, Gossip(b2.state, flood=True)),
+        MembersChanged((A, b2_spec)),
+    ]
     assert deliver(b2, a) == [Connect(b2_spec), MembersChanged((A, b2_spec))]
     assert a.members() == (A, b2_spec)
 
@@ -283,7 +285,7 @@ def test_left_node_can_be_joined_explicitly_again() -> None:
     assert isinstance(join, Send) and join.msg == Gossip(c.state, join=True)
     actions = a.handle(Received(C, join.msg), 1.0)
     assert not a.left
-    assert actions == [Connect(C), Send(C, Gossip(a.state)), MembersChanged((A, C))]
+    assert actions == [Connect(C), Send(C, Gossip(a.state, flood=True)), MembersChanged((A, C))]
     assert b.members() == (A, B)  # b never heard a's farewell: a stays its crashed member
 
 
@@ -292,3 +294,16 @@ def test_gossip_missing_its_fields_is_rejected() -> None:
     a = mesh(A)
     assert a.handle(Received(B, hollow), 0.0) == []
     assert a.statistics().rejected == 1
+
+
+def test_a_flood_that_teaches_everything_is_not_forwarded() -> None:
+    a, b = cluster(A, B)
+    c = mesh(C)
+    deliver(a, c)  # a learns c from c's gossip and floods
+    flood = Gossip(a.state, flood=True)
+    # b learns c from a's flood, and a sent it to everyone: b only connects.
+    assert b.handle(Received(A, flood), 0.0) == [Connect(C), MembersChanged((A, B, C))]
+    # The same state sent to b alone (not a flood) is forwarded as before.
+    b2 = cluster(A, B)[1]
+    actions = b2.handle(Received(A, Gossip(a.state)), 0.0)
+    assert Send(C, Gossip(a.state, flood=True)) in actions
