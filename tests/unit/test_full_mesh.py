@@ -299,7 +299,7 @@ def test_gossip_missing_its_fields_is_rejected() -> None:
 def test_a_flood_that_teaches_everything_is_not_forwarded() -> None:
     a, b = cluster(A, B)
     c = mesh(C)
-    deliver(a, c)  # a learns c from c's gossip and floods
+    deliver(c, a)  # a learns c from c's gossip and floods
     flood = Gossip(a.state, flood=True)
     # b learns c from a's flood, and a sent it to everyone: b only connects.
     assert b.handle(Received(A, flood), 0.0) == [Connect(C), MembersChanged((A, B, C))]
