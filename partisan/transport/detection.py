@@ -12,8 +12,10 @@ reading what already arrived and, if no BYE explained the failure, one grace
 heartbeat interval later (a leaving peer's BYE can trail the close of its
 other connections; `link_lost`). The
 reason is ``heartbeat_timeout`` when the peer has been silent past the
-heartbeat allowance — we PING idle links every heartbeat interval so that
-silence means something — else ``connection_closed``. A hidden peer has no
+heartbeat allowance and its own connection to our ROUTER is still there (a
+frozen peer's kernel keeps it; a crashed or closing peer's closes it), else
+``connection_closed``. Idle links are not PINGed: only ZMTP heartbeats run
+on them, in libzmq. A hidden peer has no
 DEALER of ours: we PING it through the ROUTER, whose ROUTER_MANDATORY answers
 EHOSTUNREACH once libzmq dropped the connection. A peer reported up through
 its own dial while ours (a dial-back, or an earlier dial still re-dialling) is
@@ -175,8 +177,11 @@ class Detection:
         if not self._table.current(peer):
             return
         self._drain_before_down(peer)
-        if self._table.current(peer):
-            self.teardown(peer, reason, error=error)
+        if not self._table.current(peer):
+            return
+        if reason == "heartbeat_timeout" and self._inbound_gone(peer):
+            reason = "connection_closed"
+        self.teardown(peer, reason, error=error)
 
     def _drain_before_down(self, peer: Peer) -> None:
         """Read what already arrived before declaring a peer down.
@@ -238,7 +243,14 @@ class Detection:
                 self.teardown(peer, "unreachable", notify=False, error=error)
             elif peer.up_reported and peer.out_state is not OutState.UP:
                 self._ping_inbound(peer)
-            elif peer.up_reported and (peer.router_lane is not None or not peer.sent_recently):
+            elif (
+                peer.up_reported
+                and (peer.router_lane is not None or local.hidden)
+                and not peer.sent_recently
+            ):
+                # Links with a hidden end keep PINGs: the hidden end has no
+                # DEALER of its peer's to ask (`_inbound_gone`), so silence
+                # must mean something on both ends. Other links rely on ZMTP.
                 self.send_control(peer, Kind.PING)
             peer.sent_recently = False
             if peer.router_lane is not None and peer.router_lane.queue:
@@ -277,8 +289,40 @@ class Detection:
             return  # EAGAIN: its pipe is full, so it is not gone
         self._receiver.recheck_router()
 
+    def _inbound_gone(self, peer: Peer) -> bool:
+        """Whether a silent peer's own connection to our ROUTER is gone (it closed, not froze).
+
+        We do not PING idle links that have a DEALER of ours (issue 10: those
+        PINGs were half of an idle cluster's CPU), so silence alone cannot
+        tell a crash on an idle link from a frozen peer. Its control lane's
+        connection to our ROUTER can: a crashed or closing peer's kernel
+        closed it with the rest, while a frozen peer's stays until the TTL
+        of its heartbeats runs out, which `sockets.heartbeat_ttl` sets past
+        this check (our DEALER's timeout plus the grace interval). Only for
+        links whose half of ours is up: a half-up link is PINGed, so its
+        silence means what it says.
+        """
+        local = self._local
+        if (
+            peer.out_state is not OutState.UP
+            or peer.router_lane is not None
+            or peer.credit_rid is None
+            or local.router is None
+        ):
+            return False
+        header = encode_header(Header(Kind.PING, local.name, local.incarnation, "", "", 0, 0))
+        try:
+            local.router.send_multipart([peer.credit_rid, header], zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            return exc.errno == zmq.EHOSTUNREACH
+        return False
+
     def _down_reason(self, peer: Peer) -> str:
-        """``heartbeat_timeout`` if the peer has been silent past the heartbeat allowance."""
+        """``heartbeat_timeout`` if the peer has been silent past the heartbeat allowance.
+
+        For a link we do not PING (see `_inbound_gone`) this is only the
+        first guess: `_confirm_lost` asks the peer's connection to our ROUTER.
+        """
         if peer.heard_recently:
             return "connection_closed"  # heard from within this heartbeat interval
         config = self._local.config

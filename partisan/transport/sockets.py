@@ -73,12 +73,27 @@ def raise_nofile_limit(wanted: int = 65536) -> int:
     return soft
 
 
+def heartbeat_ttl(config: Config) -> float:
+    """Seconds the peer's ROUTER keeps our silent control connection: timeout + 4 intervals.
+
+    Longer than our own DEALER's detection (up to timeout + one interval)
+    plus the grace interval before a loss is confirmed, with an interval to
+    spare: when we confirm a silent peer lost, its connection to our ROUTER
+    still exists if it is frozen and is gone if it closed, which is how we
+    tell ``heartbeat_timeout`` from ``connection_closed`` without PINGing
+    idle links (`Detection._inbound_gone`). The cost: a hidden peer, or a
+    half-up link watched only through our ROUTER, is found frozen this long
+    after it fell silent rather than after ``heartbeat_timeout``.
+    """
+    return config.heartbeat_timeout + 4 * config.heartbeat_interval
+
+
 def _common(sock: zmq.Socket[Any], config: Config, *, heartbeat: bool) -> None:
     sock.setsockopt(zmq.MAXMSGSIZE, config.max_frame_bytes)
     if heartbeat:
         sock.setsockopt(zmq.HEARTBEAT_IVL, max(1, int(config.heartbeat_interval * 1000)))
         sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, max(1, int(config.heartbeat_timeout * 1000)))
-        sock.setsockopt(zmq.HEARTBEAT_TTL, max(100, int(config.heartbeat_timeout * 1000)))
+        sock.setsockopt(zmq.HEARTBEAT_TTL, int(heartbeat_ttl(config) * 1000))
     # Longer than our own handshake deadline, so a silent peer ends as our
     # CallTimeout, not as libzmq's HANDSHAKE_FAILED_NO_DETAIL (which would
     # read as a key problem).

@@ -43,6 +43,25 @@ def test_kill_9_is_reported_within_heartbeat_timeout_plus_1s(
     assert a.request("stats")["stats"]["peers"][0]["connected"] is False
 
 
+@pytest.mark.timeout(30)
+def test_kill_9_of_an_idle_peer_is_connection_closed_not_heartbeat_timeout(
+    node_factory: Callable[..., NodeProcess],
+    key_dir: Callable[..., Path],
+    fast_heartbeats: dict[str, float],
+) -> None:
+    """Idle links carry no PINGs; the peer's own connection tells a crash from a freeze."""
+    keys = key_dir("a", "b")
+    config = Config(**fast_heartbeats)
+    a = node_factory("a", keys=keys, settings=fast_heartbeats)
+    b = node_factory("b", keys=keys, settings=fast_heartbeats)
+    a.request("connect", target=str(b.spec))
+    wait_until(lambda: _ups(a, "b") and _ups(b, "a"), 5, message="the session")
+    time.sleep(config.heartbeat_timeout + config.heartbeat_interval)  # silent past the allowance
+    b.kill()
+    down = wait_until(lambda: _downs(a, "b"), detection_deadline(config), message="b down")[0]
+    assert down["reason"] == "connection_closed"
+
+
 @pytest.mark.timeout(60)
 def test_sigstop_is_detected_and_sigcont_brings_a_new_session_without_old_frames(
     node_factory: Callable[..., NodeProcess],

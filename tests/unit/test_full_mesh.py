@@ -116,7 +116,7 @@ def test_equal_state_is_the_fixpoint_and_a_stale_sender_gets_a_reply() -> None:
 
 
 def test_gossip_timer_sends_a_digest_to_one_member_in_rotation() -> None:
-    a, b, c = cluster(A, B, C)
+    a, _, _ = cluster(A, B, C)
     digest = Digest(digest_of(a.state))
     rounds = [a.handle(TimerFired(GOSSIP_TIMER), 4.0 + 2 * i) for i in range(3)]
     assert rounds == [
