@@ -293,6 +293,7 @@ class Outbound:
             server_key=peer.server_key,
             endpoint=peer.endpoint,
             heartbeat=(channel, index) == ("membership", 0),  # the control lane
+            bulk=channel not in ("default", "membership"),
         )
         spec = self._channels[channel]
         lane = OutLane(
