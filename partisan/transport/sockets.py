@@ -172,7 +172,8 @@ def make_dealer(
         # I/O thread 1 for `default` and `membership`, thread 2 for the rest:
         # libzmq encrypts a message whole, so an 8 MB frame on a bulk channel
         # would otherwise hold the control and call traffic behind it.
-        sock.setsockopt(zmq.AFFINITY, 2 if bulk else 1)
+        if context.get(zmq.IO_THREADS) > 1:
+            sock.setsockopt(zmq.AFFINITY, 2 if bulk else 1)
         sock.setsockopt(zmq.RECONNECT_IVL, max(1, int(config.reconnect_interval * 1000)))
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, max(1, int(config.reconnect_interval_max * 1000)))
         sock.setsockopt(zmq.CONNECT_TIMEOUT, max(1, int(config.handshake_timeout * 1000)))
