@@ -71,7 +71,7 @@ _INTERRUPTED = textwrap.dedent(
     print(json.dumps({"prefix": hosts.prefix, "pids": [a.pid, b.pid]}), flush=True)
     try:
         while True:
-            time.sleep(0.1)
+            time.sleep(0.1)  # ok-sleep: the script idles until Ctrl-C
     finally:
         hosts.close()
     """
