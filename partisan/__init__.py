@@ -25,6 +25,7 @@ _EXPORTS: dict[str, str] = {
     "CallExit": "partisan.errors",
     "NotConnected": "partisan.errors",
     "Overloaded": "partisan.errors",
+    "DeliveryError": "partisan.errors",
     "JoinRefused": "partisan.errors",
     "SpawnError": "partisan.errors",
     "ReceiveTimeout": "partisan.errors",

@@ -35,19 +35,46 @@ __all__ = [
 MANAGERS = ("full-mesh", "hyparview", "client-server", "static")
 ROLES = ("server", "client")
 ENV_PREFIX = "PARTISAN_"
+_CHANNEL_FLAGS = ("monotonic", "acked", "causal")
 _CHANNEL_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
 
 
 @dataclass(frozen=True, slots=True)
 class ChannelSpec:
-    """A named channel with `parallelism` lanes; monotonic keeps only the newest."""
+    """A named channel with `parallelism` lanes and delivery flags.
+
+    `monotonic` keeps only the newest message; `acked` retransmits until the
+    receiving node acknowledges and delivers exactly once, in order per
+    partition key; `causal` delivers a message only after every message that
+    causally precedes it on the channel, and implies `acked`
+    (docs/delivery.md).
+    """
 
     name: str
     parallelism: int = 1
     monotonic: bool = False
+    acked: bool = False
+    causal: bool = False
+
+    def __post_init__(self) -> None:
+        if self.causal and not self.acked:
+            object.__setattr__(self, "acked", True)  # causal implies acked
+        if self.acked and self.monotonic:
+            raise ConfigError(
+                f"channels: {self.name!r} cannot be both monotonic and acked "
+                "(monotonic drops older messages; acked delivers every one)"
+            )
+
+    @property
+    def reliable(self) -> bool:
+        """True when the delivery layer (acked or causal) carries this channel."""
+        return self.acked
 
     def __str__(self) -> str:
-        return f"{self.name}:{self.parallelism}" + (":monotonic" if self.monotonic else "")
+        flags = [f for f in ("monotonic", "acked", "causal") if getattr(self, f)]
+        if self.causal:
+            flags.remove("acked")
+        return ":".join([self.name, str(self.parallelism), *flags])
 
 
 def parse_channels(text: str, *, field_name: str = "channels") -> tuple[ChannelSpec, ...]:
@@ -58,8 +85,11 @@ def parse_channels(text: str, *, field_name: str = "channels") -> tuple[ChannelS
             continue
         bits = item.split(":")
         name = bits[0]
-        allowed = "name[:parallelism][:monotonic], e.g. 'data:4,gossip:1:monotonic'"
-        if not name or not set(name) <= _CHANNEL_NAME_CHARS or len(bits) > 3:
+        allowed = (
+            "name[:parallelism][:flag...] with flags monotonic, acked, causal,"
+            " e.g. 'data:4,gossip:1:monotonic,log:1:acked:causal'"
+        )
+        if not name or not set(name) <= _CHANNEL_NAME_CHARS:
             raise ConfigError(f"{field_name}: invalid channel {item!r}; expected {allowed}")
         parallelism = 1
         if len(bits) >= 2:
@@ -69,12 +99,18 @@ def parse_channels(text: str, *, field_name: str = "channels") -> tuple[ChannelS
                 raise ConfigError(
                     f"{field_name}: invalid parallelism {bits[1]!r} in {item!r}; expected {allowed}"
                 ) from None
-        monotonic = False
-        if len(bits) == 3:
-            if bits[2] != "monotonic":
-                raise ConfigError(f"{field_name}: invalid flag {bits[2]!r} in {item!r}; {allowed}")
-            monotonic = True
-        specs.append(ChannelSpec(name, parallelism, monotonic))
+        flags = set()
+        for flag in bits[2:]:
+            if flag not in _CHANNEL_FLAGS or flag in flags:
+                raise ConfigError(f"{field_name}: invalid flag {flag!r} in {item!r}; {allowed}")
+            flags.add(flag)
+        try:
+            spec = ChannelSpec(
+                name, parallelism, "monotonic" in flags, "acked" in flags, "causal" in flags
+            )
+        except ConfigError as exc:
+            raise ConfigError(f"{field_name}: {item!r}: {exc}") from None
+        specs.append(spec)
     return tuple(specs)
 
 
@@ -201,6 +237,14 @@ class Config:
     connect_on_use: bool = True
     #: A link no membership view needs closes after this long without traffic.
     idle_link_timeout: float = 10.0
+    #: Seconds before an acked message not yet acknowledged is first sent again.
+    ack_interval: float = 0.2
+    #: The longest wait between retransmissions (the interval doubles up to this).
+    ack_interval_max: float = 2.0
+    #: Seconds without any acknowledgement progress before an acked stream gives up.
+    ack_timeout: float = 30.0
+    #: Unacknowledged messages one node keeps per (peer, acked channel); over it, `Overloaded`.
+    ack_window: int = 16384
     #: Overlay hops a `transitive=True` message may take before it is dropped.
     relay_ttl: int = 6
     #: The largest frame accepted from a peer; a bigger one is dropped and counted.
@@ -240,6 +284,10 @@ class Config:
         "send_buffer_bytes",
         "inbound_buffer_bytes",
         "idle_link_timeout",
+        "ack_interval",
+        "ack_interval_max",
+        "ack_timeout",
+        "ack_window",
         "relay_ttl",
         "max_frame_bytes",
     )

@@ -14,6 +14,7 @@ __all__ = [
     "CallTimeout",
     "ClusterError",
     "ConfigError",
+    "DeliveryError",
     "EncodeError",
     "JoinRefused",
     "NotConnected",
@@ -69,6 +70,19 @@ class NotConnected(PartisanError):
 
 class Overloaded(PartisanError):
     """The peer's outgoing byte budget (`send_buffer_bytes`) is used up."""
+
+
+class DeliveryError(PartisanError):
+    """An acked message will never be acknowledged; `reason` says why.
+
+    ``"restarted"`` or ``"left"`` (the receiving incarnation ended before it
+    acknowledged), ``"timeout"`` (no acknowledgement progress within
+    `ack_timeout`), ``"closed"`` (this node stopped first).
+    """
+
+    def __init__(self, reason: str, message: str | None = None) -> None:
+        super().__init__(message or f"acked message not delivered: {reason}")
+        self.reason = reason
 
 
 class JoinRefused(PartisanError):

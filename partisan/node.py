@@ -39,6 +39,7 @@ from partisan.actors.process import _current, set_default_runtime
 from partisan.actors.remote import Distribution
 from partisan.actors.runtime import Runtime, RuntimeStatistics
 from partisan.config import Config
+from partisan.delivery.faults import Faults
 from partisan.errors import JoinRefused
 from partisan.eventlog import EventLog, start_event_log
 from partisan.identity import NodeSpec, Pid
@@ -113,6 +114,7 @@ class Node:
         self.peer_service: Any = None
         #: The JSON-lines event log (`config.event_log`; None when off).
         self.event_log: EventLog | None = None
+        self._faults = Faults(self.config.name)
 
     # ----------------------------------------------------------- lifecycle
 
@@ -156,6 +158,12 @@ class Node:
         self.runtime, self.dist, self.links = runtime, dist, links
         _running[id(runtime)] = self
         self.event_log = start_event_log(self.config, self.spec, self.incarnation)
+        record = self.event_log.write if self.event_log is not None else None
+        dist.record = record
+        dist.enable_delivery(self.config)
+        self._faults.wire(record=record, is_hidden=dist.hidden.__contains__)
+        if hasattr(links, "cut"):  # a real `Links` (test transports have no sessions to cut)
+            self._faults.attach(links, asyncio.get_running_loop())
         if self._links_factory is None and not self.config.hidden:
             # Lazy on purpose: only a node that runs a manager loads the
             # managers, the relay and the broadcast service.
@@ -319,6 +327,11 @@ class Node:
             members: list[str] = self.peer_service.members()
             return members
         return [self.name] if self.dist is None else self.dist.members()
+
+    @property
+    def faults(self) -> Faults:
+        """This node's fault injector: drop, delay, duplicate, partition (docs/delivery.md)."""
+        return self._faults
 
     # ---------------------------------------------------------- statistics
 

@@ -42,6 +42,7 @@ from partisan.actors.remote_inbound import RUNTIME_DEST, Inbound
 from partisan.actors.remote_requests import Requests
 from partisan.actors.runtime import Dest, Runtime, Watch
 from partisan.actors.signals import From, NodeDown, NodeUp, Ref
+from partisan.delivery.acked import Ack, Delivery
 from partisan.errors import CallExit, NotConnected, Overloaded
 from partisan.identity import NodeSpec, Pid
 
@@ -91,6 +92,25 @@ class Distribution(Inbound):
         self._waiting = self.on_demand.queues  # node -> messages waiting for its link
         #: Carries `partisan.broadcast` over the overlay (set by the Node; None: no overlay).
         self.broadcaster: Any = None
+        #: Acked and causal channels (`enable_delivery`); `reliable` names them.
+        self.delivery: Delivery | None = None
+        self.reliable: frozenset[str] = frozenset()
+        #: The event log's writer (set by the Node; None: no event log).
+        self.record: Any = None
+
+    def enable_delivery(self, config: Any) -> None:
+        """Carry the config's acked/causal channels through `partisan.delivery.acked`."""
+        delivery = Delivery(
+            config,
+            name=self.runtime.node,
+            incarnation=self.runtime.incarnation,
+            transmit=self._transmit,
+            deliver=Inbound.on_message.__get__(self),
+            record=self.record,
+        )
+        if delivery.channels:
+            self.delivery = delivery
+            self.reliable = frozenset(delivery.channels)
 
     # ---------------------------------------------------------- views
 
@@ -176,6 +196,9 @@ class Distribution(Inbound):
         self, dest: Dest, msg: Any, *, channel: str, partition_key: Any, transitive: bool = False
     ) -> None:
         """Send a user message to an actor on another node (raises NotConnected/Overloaded)."""
+        if self.reliable and channel in self.reliable:
+            self._send_acked(dest, msg, channel, partition_key, transitive, None)
+            return
         if type(dest) is Pid:  # the hot path of casts; `_stale`, inlined
             node = dest.node
             known = self.incarnations.get(node)
@@ -225,7 +248,14 @@ class Distribution(Inbound):
     async def send_wait(
         self, dest: Dest, msg: Any, *, channel: str, partition_key: Any, timeout: float | None
     ) -> None:
-        """Like `send`, waiting for room in the peer's send budget."""
+        """Like `send`, waiting for room in the peer's send budget.
+
+        On an acked channel, waits until the receiving node acknowledged
+        (`DeliveryError` if it never will).
+        """
+        if self.reliable and channel in self.reliable:
+            await self._send_acked_wait(dest, msg, channel, partition_key, timeout)
+            return
         if isinstance(dest, Pid):
             if self._stale(dest):
                 self.runtime.drops["stale_incarnation"] += 1
@@ -241,6 +271,88 @@ class Distribution(Inbound):
             node, channel, wire_dest, msg, partition_key=partition_key, timeout=timeout
         )
         self.runtime.routed_remote += 1
+
+    # ----------------------------------------------- acked and causal channels
+
+    def _target(self, dest: Dest) -> tuple[str, str] | None:
+        if isinstance(dest, Pid):
+            if self._stale(dest):
+                self.runtime.drops["stale_incarnation"] += 1
+                return None
+            return dest.node, str(dest)
+        return dest[1], dest[0]
+
+    def _send_acked(
+        self, dest: Dest, msg: Any, channel: str, key: Any, transitive: bool,
+        waiter: asyncio.Future[None] | None,
+    ) -> bool:  # fmt: skip
+        """Number, keep and transmit one acked message; False if it was dropped as stale."""
+        target = self._target(dest)
+        if target is None:
+            return False
+        node, wire_dest = target
+        delivery = self.delivery
+        assert delivery is not None
+        spec = self.up.get(node)
+        peer_inc = spec.incarnation if spec is not None else self.incarnations.get(node, 0)
+        data = delivery.prepare(node, peer_inc, channel, wire_dest, msg, key, waiter)
+        try:
+            if (node in self._waiting or node not in self.up) and self._indirect(
+                node, channel, RUNTIME_DEST, data, key, transitive
+            ):
+                return True
+            self.links.send(node, channel, RUNTIME_DEST, data, partition_key=key)
+            self.runtime.routed_remote += 1
+        except NotConnected:
+            if data.seq > 1 and node in self.down:
+                return True  # the stream lives on: sent when the node is back (or fails)
+            delivery.unprepare(node, data)
+            raise
+        except BaseException:
+            delivery.unprepare(node, data)
+            raise
+        return True
+
+    async def _send_acked_wait(
+        self, dest: Dest, msg: Any, channel: str, key: Any, timeout: float | None
+    ) -> None:
+        delivery = self.delivery
+        assert delivery is not None
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        target = self._target(dest)
+        if target is None:
+            return
+        await delivery.room(target[0], channel, key, timeout)
+        waiter: asyncio.Future[None] = loop.create_future()
+        if not self._send_acked(dest, msg, channel, key, False, waiter):
+            return
+        remaining = None if deadline is None else max(0.0, deadline - loop.time())
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), remaining)
+        except TimeoutError:
+            from partisan.errors import CallTimeout
+
+            raise CallTimeout(f"no acknowledgement from {target[0]!r} within {timeout} s") from None
+
+    def _transmit(self, node: str, channel: str, envelope: Any, key: Any) -> bool:
+        """Send an acked layer's retransmission or ack; False if it could not go now."""
+        try:
+            if node in self.up and node not in self._waiting:
+                self.links.send(
+                    node, channel, RUNTIME_DEST, envelope, partition_key=key,
+                    control=type(envelope) is Ack,
+                )  # fmt: skip
+            elif self.relay is not None:
+                self.relay.forward(node, channel, RUNTIME_DEST, envelope, key)
+            else:
+                return False
+        except (NotConnected, Overloaded):
+            return False
+        except Exception as exc:
+            logger.warning("acked layer: could not send to %s: %s", node, exc)
+            return False
+        return True
 
     def index_watch(self, ref: Ref, node: str) -> None:
         self.watch_index[node].add(ref)
@@ -398,9 +510,18 @@ class Distribution(Inbound):
         targets = set(self.node_subs.get(node, ()))
         if not hidden:
             targets |= self.node_subs.get(None, set())
+        delivered = 0
         for proc in targets:
             if proc.alive:
                 proc.put(event)
+                delivered += 1
+        if self.record is not None and not hidden:
+            # For the history checker: NodeUp/NodeDown once per peer incarnation.
+            self.record(
+                "signal.nodeup" if type(event) is NodeUp else "signal.nodedown",
+                peer=node, peer_incarnation=self.incarnations.get(node),
+                reason=getattr(event, "reason", None), subscribers=delivered,
+            )  # fmt: skip
 
     def park(self, peer: NodeSpec) -> None:
         """A healthy peer's link closed for a view change: leave `nodes()`, no NodeDown.
@@ -423,6 +544,8 @@ class Distribution(Inbound):
             if hidden:
                 self.hidden.add(peer.name)
             self.on_demand.on_peer_up(peer.name)
+            if self.delivery is not None:
+                self.delivery.peer_up(peer)
             return
         current = self.up.get(peer.name)
         if current is not None:
@@ -436,6 +559,8 @@ class Distribution(Inbound):
         logger.info("node up: %s%s", peer, " (hidden)" if hidden else "")
         self._notify(peer.name, NodeUp(peer.name), hidden)
         self.on_demand.on_peer_up(peer.name)
+        if self.delivery is not None:
+            self.delivery.peer_up(peer)
 
     def on_peer_down(self, peer: NodeSpec, reason: str) -> None:
         """The session with `peer` ended (LinkHandler).
@@ -450,6 +575,8 @@ class Distribution(Inbound):
         if current is None or current.incarnation > peer.incarnation:
             return  # already down, or news about an older incarnation
         self._node_down(peer.name, reason)
+        if self.delivery is not None:
+            self.delivery.peer_gone(peer, reason)
 
     def _node_down(self, node: str, reason: str) -> None:
         """Fire everything that depends on `node`, exactly once."""
@@ -523,6 +650,8 @@ class Distribution(Inbound):
         """
         await self.requests.close()
         await self.on_demand.close()
+        if self.delivery is not None:
+            self.delivery.close()
 
     def disconnected(self, node: str, reason: str) -> None:
         """We closed the session ourselves (leave): same effects as a peer down."""

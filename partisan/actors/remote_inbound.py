@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from partisan.actors import envelopes as env
 from partisan.actors.process import Process
 from partisan.actors.signals import Call, From, Ref
+from partisan.delivery.acked import Ack, Data
 from partisan.identity import NodeSpec, Pid
 
 if TYPE_CHECKING:
@@ -45,6 +46,7 @@ class Inbound:
         runtime: Runtime
         requests: Requests
         on_demand: OnDemand
+        delivery: Any
         in_monitors: dict[Ref, Process]
         in_by_node: defaultdict[str, set[Ref]]
         remote_links: defaultdict[str, set[tuple[Pid, Pid]]]
@@ -210,5 +212,13 @@ class Inbound:
             self.on_demand.on_close_ack(sender, msg.ok is True)
         elif kind is env.CloseCancel:
             self.on_demand.on_close_cancel(sender)
+        elif kind is Data or kind is Ack:
+            delivery = self.delivery
+            if delivery is None:
+                runtime.drops["not_acked_here"] += 1
+            elif kind is Data:
+                delivery.on_data(sender, msg)
+            else:
+                delivery.on_ack(sender, msg)
         else:
             self.requests.handle(sender, msg)

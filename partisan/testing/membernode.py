@@ -24,6 +24,9 @@ recorded message with that tag, in arrival order · ``count`` (tag) — how
 many, and how many distinct · ``bstats`` — the
 `BroadcastStatistics` and `RelayStatistics` of the node, and its broadcast
 neighbours.
+
+Delivery (docs/delivery.md): ``fault``, ``cut``, ``sink``, ``load``,
+``dstats`` — see `partisan.testing.delivery_commands`.
 """
 
 from __future__ import annotations
@@ -45,9 +48,10 @@ from partisan.commands.node import (
     ready_line,
 )
 from partisan.node import Node
+from partisan.testing.delivery_commands import DeliveryCommands
 
 
-class MemberNode:
+class MemberNode(DeliveryCommands):
     """Runs the node and answers the harness's commands."""
 
     def __init__(self, node: Node) -> None:

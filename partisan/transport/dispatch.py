@@ -51,7 +51,7 @@ __all__ = ["Dispatch"]
 
 log = logging.getLogger(__name__)
 
-_BYE_REASONS = {"left": "left", "disconnected": "disconnected"}
+_BYE_REASONS = {"left": "left", "disconnected": "disconnected", "partitioned": "partitioned"}
 _DATA_PREFIX = MAGIC + bytes((WIRE_VERSION, Kind.DATA))
 _FLAGS_INC_SEQ = struct.Struct("!HQQ")  # wire.py's layout at offset 4: flags, incarnation, seq
 _NAMES_CACHE = 4096

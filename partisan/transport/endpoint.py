@@ -11,6 +11,7 @@ that the node is closing or that the ROUTER is gone.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from partisan.config import ChannelSpec, Config
@@ -45,6 +46,9 @@ class Endpoint:
         self.leaving = False
         #: `Links.close` ran (or is running): nothing new is sent or scheduled.
         self.closed = False
+        #: Fault injection's refusal hook, `(peer name, hidden) -> reason | None`
+        #: (partisan/delivery/faults.py); None, the usual case, admits everyone.
+        self.admit: Callable[[str, bool], str | None] | None = None
 
     def running(self) -> asyncio.AbstractEventLoop:
         """The loop `start` ran on; RuntimeError before that."""

@@ -196,6 +196,8 @@ class Handshake:
             local_role=local.config.role,
             local_hidden=local.hidden,
         )
+        if reason is None and local.admit is not None:  # fault injection (a partition)
+            reason = local.admit(hello.name, hello.hidden)
         if reason is not None:
             self.refuse(rid, reason, session)
             return

@@ -34,12 +34,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Protocol
 
 import zmq
 
 from partisan.config import ChannelSpec, Config
-from partisan.errors import ConfigError
+from partisan.errors import ConfigError, JoinRefused
 from partisan.identity import NodeSpec
 from partisan.transport.auth import Authenticator, AuthStatistics
 from partisan.transport.credits import Credits
@@ -254,6 +255,11 @@ class Links:
         """
         self._local.running()
         spec = NodeSpec.parse(target) if isinstance(target, str) else target
+        admit = self._local.admit
+        if admit is not None:  # fault injection: a partitioned peer is not dialled
+            refusal = admit(spec.name, False)
+            if refusal is not None:
+                raise JoinRefused(refusal)
         timeout = self.config.handshake_timeout if timeout is None else timeout
         return await self._handshake.dial(spec, timeout)
 
@@ -295,6 +301,27 @@ class Links:
         if self._table.current(peer):
             self._detection.say_bye(peer, reason)
             self._detection.teardown(peer, "disconnected", notify=False, linger=100)
+
+    @property
+    def admit(self) -> Callable[[str, bool], str | None] | None:
+        """Fault injection's hook: a reason to refuse a peer's HELLO or our dial, or None."""
+        return self._local.admit
+
+    @admit.setter
+    def admit(self, hook: Callable[[str, bool], str | None] | None) -> None:
+        self._local.admit = hook
+
+    def cut(self, peer: str, reason: str) -> None:
+        """End the link to `peer` now, unflushed (fault injection's partition).
+
+        The peer is told by a BYE carrying `reason` and reports
+        ``NodeDown(reason)``; so does this node's handler.
+        """
+        state = self._table.get(peer)
+        if state is None:
+            return
+        self._detection.say_bye(state, reason)
+        self._detection.teardown(state, reason, tell=False, linger=0)
 
     def is_connected(self, peer: str) -> bool:
         """True when a session with `peer` is up (PeerUp was reported)."""
