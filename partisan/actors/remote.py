@@ -38,11 +38,11 @@ from typing import TYPE_CHECKING, Any
 from partisan.actors import envelopes as env
 from partisan.actors.on_demand import QUEUED, RELAYED, OnDemand
 from partisan.actors.process import Process
+from partisan.actors.remote_acked import AckedSends
 from partisan.actors.remote_inbound import RUNTIME_DEST, Inbound
 from partisan.actors.remote_requests import Requests
 from partisan.actors.runtime import Dest, Runtime, Watch
 from partisan.actors.signals import From, NodeDown, NodeUp, Ref
-from partisan.delivery.acked import Ack, Delivery
 from partisan.errors import CallExit, NotConnected, Overloaded
 from partisan.identity import NodeSpec, Pid
 
@@ -54,7 +54,7 @@ __all__ = ["RUNTIME_DEST", "Distribution"]
 logger = logging.getLogger(__name__)
 
 
-class Distribution(Inbound):
+class Distribution(AckedSends, Inbound):
     """One node's remote half of the actor runtime; implements LinkHandler."""
 
     def __init__(self, runtime: Runtime) -> None:
@@ -92,25 +92,8 @@ class Distribution(Inbound):
         self._waiting = self.on_demand.queues  # node -> messages waiting for its link
         #: Carries `partisan.broadcast` over the overlay (set by the Node; None: no overlay).
         self.broadcaster: Any = None
-        #: Acked and causal channels (`enable_delivery`); `reliable` names them.
-        self.delivery: Delivery | None = None
-        self.reliable: frozenset[str] = frozenset()
         #: The event log's writer (set by the Node; None: no event log).
         self.record: Any = None
-
-    def enable_delivery(self, config: Any) -> None:
-        """Carry the config's acked/causal channels through `partisan.delivery.acked`."""
-        delivery = Delivery(
-            config,
-            name=self.runtime.node,
-            incarnation=self.runtime.incarnation,
-            transmit=self._transmit,
-            deliver=Inbound.on_message.__get__(self),
-            record=self.record,
-        )
-        if delivery.channels:
-            self.delivery = delivery
-            self.reliable = frozenset(delivery.channels)
 
     # ---------------------------------------------------------- views
 
@@ -271,88 +254,6 @@ class Distribution(Inbound):
             node, channel, wire_dest, msg, partition_key=partition_key, timeout=timeout
         )
         self.runtime.routed_remote += 1
-
-    # ----------------------------------------------- acked and causal channels
-
-    def _target(self, dest: Dest) -> tuple[str, str] | None:
-        if isinstance(dest, Pid):
-            if self._stale(dest):
-                self.runtime.drops["stale_incarnation"] += 1
-                return None
-            return dest.node, str(dest)
-        return dest[1], dest[0]
-
-    def _send_acked(
-        self, dest: Dest, msg: Any, channel: str, key: Any, transitive: bool,
-        waiter: asyncio.Future[None] | None,
-    ) -> bool:  # fmt: skip
-        """Number, keep and transmit one acked message; False if it was dropped as stale."""
-        target = self._target(dest)
-        if target is None:
-            return False
-        node, wire_dest = target
-        delivery = self.delivery
-        assert delivery is not None
-        spec = self.up.get(node)
-        peer_inc = spec.incarnation if spec is not None else self.incarnations.get(node, 0)
-        data = delivery.prepare(node, peer_inc, channel, wire_dest, msg, key, waiter)
-        try:
-            if (node in self._waiting or node not in self.up) and self._indirect(
-                node, channel, RUNTIME_DEST, data, key, transitive
-            ):
-                return True
-            self.links.send(node, channel, RUNTIME_DEST, data, partition_key=key)
-            self.runtime.routed_remote += 1
-        except NotConnected:
-            if data.seq > 1 and node in self.down:
-                return True  # the stream lives on: sent when the node is back (or fails)
-            delivery.unprepare(node, data)
-            raise
-        except BaseException:
-            delivery.unprepare(node, data)
-            raise
-        return True
-
-    async def _send_acked_wait(
-        self, dest: Dest, msg: Any, channel: str, key: Any, timeout: float | None
-    ) -> None:
-        delivery = self.delivery
-        assert delivery is not None
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
-        target = self._target(dest)
-        if target is None:
-            return
-        await delivery.room(target[0], channel, key, timeout)
-        waiter: asyncio.Future[None] = loop.create_future()
-        if not self._send_acked(dest, msg, channel, key, False, waiter):
-            return
-        remaining = None if deadline is None else max(0.0, deadline - loop.time())
-        try:
-            await asyncio.wait_for(asyncio.shield(waiter), remaining)
-        except TimeoutError:
-            from partisan.errors import CallTimeout
-
-            raise CallTimeout(f"no acknowledgement from {target[0]!r} within {timeout} s") from None
-
-    def _transmit(self, node: str, channel: str, envelope: Any, key: Any) -> bool:
-        """Send an acked layer's retransmission or ack; False if it could not go now."""
-        try:
-            if node in self.up and node not in self._waiting:
-                self.links.send(
-                    node, channel, RUNTIME_DEST, envelope, partition_key=key,
-                    control=type(envelope) is Ack,
-                )  # fmt: skip
-            elif self.relay is not None:
-                self.relay.forward(node, channel, RUNTIME_DEST, envelope, key)
-            else:
-                return False
-        except (NotConnected, Overloaded):
-            return False
-        except Exception as exc:
-            logger.warning("acked layer: could not send to %s: %s", node, exc)
-            return False
-        return True
 
     def index_watch(self, ref: Ref, node: str) -> None:
         self.watch_index[node].add(ref)
