@@ -18,11 +18,17 @@ deduplication (at-least-once), no bound, full-mesh manager only. Ours:
   acknowledged again. In-order data is handed up (to `causal.Causal` on a
   causal channel, else straight to the actor), so delivery is exactly once
   and in order per stream while both incarnations live. Acknowledgements are
-  cumulative and coalesced: one `Ack` per stream per loop iteration.
+  coalesced (one `Ack` per stream per loop iteration) and selective: a
+  cumulative point plus up to `SACK_RANGES` ranges of what arrived beyond it
+  (held in the reorder buffer, or waiting for a causal dependency).
 * **Sender.** Unacknowledged messages stay in the stream (at most
-  `ack_window` per stream: over it `Overloaded`); a timer resends the oldest
-  ones after `ack_interval`, doubling up to `ack_interval_max` while no ack
-  progresses, and at once after each reconnect. After `ack_timeout` seconds
+  `ack_window` per stream: over it `Overloaded`). A timer resends only what
+  the receiver has not reported (neither below the cumulative point nor in
+  the latest ack's ranges) and what was last sent at least one retransmission
+  timeout ago: `ack_interval`, doubling up to `ack_interval_max` while no
+  ack progresses. After each reconnect everything unreported is resent at
+  once (what was in flight on the old link is gone). Each tick resends at most
+  `BURST` messages per stream. After `ack_timeout` seconds
   without progress the stream gives up; a new receiver incarnation (or its
   leave) ends it at once. Either way every unacknowledged message fails its
   waiting sender with `DeliveryError(reason)`, is counted (``lost``) and
@@ -51,8 +57,10 @@ __all__ = ["Ack", "Data", "Delivery", "DeliveryStatistics"]
 
 logger = logging.getLogger(__name__)
 
-#: Oldest unacknowledged messages resent per stream per timer tick.
+#: Most messages resent per stream per timer tick.
 BURST = 2048
+#: Most selective-ack ranges per `Ack` (the lowest ones: the gaps that block delivery).
+SACK_RANGES = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,12 +78,17 @@ class Data:
 
 @dataclass(frozen=True, slots=True)
 class Ack:
-    """Everything up to `seq` on (channel, lane) arrived; for sender incarnation `to_inc`."""
+    """Everything up to `seq` on (channel, lane) arrived; for sender incarnation `to_inc`.
+
+    `ranges` (flat ``start, end, start, end ...``, inclusive, ascending) name
+    what else arrived beyond `seq`: the sender does not resend those.
+    """
 
     channel: str
     lane: int
     to_inc: int
     seq: int
+    ranges: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,8 +111,11 @@ class DeliveryStatistics:
 class _Out:
     peer_inc: int
     next_seq: int = 1
-    #: seq -> [Data, partition key, waiter future or None]
+    #: seq -> [Data, partition key, waiter future or None, last sent at]
     unacked: dict[int, list[Any]] = field(default_factory=dict)
+    #: the latest ack's selective ranges (flat, inclusive) and its cumulative point
+    sacked: tuple[int, ...] = ()
+    sack_seq: int = 0
     rto: float = 0.0
     last_tx: float = 0.0
     progress: float = 0.0
@@ -177,7 +193,7 @@ class Delivery:
         data = Data(channel, lane, stream.peer_inc, seq, dest, payload, deps)
         if not stream.unacked:
             stream.progress = stream.last_tx = self._now()
-        stream.unacked[seq] = [data, key, waiter]
+        stream.unacked[seq] = [data, key, waiter, self._now()]
         self.sent += 1
         self._arm()
         return data
@@ -281,6 +297,8 @@ class Delivery:
             stream.peer_inc = sender.incarnation
         elif stream.peer_inc != sender.incarnation:
             return
+        if ack.seq >= stream.sack_seq:  # a late (reordered) ack must not shrink what we know
+            stream.sack_seq, stream.sacked = ack.seq, ack.ranges
         unacked = stream.unacked
         done = 0
         for seq in list(unacked):
@@ -311,7 +329,7 @@ class Delivery:
             stream = self.inp.get(key)
             if stream is None or not stream.acked:
                 continue
-            ack = Ack(key[2], key[3], key[1], stream.acked)
+            ack = Ack(key[2], key[3], key[1], stream.acked, _ranges(stream))
             self._transmit(sender.name, key[2], ack, None)
 
     # ------------------------------------------------------ peers, timers
@@ -325,7 +343,7 @@ class Delivery:
                 self._end(skey, "restarted")
             else:
                 stream.rto = self.config.ack_interval
-                self._resend(skey, stream, self._now())
+                self._resend(skey, stream, self._now(), 0.0, True)
         self._forget_older(peer)
 
     def peer_gone(self, peer: NodeSpec, reason: str) -> None:
@@ -383,20 +401,58 @@ class Delivery:
                 self._end(skey, "timeout")
                 continue
             busy = True
-            if now - max(stream.last_tx, stream.progress) >= stream.rto:
-                self._resend(skey, stream, now)
+            if now - max(stream.last_tx, stream.progress) >= stream.rto and self._resend(
+                skey, stream, now, stream.rto, False
+            ):
                 stream.rto = min(stream.rto * 2, self.config.ack_interval_max)
         self.causal.expire(now, timeout)
         if busy or self.causal.waiting:
             self._arm()
 
-    def _resend(self, skey: tuple[str, str, int], stream: _Out, now: float) -> None:
-        stream.last_tx = now
-        node = skey[0]
-        for count, entry in enumerate(stream.unacked.values()):
-            if count >= BURST or not self._transmit(node, skey[1], entry[0], entry[1]):
+    def _resend(
+        self, skey: tuple[str, str, int], stream: _Out, now: float, age: float, everything: bool
+    ) -> int:
+        """Resend the holes the receiver reported, sent `age` or more ago, and probe the tail.
+
+        A hole is an unacknowledged message below the highest one the receiver
+        reported holding: it was sent before something that arrived, so it
+        is lost (or delayed). Above that point a message may still be in
+        flight, so only the newest is resent (a tail-loss probe, as TCP's
+        TLP): once it arrives, the receiver's ack turns the lost ones below it
+        into holes. `everything` (after a reconnect) resends all unreported.
+        """
+        node, channel = skey[0], skey[1]
+        ranges, r, nr = stream.sacked, 0, len(stream.sacked)
+        top = ranges[-1] if ranges else stream.sack_seq
+        unacked = stream.unacked
+        count = 0
+        for seq, entry in unacked.items():
+            if seq > top and not everything:
                 break
-            self.retransmitted += 1
+            while r < nr and ranges[r + 1] < seq:
+                r += 2
+            if r < nr and ranges[r] <= seq:
+                continue  # the receiver holds it
+            if now - entry[3] < age:
+                continue  # sent (or resent) too recently
+            if count >= BURST or not self._transmit(node, channel, entry[0], entry[1]):
+                break
+            entry[3] = now
+            count += 1
+        if not everything and unacked:
+            seq = next(reversed(unacked))
+            entry = unacked[seq]
+            if (
+                seq > top
+                and now - entry[3] >= age
+                and self._transmit(node, channel, entry[0], entry[1])
+            ):
+                entry[3] = now
+                count += 1
+        if count:
+            stream.last_tx = now
+            self.retransmitted += count
+        return count
 
     def _event(self, event: str, **fields: Any) -> None:
         if self._record is not None:
@@ -428,3 +484,25 @@ class Delivery:
             self.stale, self.lost, sum(len(s.unacked) for s in self.out.values()),
             self.causal.waiting, self.causal.released,
         )  # fmt: skip
+
+
+def _ranges(stream: _In) -> tuple[int, ...]:
+    """What `stream` holds beyond its ack point, as at most `SACK_RANGES` flat ranges."""
+    held: list[int] = []
+    if stream.expected - 1 > stream.acked:  # in order, waiting for a causal dependency
+        held.extend(range(stream.acked + 1, stream.expected))
+    if stream.buffer:
+        held.extend(sorted(stream.buffer))
+    if not held:
+        return ()
+    out: list[int] = []
+    start = prev = held[0]
+    for seq in held[1:]:
+        if seq != prev + 1:
+            out += (start, prev)
+            if len(out) >= 2 * SACK_RANGES:
+                return tuple(out)
+            start = seq
+        prev = seq
+    out += (start, prev)
+    return tuple(out)
