@@ -105,6 +105,7 @@ class DeliveryStatistics:
     unacked: int
     causal_waiting: int
     causal_released: int
+    causal_held: int
 
 
 @dataclass(slots=True)
@@ -345,6 +346,8 @@ class Delivery:
                 stream.rto = self.config.ack_interval
                 self._resend(skey, stream, self._now(), 0.0, True)
         self._forget_older(peer)
+        if peer.incarnation:  # a restart seen only as a new HELLO: the old incarnation is over
+            self.causal.incarnation_ended(peer.name, peer.incarnation - 1)
 
     def peer_gone(self, peer: NodeSpec, reason: str) -> None:
         """`peer` restarted or left: its streams will never be acknowledged."""
@@ -482,7 +485,7 @@ class Delivery:
         return DeliveryStatistics(
             self.sent, self.retransmitted, self.acked, self.delivered, self.duplicates,
             self.stale, self.lost, sum(len(s.unacked) for s in self.out.values()),
-            self.causal.waiting, self.causal.released,
+            self.causal.waiting, self.causal.released, self.causal.held,
         )  # fmt: skip
 
 

@@ -65,9 +65,12 @@ class Causal:
         self.delivered: dict[str, dict[tuple[str, int], int]] = {}
         #: (src, src inc, channel, lane) -> (sender, [(data, arrived)])
         self.pending: dict[tuple[str, int, str, int], tuple[NodeSpec, deque[Any]]] = {}
-        self.dead: set[tuple[str, int]] = set()
+        #: node -> its newest incarnation known to be over (it and older ones are dead)
+        self.dead: dict[str, int] = {}
         self.waiting = 0
         self.released = 0
+        #: messages that arrived before a dependency and had to wait (cumulative)
+        self.held = 0
         #: the loop's time, set by the acked layer before each offer
         self.now = 0.0
 
@@ -95,13 +98,15 @@ class Causal:
         entry[1].append((data, self.now))
         self.waiting += 1
         self._drain()
+        if entry[1] and entry[1][-1][0] is data:
+            self.held += 1
 
     def _ready(self, channel: str, src: tuple[str, int], deps: Any) -> bool:
         delivered = self.delivered.get(channel, {})
         for s, si, d, di, n in deps:
             if d != self.name or (di and di != self.incarnation) or (s, si) == src:
                 continue
-            if delivered.get((s, si), 0) < n and (s, si) not in self.dead:
+            if delivered.get((s, si), 0) < n and si > self.dead.get(s, -1):
                 return False
         return True
 
@@ -134,7 +139,9 @@ class Causal:
 
     def incarnation_ended(self, node: str, incarnation: int) -> None:
         """Dependencies on `node`'s `incarnation` (and older) are released."""
-        self.dead.add((node, incarnation))
+        if incarnation <= self.dead.get(node, -1):
+            return
+        self.dead[node] = incarnation
         for key in [k for k in self.pending if k[0] == node and k[1] <= incarnation]:
             _, queue = self.pending.pop(key)
             self.waiting -= len(queue)  # a dead sender's undelivered tail: never acked

@@ -14,7 +14,10 @@ actor registered as `name` that records each ``(id, key)`` it gets and, with
 count, channel, tag) — `actors` actors each send `count` messages to
 ``("sink", target)`` (actor 0 cuts the link every `cut_every` of its
 messages: forced reconnects), retrying on `Overloaded`/`NotConnected` (only a
-successful send is recorded); answers once every actor is done · ``dstats``
+successful send is recorded); with `also`, each message to `target` is
+followed by one to ``("sink", also)`` (the causal scenario: `also` forwards
+it to `target`); `transitive` relays the sends to `target`; answers once
+every actor is done · ``dstats``
 — the delivery and fault statistics.
 """
 
@@ -70,7 +73,7 @@ class DeliveryCommands:
 
     async def cmd_load(
         self, target: str, actors: int, count: int, channel: str, tag: str = "m",
-        also: str | None = None, cut_every: int = 0,
+        also: str | None = None, cut_every: int = 0, transitive: bool = False,
     ) -> dict[str, Any]:  # fmt: skip
         me = api.node()
         cuts = 0
@@ -83,11 +86,11 @@ class DeliveryCommands:
                     self.node.links.cut(target, "connection_closed")  # a forced reconnect
                     cuts += 1
                 msg_id = f"{key}.{i}"
-                if also is not None:  # the causal scenario: first to `also`, then to `target`
+                await _send(("sink", target), (msg_id, key, me), channel, transitive)
+                record_send(msg_id, target, key=key, channel=channel)
+                if also is not None:  # the causal scenario: to `target`, then to `also`
                     await _send(("sink", also), (msg_id + "/a", key, me), channel)
                     record_send(msg_id + "/a", also, key=key, channel=channel)
-                await _send(("sink", target), (msg_id, key, me), channel)
-                record_send(msg_id, target, key=key, channel=channel)
 
         tasks = [asyncio.ensure_future(worker(n)) for n in range(actors)]
         await asyncio.gather(*tasks)
@@ -105,12 +108,12 @@ class DeliveryCommands:
         }
 
 
-async def _send(dest: Any, msg: Any, channel: str) -> None:
+async def _send(dest: Any, msg: Any, channel: str, transitive: bool = False) -> None:
     """Send, waiting out `Overloaded` and a link that is being re-dialled."""
     delay = 0.001
     while True:
         try:
-            partisan.send(dest, msg, channel=channel)
+            partisan.send(dest, msg, channel=channel, transitive=transitive)
             return
         except (Overloaded, NotConnected):
             await asyncio.sleep(delay)  # backoff for the app's retry, not a test's wait
