@@ -172,6 +172,30 @@ class Observer:
             self.previous = snapshot
             return snapshot
 
+    async def rpc_all(self, fn: Any, *args: Any, timeout: float = 5.0) -> dict[str, Any]:
+        """Run ``fn(*args)`` on every up node at once (by rpc): name -> answer or exception.
+
+        Waits up to `timeout` for dials still in flight; the fault verbs use it
+        (`partisan.cluster.fault_verbs`).
+        """
+        node = self._running()
+        async with self._lock:
+            entries = [
+                e for e in _entries(self._state()) if e.get("state") == "up" and e.get("address")
+            ]
+            procs = {e["name"]: process_info(e.get("os_pid")) for e in entries}
+            entries = [e for e in entries if procs[e["name"]].state not in ("gone", "stopped")]
+            await self._connect(entries, procs)
+            joins = [t for t in self._joins.values() if not t.done()]
+            if joins:
+                await asyncio.wait(joins, timeout=timeout)
+            with node.as_current():
+                answers = await asyncio.gather(
+                    *(partisan.rpc(e["name"], fn, *args, timeout=timeout) for e in entries),
+                    return_exceptions=True,
+                )
+        return {e["name"]: a for e, a in zip(entries, answers, strict=True)}
+
     def _running(self) -> partisan.Node:
         if self.node is None or not self.node.running:
             raise RuntimeError("Observer is not started: use `async with Observer(...)`")

@@ -119,6 +119,20 @@ def register(subparsers: Any) -> None:
     graph.add_argument("--format", default="text", choices=("text", "dot", "json", "svg"))
     graph.add_argument("--passive", action="store_true", help="include HyParView passive views")
 
+    fault_verbs = "partisan.cluster.fault_verbs"
+    part = verb(
+        "partition",
+        "cut the cluster into groups: each reaches only itself (nodes in no group reach all)",
+        fault_verbs,
+        "partition",
+    )
+    part.add_argument("groups", nargs="+", metavar="A,B", help="a comma-separated group of nodes")
+    heal = verb("heal", "end the partition (links come back)", fault_verbs, "heal")
+    heal.add_argument("--all", action="store_true", help="also clear every drop/delay rule")
+    faults = verb("faults", "list each node's partition, fault rules and counters", fault_verbs,
+                  "faults")  # fmt: skip
+    faults.add_argument("--json", action="store_true", help="one JSON document (schema 1)")
+
     down = verb("down", "stop every node and the cluster supervisor", verbs, "down")
     down.add_argument("--timeout", type=_positive_float, default=30.0, metavar="S")
 

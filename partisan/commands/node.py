@@ -108,7 +108,8 @@ def add_node_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="FIELD=VALUE",
-        help="any other Config field, e.g. --set heartbeat_timeout=0.5",
+        help="any other Config field, e.g. --set heartbeat_timeout=0.5 "
+        "(a section's: --set hyparview.shuffle_interval=3)",
     )
 
 
@@ -137,7 +138,12 @@ def config_from_args(args: argparse.Namespace) -> Any:
         field, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"--set {item!r}: expected FIELD=VALUE")
-        kwargs[field.strip().replace("-", "_")] = value
+        name = field.strip().replace("-", "_")
+        section, dot, sub = name.partition(".")
+        if dot:  # a section's field: --set hyparview.shuffle_interval=3
+            kwargs.setdefault(section, {})[sub] = value
+        else:
+            kwargs[name] = value
     return Config.load(config_file=args.config_file, **kwargs)
 
 
