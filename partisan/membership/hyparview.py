@@ -257,6 +257,10 @@ class HyParView(Shuffling):
                 out.append(SetTimer(PROMOTE_TIMER, now + self._promote_interval))
             else:
                 self._hungry = 0
+                if self._ghosts:  # nothing else to do: wake only when a ghost is due
+                    self._promote_armed = True
+                    due = max(self._ghost_due, now + self._promote_interval)
+                    out.append(SetTimer(PROMOTE_TIMER, due))
         if self._changed:
             self._changed = False
             out.append(MembersChanged(self.members()))
@@ -276,6 +280,10 @@ class HyParView(Shuffling):
                 out.append(SetTimer(PROMOTE_TIMER, now + self._promote_interval))
             else:
                 self._hungry = 0
+                if self._ghosts:  # nothing else to do: wake only when a ghost is due
+                    self._promote_armed = True
+                    due = max(self._ghost_due, now + self._promote_interval)
+                    out.append(SetTimer(PROMOTE_TIMER, due))
         if self._changed:
             self._changed = False
             out.append(MembersChanged(self.members()))

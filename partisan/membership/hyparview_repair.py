@@ -11,6 +11,17 @@ full; LOW otherwise. Peers found unreachable are kept as *lost* and retried one
 per interval: HIGH when they were active neighbors (a failure cut the link, not
 a decision; restoring it is what merges healed partitions).
 
+Ghosts (ours): a lost *neighbour* still unreachable after the lost timeout
+(``LOST_TIMEOUT_INTERVALS``) is not forgotten but kept as a ghost (at most
+``active_size``, oldest dropped first) and asked again, HIGH, one ghost every
+``GHOST_INTERVALS`` promotion intervals. Within the timeout, healed partitions
+merge through the lost peers; past it the passive views may no longer name
+the other side at all (probes of refused entries drop them), and the ghosts
+are what still does: after any partition, one component again within about
+``GHOST_INTERVALS x ghosts`` promotion intervals of the heal (60 s per ghost
+by default). A ghost that left or restarted is forgotten; a dead one costs one
+refused dial per probe.
+
 Passive probes (ours; see the deviations in hyparview.py): on every shuffle
 tick a node sends `PassiveProbe` to one random passive entry. A dead entry
 fails the send and is dropped (`PeerDown`); a live entry below
@@ -29,7 +40,7 @@ from partisan.membership.hyparview_messages import (
     PassiveProbe,
     Priority,
 )
-from partisan.membership.hyparview_views import Views
+from partisan.membership.hyparview_views import GHOST_INTERVALS, Views
 from partisan.membership.types import Action, Disconnect, DisconnectReason, Random, Send
 
 __all__ = ["ESCALATE_AFTER_INTERVALS", "Repair"]
@@ -82,7 +93,10 @@ class Repair(Views):
     def _needs_promotion(self) -> bool:
         """Whether the promotion timer has work: a view to fill, a request, a lost peer."""
         return (
-            len(self._active) < self._active_size or self._pending is not None or bool(self._lost)
+            len(self._active) < self._active_size
+            or self._pending is not None
+            or bool(self._lost)
+            or bool(self._ghosts)
         )
 
     def _trigger_repair(self, attempts: int = 1 << 30, *, urgent: bool = False) -> None:
@@ -184,6 +198,7 @@ class Repair(Views):
         gone = reason == "left" or reason == "restarted"
         if gone:
             self._lost.pop(name, None)  # a newer life exists, or it said goodbye
+            self._ghosts.pop(name, None)
         known = self._active.get(name)
         if known is not None and known.incarnation <= peer.incarnation:
             self._remove_active(name)
@@ -207,6 +222,8 @@ class Repair(Views):
             self._pending = None
         if self._lost:
             self._probe_lost(out)
+        if self._ghosts and now >= self._ghost_due:
+            self._probe_ghost(out)
         size = len(self._active)
         self._hungry = self._hungry + 1 if size < self._active_size else 0
         if size < self._active_min:
@@ -223,6 +240,27 @@ class Repair(Views):
         if not self._active and not self._passive and self._contact is not None:
             out.append(Send(self._contact, JoinRequest()))  # isolated: retry the join
 
+    def _haunt(self, spec: NodeSpec) -> None:
+        """Keep a lost neighbour past the timeout as a ghost (bounded, oldest out)."""
+        ghosts = self._ghosts
+        ghosts.pop(spec.name, None)
+        if len(ghosts) >= self._active_size:
+            del ghosts[next(iter(ghosts))]
+        if not ghosts:
+            self._ghost_due = self._now + GHOST_INTERVALS * self._promote_interval
+        ghosts[spec.name] = spec
+
+    def _probe_ghost(self, out: list[Action]) -> None:
+        """Ask the ghost probed longest ago (round robin) to link with us again, HIGH."""
+        ghosts = self._ghosts
+        name = next(iter(ghosts))
+        spec = ghosts[name] = ghosts.pop(name)  # to the back of the line
+        self._ghost_due = self._now + GHOST_INTERVALS * self._promote_interval
+        if self._pending is None and name not in self._active:
+            self._requests += 1
+            self._probe = name
+            out.append(Send(spec, _HIGH))
+
     def _probe_lost(self, out: list[Action]) -> None:
         """Ask one unreachable peer (if not expired) to link with us again.
 
@@ -234,7 +272,9 @@ class Repair(Views):
         lost = self._lost
         horizon = self._now - self._lost_timeout
         for name in [n for n, entry in lost.items() if entry[1] <= horizon]:
-            del lost[name]
+            spec, _, was_active = lost.pop(name)
+            if was_active:
+                self._haunt(spec)
         if not lost:
             return
         spec, _, was_active = lost[self._pick_key(list(lost))]

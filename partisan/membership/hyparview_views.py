@@ -21,10 +21,13 @@ from partisan.identity import NodeSpec
 from partisan.membership.hyparview_messages import DisconnectNotice
 from partisan.membership.types import Action, Connect, Disconnect, DisconnectReason, Random, Send
 
-__all__ = ["LOST_TIMEOUT_INTERVALS", "HyParViewStatistics", "Views"]
+__all__ = ["GHOST_INTERVALS", "LOST_TIMEOUT_INTERVALS", "HyParViewStatistics", "Views"]
 
 #: How many promotion intervals an unreachable peer stays a reconnect candidate.
 LOST_TIMEOUT_INTERVALS = 60
+#: Promotion intervals between two probes of a ghost (a lost neighbour past the
+#: timeout): the bound on re-merging after a partition longer than the timeout.
+GHOST_INTERVALS = 12
 
 _VIEW_CHANGE = DisconnectReason.VIEW_CHANGE
 
@@ -58,6 +61,8 @@ class Views:
         "_active_size",
         "_changed",
         "_evictions",
+        "_ghost_due",
+        "_ghosts",
         "_joins",
         "_lost",
         "_lost_timeout",
@@ -98,6 +103,10 @@ class Views:
         self._reserved: dict[str, str | None] = {role: None for role in hv.reservations}
         # name -> (spec, when lost, was an active peer): unreachable peers to retry
         self._lost: dict[str, tuple[NodeSpec, float, bool]] = {}
+        # name -> spec: lost *neighbours* past the timeout, probed one per
+        # GHOST_INTERVALS promotion intervals (at most active_size; see hyparview_repair)
+        self._ghosts: dict[str, NodeSpec] = {}
+        self._ghost_due = 0.0
         self._changed = False  # the active view changed in this event: MembersChanged
         self._active_cache: tuple[NodeSpec, ...] | None = ()
         self._members_cache: tuple[NodeSpec, ...] | None = None
@@ -193,6 +202,7 @@ class Views:
             return False
         self._passive.pop(name, None)
         self._lost.pop(name, None)
+        self._ghosts.pop(name, None)
         self._active[name] = spec
         if role is not None:
             reserved[role] = name

@@ -475,6 +475,41 @@ def test_lost_peer_is_given_up_after_the_timeout() -> None:
     assert hv.statistics().lost == 0
 
 
+def test_a_lost_neighbour_past_the_timeout_is_probed_as_a_ghost_until_it_answers() -> None:
+    """A partition longer than the lost timeout still merges after the heal (bounded)."""
+    hv = make(random_promotion_interval=1.0)
+    with_active(hv, A)
+    hv.handle(PeerDown(A), 0.0)
+    hv.handle(TimerFired(PROMOTE_TIMER), 60.0)  # lost past the timeout: a ghost now
+    assert Send(A, HIGH) not in hv.handle(TimerFired(PROMOTE_TIMER), 71.0)
+    assert Send(A, HIGH) in hv.handle(TimerFired(PROMOTE_TIMER), 72.0)  # GHOST_INTERVALS
+    hv.handle(PeerDown(A), 72.1)  # still partitioned: refused, stays a ghost
+    assert Send(A, HIGH) not in hv.handle(TimerFired(PROMOTE_TIMER), 80.0)
+    assert Send(A, HIGH) in hv.handle(TimerFired(PROMOTE_TIMER), 84.0)
+    recv(hv, A, NeighborReply(True), 84.1)  # healed: the link is back
+    assert hv.active() == (A,)
+    assert Send(A, HIGH) not in hv.handle(TimerFired(PROMOTE_TIMER), 200.0)
+
+
+def test_a_full_node_with_a_ghost_wakes_only_when_the_ghost_is_due() -> None:
+    hv = make(random_promotion_interval=1.0, active_size=2, active_min_size=1)
+    with_active(hv, A, B)
+    hv.handle(PeerDown(A), 0.0)
+    hv.handle(TimerFired(PROMOTE_TIMER), 60.0)  # A: a ghost, due at 72
+    recv(hv, C, NeighborRequest(Priority.HIGH), 60.5)  # full again
+    out = hv.handle(TimerFired(PROMOTE_TIMER), 61.0)
+    assert SetTimer(PROMOTE_TIMER, 72.0) in out
+
+
+def test_a_ghost_that_left_is_forgotten() -> None:
+    hv = make(random_promotion_interval=1.0)
+    with_active(hv, A)
+    hv.handle(PeerDown(A), 0.0)
+    hv.handle(TimerFired(PROMOTE_TIMER), 60.0)
+    hv.handle(PeerDown(A, "left"), 61.0)
+    assert Send(A, HIGH) not in hv.handle(TimerFired(PROMOTE_TIMER), 72.0)
+
+
 def test_peer_that_left_is_not_asked_to_reconnect() -> None:
     hv = make()
     with_active(hv, A)
