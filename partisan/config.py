@@ -421,11 +421,16 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
 
 
+#: PARTISAN_* variables that are not config fields: the config file's path, and the
+#: switch partisan/delivery/faults.py reads at import (benchmarks only).
+_NOT_FIELDS = frozenset({ENV_PREFIX + "CONFIG", ENV_PREFIX + "FAULTS"})
+
+
 def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     """Collect ``PARTISAN_FIELD`` and ``PARTISAN_SECTION__FIELD`` variables."""
     out: dict[str, Any] = {}
     for key, value in environ.items():
-        if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "CONFIG":
+        if not key.startswith(ENV_PREFIX) or key in _NOT_FIELDS:
             continue
         path = key[len(ENV_PREFIX) :].lower().split("__")
         if len(path) == 1:

@@ -113,3 +113,8 @@ def test_replace_validates() -> None:
     assert config.replace(port=5).port == 5
     with pytest.raises(ConfigError, match="port"):
         config.replace(port=-1)
+
+
+def test_partisan_faults_is_a_switch_not_a_config_field() -> None:
+    # Read by partisan/delivery/faults.py at import; nodes started with it must not refuse it.
+    assert Config.load(name="x", env={"PARTISAN_FAULTS": "off"}).name == "x"
