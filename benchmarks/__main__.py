@@ -30,6 +30,7 @@ BENCHMARKS = [
     "benchmarks.channels",
     "benchmarks.formation",
     "benchmarks.broadcast",
+    "benchmarks.delivery",
 ]
 
 
