@@ -13,6 +13,11 @@
 - `SimulatedHosts`: nodes on simulated hosts — a network namespace each, on
   a private bridge — for tests of bind vs advertised addresses, real
   partitions and hostile clients (root, ``ip`` and ``iptables``).
+- `check_history` / `load_history` / `record_send` / `record_receive` /
+  `HistoryReport`: the history checker (exactly once, per-key order, causal
+  order, NodeUp/NodeDown once per incarnation) over the nodes' event logs.
+- `partisan.testing.faults`: fault injection over a running `Cluster`
+  (``partition``, ``heal``, ``drop``, ``delay``, ``duplicate``, ...).
 - `partisan.testing.plugin`: pytest fixtures (``no_leaks``, ``node_factory``,
   ``key_dir``, ``fast_heartbeats``, ``partisan_cluster``); load it with
   ``-p partisan.testing.plugin`` or import the fixtures in a conftest.
@@ -21,6 +26,13 @@
 from __future__ import annotations
 
 from partisan.testing.cluster import Cluster, ClusterClient, ClusterCommandError, connect
+from partisan.testing.history import (
+    HistoryReport,
+    check_history,
+    load_history,
+    record_receive,
+    record_send,
+)
 from partisan.testing.hosts import HostsUnavailable, SimulatedHost, SimulatedHosts
 from partisan.testing.leaks import Snapshot
 from partisan.testing.process import NodeProcess, NodeProcessError
@@ -36,6 +48,7 @@ __all__ = [
     "Cluster",
     "ClusterClient",
     "ClusterCommandError",
+    "HistoryReport",
     "HostsUnavailable",
     "NodeProcess",
     "NodeProcessError",
@@ -44,8 +57,12 @@ __all__ = [
     "Snapshot",
     "WaitTimeout",
     "async_wait_until",
+    "check_history",
     "connect",
     "detection_deadline",
     "handshake_deadline",
+    "load_history",
+    "record_receive",
+    "record_send",
     "wait_until",
 ]

@@ -13,6 +13,11 @@ from tests.docs.blocks import ROOT, PageRun, blocks, pages
 NO_RUN = {
     ("README.md", "make demo and make test take minutes; make test runs this check itself"),
     ("docs/broadcast.md", "a fragment: `msg`, `request` and node n7 stand for your own cluster"),
+    ("docs/delivery.md", "a fragment of a test; `cluster` stands for your own Cluster"),
+    (
+        "docs/delivery.md",
+        "a fragment; msg_id, key, sender and paths stand for your application's",
+    ),
     ("docs/design.md", "an interface sketch, not a program"),
     ("docs/reliability.md", "needs root, ip and iptables; about a minute"),
     (
