@@ -37,7 +37,8 @@ the same, driven by the `PeerService`:
   a user message resolves its Pid or name; a runtime envelope (``"$runtime"``:
   calls, replies, monitors, signals, which the runtime relays between two
   client-server clients) is handled as if it came from the origin over a
-  link, so replies and Downs go back to the origin, not to the last hop.
+  link, so replies and Downs go back to the origin, not to the last hop; so
+  is an acked channel's data (``"$acked"``, `partisan.delivery.streams`).
   Other ``$``-destinations are refused and counted.
 """
 
@@ -50,6 +51,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from partisan.actors.remote_inbound import RUNTIME_DEST
+from partisan.delivery.streams import ACKED_DEST
 from partisan.errors import NotConnected, Overloaded, PartisanError
 from partisan.identity import NodeSpec
 
@@ -297,7 +299,7 @@ class Relay:
         dist = self.service.dist
         origin = self._origins[stream]
         for msg in ready:
-            if msg.dest.startswith("$") and msg.dest != RUNTIME_DEST:
+            if msg.dest.startswith("$") and msg.dest != RUNTIME_DEST and msg.dest != ACKED_DEST:
                 self._dropped += 1  # actors and the runtime only: never membership frames
                 continue
             self._delivered += 1

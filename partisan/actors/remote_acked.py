@@ -6,8 +6,8 @@ this mixin transmits it to the peer's ``$runtime`` (directly, queued behind
 a link being dialled on use, or through the relay for ``transitive=True``).
 Retransmissions and acknowledgements come back through `_transmit`, which
 never raises: a message that cannot go now waits for the next tick or the
-next reconnect. Receiving is `Inbound.on_message`'s business (`Data`/`Ack`
-envelopes at ``$runtime``).
+next reconnect. Receiving is `Inbound.on_message`'s business (data as plain
+tuples at ``$acked``, `Ack` envelopes at ``$runtime``).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from partisan.actors.remote_inbound import RUNTIME_DEST, Inbound
 from partisan.actors.runtime import Dest
 from partisan.delivery.acked import Ack, Delivery
+from partisan.delivery.streams import ACKED_DEST
 from partisan.errors import CallTimeout, NotConnected, Overloaded
 from partisan.identity import NodeSpec, Pid
 
@@ -91,13 +92,13 @@ class AckedSends:
         data = delivery.prepare(node, peer_inc, channel, wire_dest, msg, key, waiter)
         try:
             if (node in self._waiting or node not in self.up) and self._indirect(
-                node, channel, RUNTIME_DEST, data, key, transitive
+                node, channel, ACKED_DEST, data, key, transitive
             ):
                 return True
-            self.links.send(node, channel, RUNTIME_DEST, data, partition_key=key)
+            self.links.send(node, channel, ACKED_DEST, data, partition_key=key)
             self.runtime.routed_remote += 1
         except NotConnected:
-            if data.seq > 1 and node in self.down:
+            if data[3] > 1 and node in self.down:  # its seq
                 return True  # the stream lives on: sent when the node is back (or fails)
             delivery.unprepare(node, data)
             raise
@@ -128,14 +129,15 @@ class AckedSends:
 
     def _transmit(self, node: str, channel: str, envelope: Any, key: Any) -> bool:
         """Send an acked layer's retransmission or ack; False if it could not go now."""
+        ack = type(envelope) is Ack
+        dest = RUNTIME_DEST if ack else ACKED_DEST
         try:
             if node in self.up and node not in self._waiting:
                 self.links.send(
-                    node, channel, RUNTIME_DEST, envelope, partition_key=key,
-                    control=type(envelope) is Ack,
+                    node, channel, dest, envelope, partition_key=key, control=ack,
                 )  # fmt: skip
             elif self.relay is not None:
-                self.relay.forward(node, channel, RUNTIME_DEST, envelope, key)
+                self.relay.forward(node, channel, dest, envelope, key)
             else:
                 return False
         except (NotConnected, Overloaded):

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 from partisan.actors import envelopes as env
 from partisan.actors.process import Process
 from partisan.actors.signals import Call, From, Ref
-from partisan.delivery.acked import Ack, Data
+from partisan.delivery.acked import Ack
+from partisan.delivery.streams import ACKED_DEST
 from partisan.identity import NodeSpec, Pid
 
 if TYPE_CHECKING:
@@ -70,6 +71,9 @@ class Inbound:
                 runtime.drops["bad_control"] += 1
                 logger.exception("bad control message from %s", sender)
             return
+        if dest == ACKED_DEST:
+            self._acked(sender, payload)
+            return
         runtime.received_remote += 1
         if dest.startswith(_PID_PREFIX):
             pid = self._pid_cache.get(dest)
@@ -99,6 +103,20 @@ class Inbound:
             proc.put(payload)
         else:
             proc.put_held(payload, gauge)
+
+    def _acked(self, sender: NodeSpec, wire: Any) -> None:
+        """Data of an acked channel (a plain tuple, `partisan.delivery.streams.Data`)."""
+        delivery = self.delivery
+        if delivery is None:
+            self.runtime.drops["not_acked_here"] += 1
+            return
+        try:
+            if type(wire) is not tuple:
+                raise TypeError(f"not a tuple: {type(wire).__name__}")
+            delivery.on_data(sender, wire)
+        except TypeError:  # an authenticated peer's malformed tuple: count, never crash
+            self.runtime.drops["bad_control"] += 1
+            logger.warning("bad acked data from %s: %.200r", sender, wire)
 
     def _cache_pid(self, wire: tuple[Any, ...]) -> Pid:
         pid = Pid(*wire)  # a malformed tuple raises here: the caller counts bad_control
@@ -212,12 +230,10 @@ class Inbound:
             self.on_demand.on_close_ack(sender, msg.ok is True)
         elif kind is env.CloseCancel:
             self.on_demand.on_close_cancel(sender)
-        elif kind is Data or kind is Ack:
+        elif kind is Ack:
             delivery = self.delivery
             if delivery is None:
                 runtime.drops["not_acked_here"] += 1
-            elif kind is Data:
-                delivery.on_data(sender, msg)
             else:
                 delivery.on_ack(sender, msg)
         else:

@@ -45,7 +45,7 @@ class Net:
             if (src, dst) == drop:
                 continue
             node = self.nodes[dst]
-            if type(env).__name__ == "Data":
+            if type(env) is tuple:  # data is a plain tuple; acks are `Ack`
                 node.on_data(SPECS[src], env)
             else:
                 node.on_ack(SPECS[src], env)
