@@ -16,8 +16,9 @@ count, channel, tag) — `actors` actors each send `count` messages to
 messages: forced reconnects), retrying on `Overloaded`/`NotConnected` (only a
 successful send is recorded); with `also`, each message to `target` is
 followed by one to ``("sink", also)`` (the causal scenario: `also` forwards
-it to `target`); `transitive` relays the sends to `target`; answers once
-every actor is done · ``dstats``
+it to `target`); `transitive` relays the sends to `target`; `pace` yields
+to the loop after each round (otherwise an actor sends its whole share in one
+go and injected delays all fire after it); answers once every actor is done · ``dstats``
 — the delivery and fault statistics.
 """
 
@@ -74,6 +75,7 @@ class DeliveryCommands:
     async def cmd_load(
         self, target: str, actors: int, count: int, channel: str, tag: str = "m",
         also: str | None = None, cut_every: int = 0, transitive: bool = False,
+        pace: bool = False,
     ) -> dict[str, Any]:  # fmt: skip
         me = api.node()
         cuts = 0
@@ -91,6 +93,8 @@ class DeliveryCommands:
                 if also is not None:  # the causal scenario: to `target`, then to `also`
                     await _send(("sink", also), (msg_id + "/a", key, me), channel)
                     record_send(msg_id + "/a", also, key=key, channel=channel)
+                if pace:  # yield each round: timers (delayed copies) fire on time
+                    await asyncio.sleep(0)
 
         tasks = [asyncio.ensure_future(worker(n)) for n in range(actors)]
         await asyncio.gather(*tasks)

@@ -64,16 +64,16 @@ def run(
     wait_until(lambda: "c" in b.request("view")["nodes"] and "b" in a.request("view")["nodes"], 20)
     c.request("sink", channel="log")
     b.request("sink", channel="log", forward_to="c")
-    # A's (or, relayed, B's) traffic to C held 2-12 ms: B's forward can overtake it.
+    # A's (or, relayed, B's) traffic to C held 5-15 ms: B's forward can overtake it.
     slow = a if delay_on == "a" else b
     slow.request("fault", op="seed", args={"seed": SEED})
     slow.request(
         "fault", op="delay",
-        args={"peer": "c", "channel": "log", "seconds": 0.002, "jitter": 0.01, "direction": "send"},
+        args={"peer": "c", "channel": "log", "seconds": 0.005, "jitter": 0.01, "direction": "send"},
     )  # fmt: skip
     done = a.request(
         "load", target="c", also="b", actors=actors, count=count, channel="log",
-        transitive=transitive, reply_timeout=120,
+        transitive=transitive, pace=True, reply_timeout=120,
     )  # fmt: skip
     assert done["sent"] == actors * count
     expected = 3 * actors * count  # to C, to B, B's forward to C
