@@ -9,6 +9,9 @@ on, channels ``plain:1``, ``log:1:acked`` and ``clog:1:causal``:
    0.5x), the causal one beside the acked one (its overhead per message);
 2. latency: p50/p99 round trip of one message out and one back on the same
    channel (an echo actor), nothing else running;
+Each pair of processes is pinned to two cores (one each), as placement drift
+between runs moves the figures more than the differences measured.
+
 3. fault injection compiled in but unused: the ``actors`` benchmark's remote
    call p50 and cast throughput, each run in a fresh pair of processes, five
    times with ``PARTISAN_FAULTS=off`` and five without, alternating; medians
@@ -164,8 +167,17 @@ def _cast_call_child(quick: bool) -> None:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (os.getcwd(), env.get("PYTHONPATH")) if p)
         argv = [sys.executable, "-m", "partisan", "node", "start", "peer", "--keys", keys]
         with NodeProcess(argv, env=env) as peer:
+            _pin(peer.proc.pid)
             rows = asyncio.run(_remote(keys, peer.address, quick))
     print(json.dumps({r["name"]: r["value"] for r in rows}))
+
+
+def _pin(peer_pid: int) -> None:
+    """This process on one core, the peer on another: run-to-run placement drift otherwise
+    moves call latency by 30-40% (measured), far more than what is being compared."""
+    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2:
+        os.sched_setaffinity(peer_pid, {1})
+        os.sched_setaffinity(0, {0})
 
 
 def _fault_overhead(quick: bool, runs: int = 5) -> list[dict[str, Any]]:
@@ -223,7 +235,10 @@ def run(args: Any) -> list[dict[str, Any]]:
         argv = [sys.executable, "-m", "partisan", "node", "start", "peer", "--keys", keys]
         argv += ["--channels", CHANNELS]
         with NodeProcess(argv, env=env) as peer:
+            _pin(peer.proc.pid)
             rows += asyncio.run(_channels(keys, peer.address, quick))
+        if hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(0, range(os.cpu_count() or 1))  # the children choose their own
     rows += _fault_overhead(quick, runs=3 if quick else 5)
     return rows
 
