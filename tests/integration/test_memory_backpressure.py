@@ -48,6 +48,7 @@ HEARTBEATS = {"heartbeat_interval": 0.2, "heartbeat_timeout": 1.0}
 BUDGET = 256 * 1024  # send_buffer_bytes, per channel per peer
 BOUND = 16 * 1024 * 1024  # the receiver's inbound_buffer_bytes
 PAYLOAD = 16 * 1024
+SIGNALS = 64 * 1024  # exit signals / Downs past the bound (never refused; measured overshoot ~5 KB)
 N_ITEMS = 10_000
 SLACK = 50 * 1024 * 1024  # RSS may exceed the bound by this much (interpreter, libzmq, buffers)
 
@@ -235,7 +236,9 @@ def test_slow_receiver_keeps_every_kind_in_order_with_bounded_memory(
     assert sent["replies_ok"] and sent["node_down"] == []
     assert sent["overloaded"] > 0, "the sender never met the budget: nothing was tested"
     # The bound held (it was reached: the reader really was slow), and so did RSS.
-    assert BOUND < received["unread_peak"] <= BOUND + 2 * BUDGET + 2 * PAYLOAD, received
+    # (+ SIGNALS: exit signals and Downs are never refused, so a few sent after credit
+    # stopped still land; docs/transport.md, "A slow reader pushes back")
+    assert BOUND < received["unread_peak"] <= BOUND + 2 * BUDGET + 2 * PAYLOAD + SIGNALS, received
     assert peak["rss"] < BOUND + SLACK, f"receiver RSS peaked at {peak['rss'] / 2**20:.1f} MiB"
     for name in ("a", "b"):
         events = [
