@@ -143,8 +143,9 @@ def test_s3_plaintext_peer_cannot_run_a_pickle(
     marker = tmp_path / "pwned"
     before = security(n1)
     seen = attack(h2, "plaintext", endpoint=f"tcp://{n1.address}", marker=str(marker))
-    # Both connections were ended by the server: the attack has run its course.
-    assert "HANDSHAKE_FAILED_PROTOCOL" in seen["zmq_events"], seen
+    # Both connections were ended by the server: the attack has run its course. (libzmq
+    # reports the refused plaintext handshake as PROTOCOL or NO_DETAIL, by timing.)
+    assert any(e.startswith("HANDSHAKE_FAILED") for e in seen["zmq_events"]), seen
     assert seen["raw_closed_after"] is not None, seen
     after = security(n1)  # answered: the node is alive
     measure("S3", "plaintext_peer", "pickle executions", int(marker.exists()), 0, "count",
