@@ -56,9 +56,8 @@ def test_kill_9_of_an_idle_peer_is_connection_closed_not_heartbeat_timeout(
     b = node_factory("b", keys=keys, settings=fast_heartbeats)
     a.request("connect", target=str(b.spec))
     wait_until(lambda: _ups(a, "b") and _ups(b, "a"), 5, message="the session")
-    time.sleep(
-        config.heartbeat_timeout + config.heartbeat_interval
-    )  # ok-sleep: idle past the allowance is the setup
+    idle = config.heartbeat_timeout + config.heartbeat_interval
+    time.sleep(idle)  # ok-sleep: idle past the allowance is the setup
     b.kill()
     down = wait_until(lambda: _downs(a, "b"), detection_deadline(config), message="b down")[0]
     assert down["reason"] == "connection_closed"

@@ -41,7 +41,7 @@ def test_the_receiver_reports_ranges_and_the_sender_resends_only_the_gaps() -> N
         for data in sent:
             if seq_of(data) not in (2, 5, 6):  # lost on the way
                 b.on_data(A, data)
-        await asyncio.sleep(0)  # acks are flushed on the next loop iteration
+        await asyncio.sleep(0)  # ok-sleep: a yield; acks are flushed on the next loop iteration
         assert to_a == [Ack("log", 0, 1, 1, (3, 4, 7, 10))]
         a.on_ack(B, to_a.pop())
         await asyncio.wait_for(_until(lambda: len(to_b) >= 3), 5)
@@ -49,7 +49,7 @@ def test_the_receiver_reports_ranges_and_the_sender_resends_only_the_gaps() -> N
         for data in to_b[:3]:
             b.on_data(A, data)
         assert got == list(range(1, 11))
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # ok-sleep: a yield
         a.on_ack(B, to_a[-1])
         assert to_a[-1] == Ack("log", 0, 1, 10, ())
         assert a.statistics().unacked == 0 and a.statistics().retransmitted == 3
@@ -66,13 +66,13 @@ def test_a_lost_tail_is_probed_then_resent() -> None:
         a, b, to_b, to_a, got = pair(ChannelSpec("log", 1, acked=True))
         sent = [a.prepare("b", 2, "log", "sink", n, None) for n in range(1, 6)]
         b.on_data(A, sent[0])  # 2..5 lost
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # ok-sleep: a yield
         a.on_ack(B, to_a.pop())
         await asyncio.wait_for(_until(lambda: bool(to_b)), 5)
         probe = to_b.pop(0)
         assert seq_of(probe) == 5  # the newest, not the whole window
         b.on_data(A, probe)
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # ok-sleep: a yield
         a.on_ack(B, to_a.pop())
         await asyncio.wait_for(_until(lambda: len(to_b) >= 3), 5)
         assert sorted(seq_of(d) for d in to_b[:3]) == [2, 3, 4]
@@ -90,6 +90,9 @@ def seq_of(wire: Any) -> int:
     return seq
 
 
-async def _until(predicate: Any) -> None:
+async def _until(predicate: Any, timeout: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
     while not predicate():
-        await asyncio.sleep(0.005)
+        assert loop.time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.005)  # ok-sleep: poll interval of a deadline-bound wait

@@ -109,7 +109,7 @@ def test_what_waits_for_a_dependency_holds_the_senders_window_until_overloaded()
         with pytest.raises(Overloaded):
             net.send("b", "c", "b4")
         net.nodes["c"].peer_gone(SPECS["a"], "left")
-        await asyncio.sleep(0)  # acks go out on the next loop iteration
+        await asyncio.sleep(0)  # ok-sleep: a yield; acks go out on the next loop iteration
         net.deliver_all()  # C's acks free B's window
         assert net.got["c"] == ["b0", "b1", "b2", "b3"]
         net.send("b", "c", "b4")
