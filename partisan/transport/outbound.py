@@ -150,10 +150,17 @@ class Outbound:
         if lane.up and channel not in peer.fallback:
             return lane
         budget = peer.budgets.get(channel)
-        if lane.up and (budget is None or budget.outstanding == 0):
+        idle = budget is None or budget.outstanding == 0
+        if lane.up and idle:
             # Everything of this channel sent on the fallback lane was
             # delivered: switching now cannot reorder it.
             peer.fallback.discard(channel)
+            return lane
+        if channel not in peer.fallback and not idle:
+            # Some of this channel is in flight on its own lanes (another key's
+            # lane is up): moving this key to `default` now could overtake its
+            # earlier messages. Fall back only from an idle channel; meanwhile
+            # this one waits in its own lane's queue until the lane is up.
             return lane
         peer.fallback.add(channel)
         default = self._channels["default"]
