@@ -26,7 +26,9 @@ many, and how many distinct · ``bstats`` — the
 neighbours.
 
 Delivery (docs/delivery.md): ``fault``, ``cut``, ``sink``, ``load``,
-``dstats`` — see `partisan.testing.delivery_commands`.
+``dstats`` — see `partisan.testing.delivery_commands`. Soak workload
+(docs/reliability.md): ``workload``, ``workload_stop``, ``wstats`` — see
+`partisan.testing.workload_commands`.
 """
 
 from __future__ import annotations
@@ -49,9 +51,10 @@ from partisan.commands.node import (
 )
 from partisan.node import Node
 from partisan.testing.delivery_commands import DeliveryCommands
+from partisan.testing.workload_commands import WorkloadCommands
 
 
-class MemberNode(DeliveryCommands):
+class MemberNode(DeliveryCommands, WorkloadCommands):
     """Runs the node and answers the harness's commands."""
 
     def __init__(self, node: Node) -> None:
