@@ -31,7 +31,11 @@ Plus the node's own ``"wsink"`` (each message an ``app.receive`` through
 and a broadcaster: every `bcast_every` seconds a `partisan.broadcast` to
 ``"wbc"`` (``app.bcast``), whose deliveries are ``app.bdeliver`` records.
 
-``workload_stop`` — stop starting new work, wait (up to `timeout`) for what
+``wsetup`` — only start those actors of the node's own (start them
+everywhere before any workload, so no first message finds no sink; a
+sender also pings the peer's ``wsink`` before its first send and after any
+failure, since a restarted peer registers it late) · ``workload_stop`` —
+stop starting new work, wait (up to `timeout`) for what
 is in flight, answer the counts · ``wstats`` — the counts so far.
 """
 
@@ -78,6 +82,11 @@ class WorkloadCommands:
         self._wl_tasks.append(await _spawn_task(self._wl_broadcaster, bcast_every, stop))
         return {"actors": len(self._wl_tasks)}
 
+    async def cmd_wsetup(self) -> dict[str, Any]:
+        """Only this node's own actors (``wsink`` ...): before any peer sends to them."""
+        await self._wl_actors()
+        return {}
+
     async def cmd_workload_stop(self, timeout: float = 45.0) -> dict[str, Any]:
         if self._wl_stop is None:
             return {"counts": {}}
@@ -108,6 +117,7 @@ class WorkloadCommands:
                     record_receive(msg_id, sender, key=key, channel=channel)
 
         async def partner() -> None:
+            partisan.trap_exit(True)  # linked from every peer: a lost peer must not kill it
             while True:
                 msg = await partisan.receive()
                 if isinstance(msg, Call):
@@ -134,8 +144,11 @@ class WorkloadCommands:
         log, count = self.node.event_log, self._wl_counts
         me = self.node.name
         keys = {ch: self._wl_prefix(peer, ch) for ch in (acked, plain)}
-        i = 0
+        i, ready = 0, False
         while not stop.is_set():
+            if not ready:  # (again) after a failure: the peer may be a new incarnation
+                ready = await _sink_ready(peer, stop)
+                continue
             for channel, waited, how in (
                 (acked, True, "send"), (acked, False, "cast"),
                 (plain, False, "send"), (plain, False, "cast"),
@@ -159,9 +172,11 @@ class WorkloadCommands:
                 except DeliveryError as exc:
                     log.write("app.ack_failed", peer=peer, id=msg_id, reason=exc.reason)
                     count[f"{channel}.failed.{exc.reason}"] += 1
+                    ready = False
                 except (NotConnected, Overloaded) as exc:
                     log.write("app.unsent", peer=peer, id=msg_id, reason=type(exc).__name__)
                     count[f"{channel}.unsent"] += 1
+                    ready = False
             await _pause(period, stop)
 
     async def _wl_caller(
@@ -263,6 +278,17 @@ async def _spawn_task(body: Any, *args: Any) -> asyncio.Future[Any]:
 
     await partisan.spawn(run)
     return done
+
+
+async def _sink_ready(peer: str, stop: asyncio.Event) -> bool:
+    """True once the peer's ``wsink`` answers a ping (a restarted peer registers it late)."""
+    try:
+        if await partisan.ping(("wsink", peer), timeout=1.0):
+            return True
+    except (NotConnected, Overloaded):
+        pass
+    await _pause(0.2, stop)  # the app's own retry pace
+    return False
 
 
 async def _pause(seconds: float, stop: asyncio.Event) -> None:
