@@ -144,18 +144,17 @@ class WorkloadCommands:
         log, count = self.node.event_log, self._wl_counts
         me = self.node.name
         keys = {ch: self._wl_prefix(peer, ch) for ch in (acked, plain)}
-        i, ready = 0, False
+        rounds, ready = 0, False
         while not stop.is_set():
             if not ready:  # (again) after a failure: the peer may be a new incarnation
                 ready = await _sink_ready(peer, stop)
                 continue
-            for channel, waited, how in (
+            for k, (channel, waited, how) in enumerate((
                 (acked, True, "send"), (acked, False, "cast"),
                 (plain, False, "send"), (plain, False, "cast"),
-            ):  # fmt: skip
+            )):  # fmt: skip
                 key = keys[channel]
-                msg_id = f"{key}.{i}"
-                i += 1
+                msg_id = f"{key}.{rounds * 4 + k}"  # so id % 4 says which of the four
                 msg = (msg_id, key, me, channel)
                 record_send(msg_id, peer, key=key, channel=channel)
                 try:
@@ -177,6 +176,9 @@ class WorkloadCommands:
                     log.write("app.unsent", peer=peer, id=msg_id, reason=type(exc).__name__)
                     count[f"{channel}.unsent"] += 1
                     ready = False
+                if not ready:  # the rest of the round waits for the peer's sink again
+                    break
+            rounds += 1
             await _pause(period, stop)
 
     async def _wl_caller(

@@ -184,3 +184,237 @@ def test_r4_acked_delivery_soak(
     )  # fmt: skip
     assert not failures, failures
     assert counts["received"] > 0 and counts["call.ok"] > 0 and counts["watches"] > 0
+
+
+# ---------------------------------------------------------------- R6
+
+SHUFFLE_S = 3.0  # hyparview.shuffle_interval for R6: one component within 10 x this
+
+
+def components(active: dict[str, list[str]], among: set[str]) -> list[set[str]]:
+    """Connected components of the (undirected) active-view graph restricted to `among`."""
+    edges = {n: set() for n in among}
+    for node, view in active.items():
+        for peer in view:
+            if node in among and peer in among:
+                edges[node].add(peer)
+                edges[peer].add(node)
+    seen: set[str] = set()
+    out = []
+    for start in sorted(among):
+        if start in seen:
+            continue
+        part, frontier = set(), [start]
+        while frontier:
+            cur = frontier.pop()
+            if cur not in part:
+                part.add(cur)
+                frontier.extend(edges[cur] - part)
+        seen |= part
+        out.append(part)
+    return out
+
+
+@pytest.mark.timeout(420)
+def test_r6_partition_hyparview(
+    hosts: SimulatedHosts, host_keys: Keys, tmp_path: Path, measure: Measure
+) -> None:
+    """16 nodes split 8|8 (DROP) for 10 s: each side connected, one overlay after heal."""
+    names = [f"n{i}" for i in range(1, 17)]
+    left, right = set(names[:8]), set(names[8:])
+    cluster = Cluster(
+        hosts, host_keys(names), tmp_path, "--manager", "hyparview",
+        "--set", f"hyparview.shuffle_interval={SHUFFLE_S}",
+    )  # fmt: skip
+    cluster.start_all(names)
+    active: dict[str, list[str]] = {}
+
+    def poll() -> dict[str, list[str]]:
+        nonlocal active
+        views = cluster.each(lambda p: (p.name, p.request("view")["active"]))
+        active = dict(views)
+        return active
+
+    def one_overlay() -> bool:
+        return len(components(poll(), set(names))) == 1
+
+    wait_until(one_overlay, 90, interval=0.5, message=lambda: str(active))
+    nemesis = Nemesis(hosts)
+    cut = time.monotonic()
+    nemesis.partition([cluster.host_of[n] for n in sorted(left)],
+                      [cluster.host_of[n] for n in sorted(right)])  # fmt: skip
+
+    def sides_repaired() -> bool:  # no view names the other side; each side one component
+        views = poll()
+        crossing = any((n in left) != (p in left) for n, view in views.items() for p in view)
+        return not crossing and all(len(components(views, side)) == 1 for side in (left, right))
+
+    wait_until(sides_repaired, 10, interval=0.2, message=lambda: str(active))
+    repaired = time.monotonic() - cut
+    measure(
+        "R6", "partition_hyparview", "each side's overlay connected after the cut", repaired,
+        DETECTION_S + 2.0, "s",
+        "each side's active views refill from its passive views: detection 2.5 s + 2 s",
+        "heartbeats 0.5/2.0 s (defaults); the bar's 2 s assumed 100/300 ms heartbeats",
+        fatal=False,
+    )  # fmt: skip
+    time.sleep(max(0.0, 10.0 - (time.monotonic() - cut)))  # ok-sleep: hold the partition 10 s
+    assert sides_repaired(), active  # still two healthy sides at the end of the hold
+    healed = time.monotonic()
+    nemesis.heal()
+    wait_until(one_overlay, 10 * SHUFFLE_S * 3, interval=0.5, message=lambda: str(active))
+    merged = time.monotonic() - healed
+    measure(
+        "R6", "partition_hyparview", "one component again after the heal", merged,
+        10 * SHUFFLE_S, "s", f"overlay merges within 10 x shuffle interval ({SHUFFLE_S:g} s)",
+        "merged by re-asking the neighbours lost to the partition (hyparview_repair)",
+        fatal=False,
+    )  # fmt: skip
+    count = 5
+    cluster.nodes["n1"].request("broadcast", count=count, tag="r6")
+    counts: dict[str, dict[str, int]] = {}
+
+    def everyone_got_it() -> bool:
+        nonlocal counts
+        counts = dict(cluster.each(lambda p: (p.name, p.request("count", tag="r6"))))
+        return all(c["distinct"] == count for c in counts.values())
+
+    with contextlib.suppress(AssertionError):  # the rows below say what was missing
+        wait_until(everyone_got_it, 20, interval=0.2, message=lambda: str(counts))
+    missing = sum(count - c["distinct"] for c in counts.values())
+    extra = sum(c["count"] - c["distinct"] for c in counts.values())
+    goal = "a broadcast after convergence reaches all 16 exactly once"
+    measure("R6", "partition_hyparview", "broadcast deliveries missing", missing, 0, "count", goal)
+    measure("R6", "partition_hyparview", "broadcast deliveries twice", extra, 0, "count", goal)
+
+
+# ---------------------------------------------------------------- R7
+
+HOLD_S = 30.0  # R7 holds each asymmetric fault this long: at most 3 flips per pair in it
+
+
+def flips(records: list[dict[str, Any]], since: float) -> dict[tuple[str, str], int]:
+    """(observer, peer) -> NodeUp/NodeDown transitions the observer reported after `since`."""
+    out: dict[tuple[str, str], int] = {}
+    for rec in records:
+        if rec.get("event") in ("signal.nodeup", "signal.nodedown") and rec["mono"] >= since:
+            pair = (rec["node"], rec["peer"])
+            out[pair] = out.get(pair, 0) + 1
+    return out
+
+
+def hold_and_count(cluster: Cluster, since: float) -> dict[tuple[str, str], int]:
+    """Hold the fault set at `since` until HOLD_S after it; the flips per (observer, peer)."""
+    time.sleep(max(0.0, since + HOLD_S - time.monotonic()))  # ok-sleep: the 30 s window
+    return flips(cluster.records(), since)
+
+
+@pytest.mark.timeout(400)
+def test_r7_asymmetric_and_bridge(
+    hosts: SimulatedHosts, host_keys: Keys, tmp_path: Path, measure: Measure
+) -> None:
+    """Full mesh under a one-way cut, then a bridge, 30 s each: stable, no flapping."""
+    names = [f"n{i}" for i in range(1, 6)]
+    cluster = Cluster(hosts, host_keys(names), tmp_path, "--manager", "full-mesh")
+    cluster.start_all(names)
+    wait_until(cluster.meshed, 30, interval=0.2, message=cluster.views)
+    nemesis = Nemesis(hosts)
+    h = cluster.host_of
+    expected_down = {("n1", "n2"), ("n2", "n1")}
+
+    def steady(down: set[tuple[str, str]]) -> bool:
+        views = cluster.views()
+        return all(
+            ((me, p) in down) == (p not in views[me]) for me in names for p in names if p != me
+        )
+
+    # One-way: packets from n1's host never reach n2's (DROP in n2's INPUT).
+    nemesis.cut_one_way(h["n1"], h["n2"])
+    started = time.monotonic()
+    wait_until(lambda: steady(expected_down), DETECTION_S + 10, interval=0.2,
+               message=cluster.views)  # fmt: skip
+    settle = time.monotonic() - started
+    counted = hold_and_count(cluster, started)
+    assert steady(expected_down), cluster.views()  # still the same steady state after 30 s
+    worst = max(counted.values(), default=0)
+    measure(
+        "R7", "asymmetric_and_bridge", "flips per pair, one-way cut, 30 s", worst, 3, "count",
+        "no flapping: the cut pair is down both ways, every other pair stays up",
+        f"steady in {settle:.1f} s; transitions (observer, peer): {counted or 'none'}",
+    )  # fmt: skip
+    nemesis.heal()
+    wait_until(cluster.meshed, 30, interval=0.2, message=cluster.views)
+
+    # Bridge: {n1, n2} and {n4, n5} cannot talk; n3 reaches both.
+    sides = (["n1", "n2"], ["n4", "n5"])
+    nemesis.bridge([h[n] for n in sides[0]], h["n3"], [h[n] for n in sides[1]])
+    cut = {(a, b) for a in sides[0] for b in sides[1]}
+    cut |= {(b, a) for a, b in cut}
+    started = time.monotonic()
+    wait_until(lambda: steady(cut), DETECTION_S + 10, interval=0.2, message=cluster.views)
+    settle = time.monotonic() - started
+    counted = hold_and_count(cluster, started)
+    assert steady(cut), cluster.views()
+    worst = max(counted.values(), default=0)
+    measure(
+        "R7", "asymmetric_and_bridge", "flips per pair, bridge, 30 s", worst, 3, "count",
+        "no flapping: the halves are down to each other, the bridge node up to all",
+        f"steady in {settle:.1f} s; transitions (observer, peer): {counted or 'none'}",
+    )  # fmt: skip
+    nemesis.heal()
+    wait_until(cluster.meshed, 30, interval=0.2, message=cluster.views)
+
+
+@pytest.mark.timeout(300)
+def test_r7_client_server_hub_under_one_way_cut(
+    hosts: SimulatedHosts, host_keys: Keys, tmp_path: Path, measure: Measure
+) -> None:
+    """Star: packets from client c1 never reach the hub for 30 s.
+
+    The hub's documented policy (docs/reliability.md): it declares c1 down
+    once, keeps it a member and re-dials it; c1 does the same for the hub; the
+    other clients never notice; after the heal the pair is up again.
+    """
+    names = ["hub", "c1", "c2", "c3"]
+    keys = host_keys(names)
+    cluster = Cluster(hosts, keys, tmp_path, "--manager", "client-server")
+    hub = cluster.start("hub", "--role", "server")
+    for name in names[1:]:
+        cluster.start(name, "--role", "client", join=str(hub.spec))
+    clients = names[1:]
+
+    def star(down: set[str]) -> bool:
+        views = cluster.views()
+        return views["hub"] == sorted(c for c in clients if c not in down) and all(
+            views[c] == ([] if c in down else ["hub"]) for c in clients
+        )
+
+    wait_until(lambda: star(set()), 30, interval=0.2, message=cluster.views)
+    nemesis = Nemesis(hosts)
+    nemesis.cut_one_way(cluster.host_of["c1"], cluster.host_of["hub"])
+    started = time.monotonic()
+    wait_until(lambda: star({"c1"}), DETECTION_S + 10, interval=0.2, message=cluster.views)
+    settle = time.monotonic() - started
+    counted = hold_and_count(cluster, started)
+    assert star({"c1"}), cluster.views()
+    members = {n: p.request("view")["members"] for n, p in cluster.nodes.items()}
+    assert members["hub"] == sorted(names) and "hub" in members["c1"], members  # kept, re-dialled
+    worst = max(counted.values(), default=0)
+    others = sum(n for (a, b), n in counted.items() if "c1" not in (a, b))
+    measure(
+        "R7", "asymmetric_and_bridge", "flips per pair, star one-way cut, 30 s", worst, 3,
+        "count", "hub and c1 down to each other, kept as members; other clients untouched",
+        f"steady in {settle:.1f} s; transitions (observer, peer): {counted or 'none'}",
+    )  # fmt: skip
+    measure(
+        "R7", "asymmetric_and_bridge", "star: transitions of the other clients", others, 0,
+        "count", "a one-way cut of one client never disturbs the hub's other links",
+    )  # fmt: skip
+    healed = time.monotonic()
+    nemesis.heal()
+    wait_until(lambda: star(set()), 30, interval=0.2, message=cluster.views)
+    measure(
+        "R7", "asymmetric_and_bridge", "star: c1 back after the heal", time.monotonic() - healed,
+        5.0, "s", "the hub (or c1) re-dials: back within a few connection intervals",
+        fatal=False,
+    )  # fmt: skip
