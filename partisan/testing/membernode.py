@@ -49,9 +49,10 @@ from partisan.commands.node import (
 )
 from partisan.node import Node
 from partisan.testing.delivery_commands import DeliveryCommands
+from partisan.testing.net_commands import NetCommands
 
 
-class MemberNode(DeliveryCommands):
+class MemberNode(DeliveryCommands, NetCommands):
     """Runs the node and answers the harness's commands."""
 
     def __init__(self, node: Node) -> None:
