@@ -51,10 +51,11 @@ from partisan.commands.node import (
 )
 from partisan.node import Node
 from partisan.testing.delivery_commands import DeliveryCommands
+from partisan.testing.net_commands import NetCommands
 from partisan.testing.workload_commands import WorkloadCommands
 
 
-class MemberNode(DeliveryCommands, WorkloadCommands):
+class MemberNode(DeliveryCommands, NetCommands, WorkloadCommands):
     """Runs the node and answers the harness's commands."""
 
     def __init__(self, node: Node) -> None:

@@ -1,0 +1,136 @@
+"""A full mesh of membernodes on simulated hosts, and reading what their event logs say.
+
+For tests/chaos/test_reliability_net.py: one node per host (``n1`` on
+``h1`` ...), CURVE on, the code's default timers, an acked channel ``log``,
+every node's event log in the test's directory (``<name>.<generation>.jsonl``:
+a restarted node writes a new file, so each incarnation's records are
+apart). Times are ``time.monotonic()``: the namespaces share the machine's
+clock, so the test's clock, the nemesis log and the records compare.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import Counter
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from partisan.testing import NodeProcess, WaitTimeout, load_history, wait_until
+from partisan.testing.hosts import SimulatedHost, SimulatedHosts
+
+Keys = Callable[[list[str]], dict[str, Path]]
+CHANNELS = "log:1:acked"
+
+
+@dataclass
+class Mesh:
+    """The nodes by name, their hosts, and where their logs go."""
+
+    hosts: dict[str, SimulatedHost]
+    nodes: dict[str, NodeProcess]
+    keys: dict[str, Path]
+    logs: Path
+    generation: Counter[str] = field(default_factory=Counter)
+
+    def start(self, name: str, *join: str) -> NodeProcess:
+        """Start (or restart: a new incarnation, a new log file) `name` on its host."""
+        log = self.logs / f"{name}.{self.generation[name]}.jsonl"
+        self.generation[name] += 1
+        joins = [arg for contact in join for arg in ("--join", contact)]
+        node = self.hosts[name].start_node(
+            name, "--keys", str(self.keys[name]), "--manager", "full-mesh", "--port", "9100",
+            "--channels", CHANNELS, "--event-log", str(log), *joins,
+        )  # fmt: skip
+        self.nodes[name] = node
+        return node
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every node's records, each incarnation's file in order."""
+        return load_history(sorted(self.logs.glob("*.jsonl")))
+
+    def host_of(self, names: Iterable[str]) -> list[SimulatedHost]:
+        return [self.hosts[n] for n in names]
+
+
+def start_mesh(hosts: SimulatedHosts, host_keys: Keys, logs: Path, count: int) -> Mesh:
+    """`count` nodes, one per host, all joined through n1; returns once every view is full."""
+    names = [f"n{i}" for i in range(1, count + 1)]
+    mesh = Mesh({n: hosts.add_host() for n in names}, {}, host_keys(names), logs)
+    first = mesh.start(names[0])
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda n: mesh.start(n, str(first.spec)), names[1:]))
+    wait_for_mesh(mesh, names, 60)
+    return mesh
+
+
+def wait_for_mesh(mesh: Mesh, names: list[str], timeout: float) -> None:
+    """Wait until each of `names` sees every other one of them."""
+
+    def full() -> bool:
+        return all(set(names) - {n} <= set(mesh.nodes[n].request("view")["nodes"]) for n in names)
+
+    wait_until(full, timeout, interval=0.2, message=lambda: _views(mesh, names))
+
+
+def _views(mesh: Mesh, names: list[str]) -> str:
+    return str({n: mesh.nodes[n].request("view")["nodes"] for n in names})
+
+
+def signals(
+    records: Iterable[dict[str, Any]], kind: str, since: float = 0.0, until: float = float("inf")
+) -> list[dict[str, Any]]:
+    """The ``signal.<kind>`` records (``nodeup`` / ``nodedown``) written in [since, until)."""
+    event = f"signal.{kind}"
+    return [r for r in records if r.get("event") == event and since <= r["mono"] < until]
+
+
+def pairs(recs: Iterable[dict[str, Any]]) -> Counter[tuple[str, str]]:
+    """(node, peer) -> how many of `recs`."""
+    return Counter((r["node"], r["peer"]) for r in recs)
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The `q` quantile (0..1) of `values` by the nearest-rank method (0.0 if empty)."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
+
+
+def sends_and_receives(
+    records: Iterable[dict[str, Any]],
+) -> tuple[dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+    """``app.send`` records by id, and the ``app.receive`` records of each id."""
+    sends: dict[str, dict[str, Any]] = {}
+    receives: dict[str, list[dict[str, Any]]] = {}
+    for rec in records:
+        if rec.get("event") == "app.send":
+            sends[rec["id"]] = rec
+        elif rec.get("event") == "app.receive":
+            receives.setdefault(rec["id"], []).append(rec)
+    return sends, receives
+
+
+def settle(mesh: Mesh, wanted: Callable[[dict[str, Any]], bool], timeout: float = 15.0) -> None:
+    """Wait (up to `timeout`) until every recorded send that `wanted` selects was received.
+
+    After a workload stops, its last messages are still in flight; judging
+    before they land would count them lost. A send that never lands is left
+    for the caller's check to report (no error here).
+    """
+
+    def landed() -> bool:
+        sends, receives = sends_and_receives(mesh.records())
+        return all(i in receives for i, rec in sends.items() if wanted(rec))
+
+    with contextlib.suppress(WaitTimeout):
+        wait_until(landed, timeout, interval=0.3)
+
+
+def ids(records: Iterable[dict[str, Any]], kind: str) -> set[str]:
+    """The ids of the ``app.<kind>`` records (``acked``, ``unsent``)."""
+    event = f"app.{kind}"
+    return {r["id"] for r in records if r.get("event") == event}
