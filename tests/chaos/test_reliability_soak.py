@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from netmesh import pairs, signals
 from soak_history import judge
 
 from partisan.testing import NodeProcess, wait_until
@@ -295,12 +296,9 @@ HOLD_S = 30.0  # R7 holds each asymmetric fault this long: at most 3 flips per p
 
 def flips(records: list[dict[str, Any]], since: float) -> dict[tuple[str, str], int]:
     """(observer, peer) -> NodeUp/NodeDown transitions the observer reported after `since`."""
-    out: dict[tuple[str, str], int] = {}
-    for rec in records:
-        if rec.get("event") in ("signal.nodeup", "signal.nodedown") and rec["mono"] >= since:
-            pair = (rec["node"], rec["peer"])
-            out[pair] = out.get(pair, 0) + 1
-    return out
+    return dict(
+        pairs(signals(records, "nodeup", since)) + pairs(signals(records, "nodedown", since))
+    )
 
 
 def hold_and_count(cluster: Cluster, since: float) -> dict[tuple[str, str], int]:
