@@ -30,8 +30,12 @@ from typing import Any
 
 from partisan.testing.hosts import SimulatedHost
 from partisan.testing.process import NodeProcess
+from partisan.testing.waiting import WaitTimeout, wait_until
 
 __all__ = ["FAULTS", "ScheduleRunner", "Step", "affects", "plan"]
+
+#: How long past its quiet time a step waits for `settled` before giving up.
+SETTLE_S = 10.0
 
 #: Every fault the schedule draws from, equally likely.
 FAULTS = (
@@ -118,6 +122,9 @@ class ScheduleRunner:
     `host_of` maps a node name to its host; `node_of` returns a node's live
     process; `restart(name)` starts a killed node again (a new incarnation)
     and returns once it is ready (the caller restarts its workload too).
+    With `settled` (a predicate: e.g. the full mesh is whole again), each
+    step's log entry says how long after the heal it first held
+    (``settled``, seconds; None if not within the quiet time + `SETTLE_S`).
     """
 
     def __init__(
@@ -128,12 +135,14 @@ class ScheduleRunner:
         restart: Callable[[str], NodeProcess],
         *,
         say: Callable[[str], None] = lambda line: None,
+        settled: Callable[[], bool] | None = None,
     ) -> None:
         self.nemesis = nemesis
         self.host_of = host_of
         self.node_of = node_of
         self.restart = restart
         self.say = say
+        self.settled = settled
         self.log: list[dict[str, Any]] = []
 
     def run(self, steps: Sequence[Step], *, deadline: float | None = None) -> int:
@@ -156,9 +165,15 @@ class ScheduleRunner:
         if step.op == "kill":
             self.restart(step.nodes[0][0])
         self.nemesis.heal()
-        entry["end"] = time.monotonic()
+        entry["end"] = end = time.monotonic()
         self.log.append(entry)
-        time.sleep(step.quiet)  # ok-sleep: the planned calm between two faults
+        if self.settled is not None:  # how long the cluster takes to settle after this heal
+            try:
+                wait_until(self.settled, step.quiet + SETTLE_S, interval=0.1)
+                entry["settled"] = time.monotonic() - end
+            except WaitTimeout:
+                entry["settled"] = None  # did not settle: the caller reports it
+        time.sleep(max(0.0, end + step.quiet - time.monotonic()))  # ok-sleep: planned calm
 
     def _inject(self, step: Step) -> None:
         nem, hosts = self.nemesis, self.host_of
