@@ -20,6 +20,7 @@ NO_RUN = {
     ),
     ("docs/design.md", "an interface sketch, not a program"),
     ("docs/reliability.md", "needs root, ip and iptables; about a minute"),
+    ("docs/reliability.md", "needs root, ip and iptables; the soak runs five minutes"),
     (
         "docs/testing.md",
         "needs root and network namespaces; tests/chaos/test_hosts.py runs the real thing",
