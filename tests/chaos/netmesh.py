@@ -34,15 +34,17 @@ class Mesh:
     keys: dict[str, Path]
     logs: Path
     generation: Counter[str] = field(default_factory=Counter)
+    #: The node options (another manager, other channels, ``--set`` ...).
+    options: tuple[str, ...] = ("--manager", "full-mesh", "--channels", CHANNELS)
 
-    def start(self, name: str, *join: str) -> NodeProcess:
+    def start(self, name: str, *join: str, extra: tuple[str, ...] = ()) -> NodeProcess:
         """Start (or restart: a new incarnation, a new log file) `name` on its host."""
         log = self.logs / f"{name}.{self.generation[name]}.jsonl"
         self.generation[name] += 1
         joins = [arg for contact in join for arg in ("--join", contact)]
         node = self.hosts[name].start_node(
-            name, "--keys", str(self.keys[name]), "--manager", "full-mesh", "--port", "9100",
-            "--channels", CHANNELS, "--event-log", str(log), *joins,
+            name, "--keys", str(self.keys[name]), "--port", "9100", *self.options, *extra,
+            "--event-log", str(log), *joins,
         )  # fmt: skip
         self.nodes[name] = node
         return node
@@ -55,14 +57,22 @@ class Mesh:
         return [self.hosts[n] for n in names]
 
 
-def start_mesh(hosts: SimulatedHosts, host_keys: Keys, logs: Path, count: int) -> Mesh:
-    """`count` nodes, one per host, all joined through n1; returns once every view is full."""
+def start_mesh(
+    hosts: SimulatedHosts, host_keys: Keys, logs: Path, count: int, *options: str
+) -> Mesh:
+    """`count` nodes, one per host, all joined through n1; returns once every view is full.
+
+    `options` replace `Mesh.options` (another manager: then it returns once all started).
+    """
     names = [f"n{i}" for i in range(1, count + 1)]
     mesh = Mesh({n: hosts.add_host() for n in names}, {}, host_keys(names), logs)
+    if options:
+        mesh.options = options
     first = mesh.start(names[0])
-    with ThreadPoolExecutor(4) as pool:
+    with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda n: mesh.start(n, str(first.spec)), names[1:]))
-    wait_for_mesh(mesh, names, 60)
+    if "full-mesh" in mesh.options:
+        wait_for_mesh(mesh, names, 60)
     return mesh
 
 

@@ -22,12 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from netmesh import pairs, signals
+from netmesh import Mesh, pairs, signals, start_mesh
 from soak_history import judge
 
 from partisan.testing import NodeProcess, wait_until
-from partisan.testing.history import load_history
-from partisan.testing.hosts import SimulatedHost, SimulatedHosts
+from partisan.testing.hosts import SimulatedHosts
 from partisan.testing.nemesis import Nemesis
 from partisan.testing.schedule import SETTLE_S, ScheduleRunner, plan
 
@@ -38,51 +37,22 @@ Keys = Callable[[list[str]], dict[str, Path]]
 DETECTION_S = 2.5
 SOAK_SECONDS = float(os.environ.get("CHAOS_SOAK_SECONDS") or 300)
 SOAK_SEED = int(os.environ.get("CHAOS_SOAK_SEED") or 20261203)
-ACKED = "ack"
+ACKED = "log"  # netmesh's acked channel
 
 
-class Cluster:
-    """Nodes on hosts of their own: start, restart (a new incarnation), views."""
+def views(mesh: Mesh) -> dict[str, list[str]]:
+    return {n: p.request("view")["nodes"] for n, p in mesh.nodes.items()}
 
-    def __init__(
-        self, hosts: SimulatedHosts, keys: dict[str, Path], logs: Path, *common: str
-    ) -> None:
-        self.hosts, self.keys, self.logs, self.common = hosts, keys, logs, common
-        self.nodes: dict[str, NodeProcess] = {}
-        self.host_of: dict[str, SimulatedHost] = {}
 
-    def start(self, name: str, *extra: str, join: str | None = None) -> NodeProcess:
-        host = self.host_of.get(name) or self.hosts.add_host()
-        self.host_of[name] = host
-        joins = ["--join", join] if join else []
-        node = host.start_node(
-            name, "--keys", str(self.keys[name]), "--port", "9100",
-            "--event-log", str(self.logs / f"{name}.jsonl"), *self.common, *extra, *joins,
-        )  # fmt: skip
-        self.nodes[name] = node
-        return node
+def meshed(mesh: Mesh) -> bool:
+    """Every node sees every other one, and no one else."""
+    names = sorted(mesh.nodes)
+    return all(v == [n for n in names if n != me] for me, v in views(mesh).items())
 
-    def start_all(self, names: list[str], *extra: str) -> None:
-        """The first node, then the others joining it (in parallel)."""
-        first = self.start(names[0], *extra)
-        for name in names[1:]:  # hosts are made in order: h<i> is names[i-1]
-            self.host_of[name] = self.hosts.add_host()
-        with ThreadPoolExecutor(8) as pool:
-            list(pool.map(lambda n: self.start(n, *extra, join=str(first.spec)), names[1:]))
 
-    def views(self) -> dict[str, list[str]]:
-        return {n: p.request("view")["nodes"] for n, p in self.nodes.items()}
-
-    def meshed(self) -> bool:
-        names = sorted(self.nodes)
-        return all(v == [n for n in names if n != me] for me, v in self.views().items())
-
-    def records(self) -> list[dict[str, Any]]:
-        return load_history(sorted(self.logs.glob("*.jsonl")))
-
-    def each(self, fn: Callable[[NodeProcess], Any]) -> list[Any]:
-        with ThreadPoolExecutor(8) as pool:
-            return list(pool.map(fn, self.nodes.values()))
+def each(mesh: Mesh, fn: Callable[[NodeProcess], Any]) -> list[Any]:
+    with ThreadPoolExecutor(8) as pool:
+        return list(pool.map(fn, mesh.nodes.values()))
 
 
 # ---------------------------------------------------------------- R4
@@ -93,38 +63,28 @@ def test_r4_acked_delivery_soak(
     hosts: SimulatedHosts, host_keys: Keys, tmp_path: Path, measure: Measure
 ) -> None:
     """5 nodes, full mesh, the seeded schedule under a recorded workload: 0 violations."""
-    names = [f"n{i}" for i in range(1, 6)]
-    cluster = Cluster(
-        hosts,
-        host_keys(names),
-        tmp_path,
-        "--manager",
-        "full-mesh",
-        "--channels",
-        f"{ACKED}:1:acked",
-    )
-    cluster.start_all(names)
-    wait_until(cluster.meshed, 30, interval=0.2, message=cluster.views)
+    mesh = start_mesh(hosts, host_keys, tmp_path, 5)  # full mesh, acked channel "log"
+    names = sorted(mesh.nodes)
 
     def workload(name: str) -> None:
         peers = [n for n in names if n != name]
-        cluster.nodes[name].request("workload", peers=peers, period=0.1, acked=ACKED)
+        mesh.nodes[name].request("workload", peers=peers, period=0.1, acked=ACKED)
 
     def restart(name: str) -> NodeProcess:
-        contact = next(p for n, p in cluster.nodes.items() if n != name)
-        node = cluster.start(name, join=str(contact.spec))
+        contact = next(p for n, p in mesh.nodes.items() if n != name)
+        node = mesh.start(name, str(contact.spec))
         node.request("wsetup")
         workload(name)
         return node
 
-    cluster.each(lambda p: p.request("wsetup"))  # every sink exists before the first send
+    each(mesh, lambda p: p.request("wsetup"))  # every sink exists before the first send
     for name in names:
         workload(name)
     nemesis = Nemesis(hosts)
     steps = plan(SOAK_SEED, SOAK_SECONDS, names)
     runner = ScheduleRunner(
-        nemesis, cluster.host_of, lambda n: cluster.nodes[n], restart, say=print,
-        settled=cluster.meshed,
+        nemesis, mesh.hosts, lambda n: mesh.nodes[n], restart, say=print,
+        settled=lambda: meshed(mesh),
     )  # fmt: skip
     print(f"R4 schedule: seed {SOAK_SEED}, {SOAK_SECONDS:.0f} s, {len(steps)} steps planned")
     try:
@@ -133,16 +93,16 @@ def test_r4_acked_delivery_soak(
         nemesis.heal()
         (tmp_path / "schedule.json").write_text(json.dumps(runner.log, default=str))
     healed = time.monotonic()
-    wait_until(cluster.meshed, 60, interval=0.2, message=cluster.views)
+    wait_until(lambda: meshed(mesh), 60, interval=0.2, message=lambda: str(views(mesh)))
     converged = time.monotonic() - healed
-    stopped = cluster.each(lambda p: p.request("workload_stop", reply_timeout=90))
+    stopped = each(mesh, lambda p: p.request("workload_stop", reply_timeout=90))
     assert all(s["pending"] == 0 for s in stopped), stopped
     kills = [e for e in nemesis.log if e["op"] == "kill"]
     verdict = None
 
     def quiet() -> bool:  # in-flight acked messages delivered: nothing left to explain
         nonlocal verdict
-        verdict = judge(cluster.records(), kills, runner.log, ACKED)
+        verdict = judge(mesh.records(), kills, runner.log, ACKED)
         return verdict.total == 0
 
     with contextlib.suppress(AssertionError):  # the rows below report each kind and fail
@@ -230,19 +190,17 @@ def test_r6_partition_hyparview(
     hosts: SimulatedHosts, host_keys: Keys, tmp_path: Path, measure: Measure
 ) -> None:
     """16 nodes split 8|8 (DROP) for 10 s: each side connected, one overlay after heal."""
+    mesh = start_mesh(
+        hosts, host_keys, tmp_path, 16,
+        "--manager", "hyparview", "--set", f"hyparview.shuffle_interval={SHUFFLE_S}",
+    )  # fmt: skip
     names = [f"n{i}" for i in range(1, 17)]
     left, right = set(names[:8]), set(names[8:])
-    cluster = Cluster(
-        hosts, host_keys(names), tmp_path, "--manager", "hyparview",
-        "--set", f"hyparview.shuffle_interval={SHUFFLE_S}",
-    )  # fmt: skip
-    cluster.start_all(names)
     active: dict[str, list[str]] = {}
 
     def poll() -> dict[str, list[str]]:
         nonlocal active
-        views = cluster.each(lambda p: (p.name, p.request("view")["active"]))
-        active = dict(views)
+        active = dict(each(mesh, lambda p: (p.name, p.request("view")["active"])))
         return active
 
     def one_overlay() -> bool:
@@ -251,8 +209,7 @@ def test_r6_partition_hyparview(
     wait_until(one_overlay, 90, interval=0.5, message=lambda: str(active))
     nemesis = Nemesis(hosts)
     cut = time.monotonic()
-    nemesis.partition([cluster.host_of[n] for n in sorted(left)],
-                      [cluster.host_of[n] for n in sorted(right)])  # fmt: skip
+    nemesis.partition(mesh.host_of(sorted(left)), mesh.host_of(sorted(right)))
 
     def sides_repaired() -> bool:  # no view names the other side; each side one component
         views = poll()
@@ -286,12 +243,12 @@ def test_r6_partition_hyparview(
         fatal=False,
     )  # fmt: skip
     count = 5
-    cluster.nodes["n1"].request("broadcast", count=count, tag="r6")
+    mesh.nodes["n1"].request("broadcast", count=count, tag="r6")
     counts: dict[str, dict[str, int]] = {}
 
     def everyone_got_it() -> bool:
         nonlocal counts
-        counts = dict(cluster.each(lambda p: (p.name, p.request("count", tag="r6"))))
+        counts = dict(each(mesh, lambda p: (p.name, p.request("count", tag="r6"))))
         return all(c["distinct"] == count for c in counts.values())
 
     with contextlib.suppress(AssertionError):  # the rows below say what was missing
@@ -315,10 +272,10 @@ def flips(records: list[dict[str, Any]], since: float) -> dict[tuple[str, str], 
     )
 
 
-def hold_and_count(cluster: Cluster, since: float) -> dict[tuple[str, str], int]:
+def hold_and_count(mesh: Mesh, since: float) -> dict[tuple[str, str], int]:
     """Hold the fault set at `since` until HOLD_S after it; the flips per (observer, peer)."""
     time.sleep(max(0.0, since + HOLD_S - time.monotonic()))  # ok-sleep: the 30 s window
-    return flips(cluster.records(), since)
+    return flips(mesh.records(), since)
 
 
 @pytest.mark.timeout(400)
@@ -326,28 +283,26 @@ def test_r7_asymmetric_and_bridge(
     hosts: SimulatedHosts, host_keys: Keys, tmp_path: Path, measure: Measure
 ) -> None:
     """Full mesh under a one-way cut, then a bridge, 30 s each: stable, no flapping."""
-    names = [f"n{i}" for i in range(1, 6)]
-    cluster = Cluster(hosts, host_keys(names), tmp_path, "--manager", "full-mesh")
-    cluster.start_all(names)
-    wait_until(cluster.meshed, 30, interval=0.2, message=cluster.views)
+    mesh = start_mesh(hosts, host_keys, tmp_path, 5)
+    names = sorted(mesh.nodes)
     nemesis = Nemesis(hosts)
-    h = cluster.host_of
+    h = mesh.hosts
     expected_down = {("n1", "n2"), ("n2", "n1")}
 
     def steady(down: set[tuple[str, str]]) -> bool:
-        views = cluster.views()
+        seen = views(mesh)
         return all(
-            ((me, p) in down) == (p not in views[me]) for me in names for p in names if p != me
+            ((me, p) in down) == (p not in seen[me]) for me in names for p in names if p != me
         )
 
     # One-way: packets from n1's host never reach n2's (DROP in n2's INPUT).
     nemesis.cut_one_way(h["n1"], h["n2"])
     started = time.monotonic()
     wait_until(lambda: steady(expected_down), DETECTION_S + 10, interval=0.2,
-               message=cluster.views)  # fmt: skip
+               message=lambda: str(views(mesh)))  # fmt: skip
     settle = time.monotonic() - started
-    counted = hold_and_count(cluster, started)
-    assert steady(expected_down), cluster.views()  # still the same steady state after 30 s
+    counted = hold_and_count(mesh, started)
+    assert steady(expected_down), views(mesh)  # still the same steady state after 30 s
     worst = max(counted.values(), default=0)
     measure(
         "R7", "asymmetric_and_bridge", "flips per pair, one-way cut, 30 s", worst, 3, "count",
@@ -355,7 +310,7 @@ def test_r7_asymmetric_and_bridge(
         f"steady in {settle:.1f} s; transitions (observer, peer): {counted or 'none'}",
     )  # fmt: skip
     nemesis.heal()
-    wait_until(cluster.meshed, 30, interval=0.2, message=cluster.views)
+    wait_until(lambda: meshed(mesh), 30, interval=0.2, message=lambda: str(views(mesh)))
 
     # Bridge: {n1, n2} and {n4, n5} cannot talk; n3 reaches both.
     sides = (["n1", "n2"], ["n4", "n5"])
@@ -363,10 +318,12 @@ def test_r7_asymmetric_and_bridge(
     cut = {(a, b) for a in sides[0] for b in sides[1]}
     cut |= {(b, a) for a, b in cut}
     started = time.monotonic()
-    wait_until(lambda: steady(cut), DETECTION_S + 10, interval=0.2, message=cluster.views)
+    wait_until(
+        lambda: steady(cut), DETECTION_S + 10, interval=0.2, message=lambda: str(views(mesh))
+    )
     settle = time.monotonic() - started
-    counted = hold_and_count(cluster, started)
-    assert steady(cut), cluster.views()
+    counted = hold_and_count(mesh, started)
+    assert steady(cut), views(mesh)
     worst = max(counted.values(), default=0)
     measure(
         "R7", "asymmetric_and_bridge", "flips per pair, bridge, 30 s", worst, 3, "count",
@@ -374,7 +331,7 @@ def test_r7_asymmetric_and_bridge(
         f"steady in {settle:.1f} s; transitions (observer, peer): {counted or 'none'}",
     )  # fmt: skip
     nemesis.heal()
-    wait_until(cluster.meshed, 30, interval=0.2, message=cluster.views)
+    wait_until(lambda: meshed(mesh), 30, interval=0.2, message=lambda: str(views(mesh)))
 
 
 @pytest.mark.timeout(300)
@@ -388,28 +345,32 @@ def test_r7_client_server_hub_under_one_way_cut(
     other clients never notice; after the heal the pair is up again.
     """
     names = ["hub", "c1", "c2", "c3"]
-    keys = host_keys(names)
-    cluster = Cluster(hosts, keys, tmp_path, "--manager", "client-server")
-    hub = cluster.start("hub", "--role", "server")
-    for name in names[1:]:
-        cluster.start(name, "--role", "client", join=str(hub.spec))
+    mesh = Mesh(
+        {n: hosts.add_host() for n in names}, {}, host_keys(names), tmp_path,
+        options=("--manager", "client-server"),
+    )  # fmt: skip
+    hub = mesh.start("hub", extra=("--role", "server"))
     clients = names[1:]
+    for name in clients:
+        mesh.start(name, str(hub.spec), extra=("--role", "client"))
 
     def star(down: set[str]) -> bool:
-        views = cluster.views()
-        return views["hub"] == sorted(c for c in clients if c not in down) and all(
-            views[c] == ([] if c in down else ["hub"]) for c in clients
+        seen = views(mesh)
+        return seen["hub"] == sorted(c for c in clients if c not in down) and all(
+            seen[c] == ([] if c in down else ["hub"]) for c in clients
         )
 
-    wait_until(lambda: star(set()), 30, interval=0.2, message=cluster.views)
+    wait_until(lambda: star(set()), 30, interval=0.2, message=lambda: str(views(mesh)))
     nemesis = Nemesis(hosts)
-    nemesis.cut_one_way(cluster.host_of["c1"], cluster.host_of["hub"])
+    nemesis.cut_one_way(mesh.hosts["c1"], mesh.hosts["hub"])
     started = time.monotonic()
-    wait_until(lambda: star({"c1"}), DETECTION_S + 10, interval=0.2, message=cluster.views)
+    wait_until(
+        lambda: star({"c1"}), DETECTION_S + 10, interval=0.2, message=lambda: str(views(mesh))
+    )
     settle = time.monotonic() - started
-    counted = hold_and_count(cluster, started)
-    assert star({"c1"}), cluster.views()
-    members = {n: p.request("view")["members"] for n, p in cluster.nodes.items()}
+    counted = hold_and_count(mesh, started)
+    assert star({"c1"}), views(mesh)
+    members = {n: p.request("view")["members"] for n, p in mesh.nodes.items()}
     assert members["hub"] == sorted(names) and "hub" in members["c1"], members  # kept, re-dialled
     worst = max(counted.values(), default=0)
     others = sum(n for (a, b), n in counted.items() if "c1" not in (a, b))
@@ -424,7 +385,7 @@ def test_r7_client_server_hub_under_one_way_cut(
     )  # fmt: skip
     healed = time.monotonic()
     nemesis.heal()
-    wait_until(lambda: star(set()), 30, interval=0.2, message=cluster.views)
+    wait_until(lambda: star(set()), 30, interval=0.2, message=lambda: str(views(mesh)))
     measure(
         "R7", "asymmetric_and_bridge", "star: c1 back after the heal", time.monotonic() - healed,
         5.0, "s", "the hub (or c1) re-dials: back within a few connection intervals",
