@@ -10,7 +10,8 @@ event log for `history.check_history`.
 Commands: ``stream`` (targets, rate, channel, tag, acked, batch, count) —
 one actor per entry of `targets` (a name may repeat) sends `batch`
 messages ``(id, key, node)`` to ``("sink", target)`` `rate` times a second
-until stopped or `count` are sent, key ``node.tag.target.index``. A plain
+until stopped or `count` are sent, key ``node.incarnation.tag.target.index``
+(a restarted node starts new streams, with new ids). A plain
 send is recorded (`record_send`) once the transport took it; one refused
 for want of a link (`NotConnected`, `Overloaded`) is retried at the next
 tick and not recorded. With `acked`, the send is recorded first, then
@@ -84,7 +85,7 @@ class NetCommands:
             return True
 
         async def sender(target: str, n: int) -> None:
-            key = f"{me}.{tag}.{target}.{n}"
+            key = f"{me}.{self.node.incarnation}.{tag}.{target}.{n}"  # unique per incarnation
             i = 0
             next_at = time.monotonic()
             try:
