@@ -45,8 +45,9 @@ class NetCommands:
     node: Any
 
     def _net_state(self) -> dict[str, Any]:
-        state = self.__dict__.setdefault("_net", {"streams": {}, "downs": {}})
-        return state  # type: ignore[no-any-return]
+        """This mixin's state (streams and recorded Downs by tag), made on first use."""
+        state: dict[str, Any] = self.__dict__.setdefault("_net", {"streams": {}, "downs": {}})
+        return state
 
     async def cmd_stream(
         self, targets: list[str], rate: float, channel: str = "default", tag: str = "s",
