@@ -96,7 +96,10 @@ def test_r1_crash_one_of_8(
     wait_until(lambda: set(down_at()) >= set(survivors), 3 * DETECT + 5, interval=0.2,
                message=lambda: f"NodeDown of {victim} at {sorted(down_at())}")  # fmt: skip
     detected = max(down_at().values()) - t0
-    fired = lambda: [len(mesh.nodes[n].request("downs", tag="r1")["downs"]) for n in survivors]  # noqa: E731
+
+    def fired() -> list[int]:
+        return [len(mesh.nodes[n].request("downs", tag="r1")["downs"]) for n in survivors]
+
     wait_until(lambda: all(fired()), 10, message=lambda: f"monitors fired: {fired()}")
     for name in survivors:
         mesh.nodes[name].request("stream_stop", tag="to8")
