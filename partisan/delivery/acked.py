@@ -155,13 +155,17 @@ class Delivery:
 
     def account(self, node: str, wire: Wire, size: int) -> None:
         """`wire` (just prepared) takes `size` bytes on the wire: count it against the budget."""
-        data = Data._make(wire)
-        stream = self.out.get((node, data.channel, data.lane))
-        entry = None if stream is None else stream.unacked.get(data.seq)
-        if entry is None or entry[4]:
-            return  # already acknowledged (or counted)
-        stream.unacked[data.seq] = (*entry[:4], size)  # type: ignore[union-attr]
-        bkey = (node, data.channel)
+        channel = wire[0]  # Data fields by index: this runs once per acked message
+        stream = self.out.get((node, channel, wire[1]))
+        if stream is None:
+            return
+        unacked = stream.unacked
+        seq = wire[3]
+        entry = unacked.get(seq)
+        if entry is None:
+            return  # already acknowledged
+        unacked[seq] = (entry[0], entry[1], entry[2], entry[3], size)
+        bkey = (node, channel)
         self.bytes[bkey] = self.bytes.get(bkey, 0) + size
 
     def unprepare(self, node: str, wire: Wire) -> None:
