@@ -38,6 +38,8 @@ import time
 from collections import Counter
 from typing import Any
 
+import psutil
+
 import partisan
 from partisan.actors import api
 from partisan.actors.signals import Down, Exit
@@ -132,11 +134,9 @@ class LocalCommands:
         return {}
 
     async def cmd_lag(self) -> dict[str, Any]:
-        from partisan.testing.membernode import _rss
-
         ticks, worst = self._ticks["ticks"], self._ticks["worst_us"] / 1000
         self._ticks["worst_us"] = 0
-        return {"ticks": ticks, "worst_lag_ms": worst, "rss": _rss()}
+        return {"ticks": ticks, "worst_lag_ms": worst, "rss": psutil.Process().memory_info().rss}
 
     # ---------------------------------------------------------------- R10
 

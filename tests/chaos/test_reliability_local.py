@@ -133,7 +133,7 @@ def test_r9_slow_consumer_pushes_back_without_loss_or_stalls(
     measure(
         "R9", "slow_consumer", "receiver RSS growth", rss_peak - rss_before,
         budget + 50 * 1024 * 1024, "bytes", goal9,
-        f"figure = inbound bound {INBOUND_BOUND} B + one send budget {SEND_BUDGET} B + 50 MB",
+        f"figure = inbound bound {INBOUND_BOUND} B + one send budget {SEND_BUDGET} B + 50 MiB",
     )  # fmt: skip
     for name in ("a", "b"):
         measure(
