@@ -18,6 +18,7 @@ unplanted history):
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sys
@@ -27,8 +28,15 @@ from typing import Any
 
 import pytest
 
+import partisan
 from partisan.testing import NodeProcess, wait_until
-from partisan.testing.history import HistoryReport, check_history, load_history
+from partisan.testing.history import (
+    HistoryReport,
+    check_history,
+    load_history,
+    record_down,
+    record_send,
+)
 
 #: Fast failure detection so the restart is seen quickly (not a figure under test here).
 SETTINGS = {"heartbeat_interval": 0.1, "heartbeat_timeout": 0.5, "connection_interval": 0.2}
@@ -123,3 +131,35 @@ def test_the_checker_reports_each_planted_violation_and_nothing_else(
     assert report.signal_violations == ("a: NodeDown of b twice for one incarnation",)
     assert not (report.lost or report.phantom or report.out_of_order), report.violations
     assert len(report.violations) == 12
+
+
+@pytest.mark.timeout(30)
+def test_record_down_and_a_stamped_send_write_what_the_checker_reads(
+    key_dir: Callable[..., Path], tmp_path: Path
+) -> None:
+    path = tmp_path / "t.jsonl"
+    seen: list[Any] = []
+
+    async def main() -> None:
+        async with partisan.Node("t", key_dir=str(key_dir("t")), event_log=str(path)):
+
+            async def quick() -> None:
+                return None
+
+            pid = await partisan.spawn(quick)
+            ref = partisan.monitor(pid)
+            down = await partisan.receive(lambda m: isinstance(m, partisan.Down) and m.ref == ref)
+            record_down(down)
+            record_send("m1", "t", peer_incarnation=pid.incarnation)
+            seen.extend([pid, ref])
+
+    asyncio.run(main())
+    pid, ref = seen
+    logged = {r["event"]: r for r in load_history([path])}
+    assert logged["signal.down"]["ref"] == list(ref) and logged["signal.down"]["pid"] == str(pid)
+    assert logged["app.send"]["peer_incarnation"] == logged["node.start"]["incarnation"]
+    assert check_history(logged.values()).violations == ("lost m1",)  # nothing but the send
+    twice = check_history([logged["signal.down"], logged["signal.down"]])
+    assert twice.signal_violations == (
+        f"Down of monitor t:{ref.incarnation}:{ref.id} delivered 2 times",
+    )
