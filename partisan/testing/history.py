@@ -57,7 +57,9 @@ def _log() -> Any:
 
     node = node_of(current().runtime)
     if node is None or node.event_log is None:
-        raise RuntimeError("record_send/record_receive need a running Node with an event log")
+        raise RuntimeError(
+            "record_send/record_receive/record_down need a running Node with an event log"
+        )
     return node.event_log
 
 

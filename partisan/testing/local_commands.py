@@ -59,6 +59,8 @@ class LocalCommands:
     """The commands above; `self.node` is the member's `Node`."""
 
     node: Any
+    _slow_counts: Counter[str]
+    _ticks: Counter[str]
 
     async def cmd_whereis(self, name: str) -> dict[str, Any]:
         pid = api.whereis(name)
@@ -76,7 +78,7 @@ class LocalCommands:
     # ---------------------------------------------------------------- R9
 
     async def cmd_slow_sink(self, name: str, delay: float) -> dict[str, Any]:
-        counts = self._slow_counts = Counter()
+        counts = self._slow_counts = Counter[str]()
 
         async def sink() -> None:
             while True:
@@ -119,7 +121,7 @@ class LocalCommands:
         return {"sent": sent, "refused": refused, "longest_send_ms": longest * 1000}
 
     async def cmd_ticker(self, interval: float = 0.01) -> dict[str, Any]:
-        self._ticks = Counter()
+        self._ticks = Counter[str]()
         loop = asyncio.get_running_loop()
 
         async def ticker() -> None:
