@@ -26,7 +26,9 @@ many, and how many distinct · ``bstats`` — the
 neighbours.
 
 Delivery (docs/delivery.md): ``fault``, ``cut``, ``sink``, ``load``,
-``dstats`` — see `partisan.testing.delivery_commands`.
+``dstats`` — see `partisan.testing.delivery_commands`. Local chaos scenarios
+(docs/reliability.md): ``whereis``, ``send_to``, ``slow_sink``, ``flood``,
+``ticker``, ``lag``, ``crash_loop`` — see `partisan.testing.local_commands`.
 """
 
 from __future__ import annotations
@@ -49,10 +51,11 @@ from partisan.commands.node import (
 )
 from partisan.node import Node
 from partisan.testing.delivery_commands import DeliveryCommands
+from partisan.testing.local_commands import LocalCommands
 from partisan.testing.net_commands import NetCommands
 
 
-class MemberNode(DeliveryCommands, NetCommands):
+class MemberNode(DeliveryCommands, LocalCommands, NetCommands):
     """Runs the node and answers the harness's commands."""
 
     def __init__(self, node: Node) -> None:
