@@ -12,7 +12,9 @@ one actor per entry of `targets` (a name may repeat) sends `batch`
 messages ``(id, key, node)`` to ``("sink", target)`` `rate` times a second
 until stopped or `count` are sent, key ``node.incarnation.tag.target.index``
 (a restarted node starts new streams, with new ids). A plain
-send is recorded (`record_send`) once the transport took it; one refused
+send is recorded (`record_send`, with the incarnation of the target this
+node knows, so the checker flags a later life receiving it) once the
+transport took it; one refused
 for want of a link (`NotConnected`, `Overloaded`) is retried at the next
 tick and not recorded. With `acked`, the send is recorded first, then
 waits for the receiving node's acknowledgement and writes an ``app.acked``
@@ -59,6 +61,11 @@ class NetCommands:
         self._net_state()["streams"][tag] = stats
         period = 1.0 / rate
 
+        def known(target: str) -> int | None:
+            """The incarnation of `target` this node knows now: the life the send addresses."""
+            dist = self.node.dist
+            return None if dist is None else dist.incarnations.get(target)
+
         async def send(target: str, key: str, msg_id: str) -> bool:
             """Send one message; False if it never left (a plain send retries the id)."""
             if not acked:
@@ -66,10 +73,12 @@ class NetCommands:
                     partisan.send(("sink", target), (msg_id, key, me), channel=channel)
                 except (NotConnected, Overloaded):
                     return False
-                record_send(msg_id, target, key=key, channel=channel)
+                record_send(
+                    msg_id, target, key=key, channel=channel, peer_incarnation=known(target)
+                )
                 stats["sent"] += 1
                 return True
-            record_send(msg_id, target, key=key, channel=channel)
+            record_send(msg_id, target, key=key, channel=channel, peer_incarnation=known(target))
             try:
                 await partisan.send(
                     ("sink", target), (msg_id, key, me), channel=channel, wait=True, timeout=10.0
