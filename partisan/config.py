@@ -229,7 +229,8 @@ class Config:
     call_timeout: float = 5.0
     #: Seconds a graceful stop may take to stop the tree and flush queues.
     shutdown_timeout: float = 5.0
-    #: Bytes one node may have uncredited towards one peer on one channel.
+    #: Bytes one node may have uncredited towards one peer on one channel (and, on an
+    #: acked channel, unacknowledged).
     send_buffer_bytes: int = 64 * 1024 * 1024
     #: Bytes of peers' messages a node holds before its actors read them (all peers).
     inbound_buffer_bytes: int = 256 * 1024 * 1024
@@ -243,7 +244,8 @@ class Config:
     ack_interval_max: float = 2.0
     #: Seconds without any acknowledgement progress before an acked stream gives up.
     ack_timeout: float = 30.0
-    #: Unacknowledged messages one node keeps per (peer, acked channel); over it, `Overloaded`.
+    #: Unacknowledged messages one node keeps per acked stream (peer, channel, lane); over it,
+    #: `Overloaded` (the byte bound is `send_buffer_bytes`).
     ack_window: int = 16384
     #: Overlay hops a `transitive=True` message may take before it is dropped.
     relay_ttl: int = 6

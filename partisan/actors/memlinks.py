@@ -115,7 +115,7 @@ class MemoryLinks:
         *,
         partition_key: object = None,
         control: bool = False,
-    ) -> None:
+    ) -> int:
         other = self.sessions.get(peer)
         if other is None:
             raise NotConnected(f"no session with {peer!r}")
@@ -123,6 +123,7 @@ class MemoryLinks:
         data = (flags, [bytes(f) for f in frames])
         self.sent += 1
         other._on_loop(other._deliver, self, channel, dest, data)
+        return sum(len(f) for f in data[1])
 
     async def send_wait(
         self,

@@ -22,6 +22,7 @@ from partisan.delivery.acked import Ack, Delivery
 from partisan.delivery.streams import ACKED_DEST
 from partisan.errors import CallTimeout, NotConnected, Overloaded
 from partisan.identity import NodeSpec, Pid
+from partisan.transport.codec import encode_payload
 
 if TYPE_CHECKING:
     from partisan.actors.runtime import Runtime
@@ -94,8 +95,11 @@ class AckedSends:
             if (node in self._waiting or node not in self.up) and self._indirect(
                 node, channel, ACKED_DEST, data, key, transitive
             ):
+                delivery.account(node, data, _wire_size(data))  # dialling, or relayed
                 return True
-            self.links.send(node, channel, ACKED_DEST, data, partition_key=key)
+            size = self.links.send(node, channel, ACKED_DEST, data, partition_key=key)
+            # None: the fault injector dropped or holds it (it is kept all the same).
+            delivery.account(node, data, size or _wire_size(data))
             self.runtime.routed_remote += 1
         except NotConnected:
             if data[3] > 1 and node in self.down:  # its seq
@@ -146,3 +150,8 @@ class AckedSends:
             logger.warning("acked layer: could not send to %s: %s", node, exc)
             return False
         return True
+
+
+def _wire_size(data: Any) -> int:
+    """The bytes `data` takes encoded, for a message the transport did not size for us."""
+    return sum(len(frame) for frame in encode_payload(data)[1])

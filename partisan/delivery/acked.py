@@ -21,8 +21,14 @@ deduplication (at-least-once), no bound, full-mesh manager only. Ours:
   coalesced (one `Ack` per stream per loop iteration) and selective: a
   cumulative point plus up to `SACK_RANGES` ranges of what arrived beyond it
   (held in the reorder buffer, or waiting for a causal dependency).
-* **Sender.** Unacknowledged messages stay in the stream (at most
-  `ack_window` per stream: over it `Overloaded`). A timer resends only what
+* **Sender.** Unacknowledged messages stay in the stream, bounded twice:
+  at most `ack_window` per stream, and at most `send_buffer_bytes` of them
+  per (receiver, channel) — the transport's byte budget, so an acked channel
+  holds no more memory than a plain one may have in flight (a message is
+  admitted while the total is under the budget: it may pass it by that one
+  message). Over either bound `send` raises `Overloaded` and ``wait=True``
+  waits for room. The size is the message's bytes on the wire, which the
+  caller reports after transmitting (`account`). A timer resends only what
   the receiver has not reported (neither below the cumulative point nor in
   the latest ack's ranges) and what was last sent at least one retransmission
   timeout ago: `ack_interval`, doubling up to `ack_interval_max` while no
@@ -91,6 +97,9 @@ class Delivery:
         self._deliver = deliver
         self._record = record
         self.out: dict[tuple[str, str, int], OutStream] = {}
+        #: unacknowledged bytes per (node, channel), against `send_buffer_bytes`
+        self.bytes: dict[tuple[str, str], int] = {}
+        self._room: dict[tuple[str, str], asyncio.Event] = {}
         self.inp: dict[tuple[str, int, str, int], InStream] = {}
         self.causal = Causal(name, incarnation, self._hand_up, self._event)
         self._dirty: dict[tuple[str, int, str, int], NodeSpec] = {}
@@ -107,7 +116,8 @@ class Delivery:
     ) -> Wire:  # fmt: skip
         """Number and keep a message for `node`; the caller transmits it (or `unprepare`s).
 
-        Raises `Overloaded` when the stream already holds `ack_window` messages.
+        Raises `Overloaded` when the stream already holds `ack_window` messages
+        or the channel to `node` holds `send_buffer_bytes` unacknowledged.
         """
         spec = self.channels[channel]
         lane = 0 if spec.causal else lane_for(key, spec.parallelism)
@@ -126,23 +136,46 @@ class Delivery:
                 f"acked channel {channel!r} to {node!r}: {len(stream.unacked)} messages "
                 "unacknowledged (ack_window)"
             )
+        held = self.bytes.get((node, channel), 0)
+        if held >= self.config.send_buffer_bytes:
+            raise Overloaded(
+                f"acked channel {channel!r} to {node!r}: {held} bytes unacknowledged "
+                f"(send_buffer_bytes {self.config.send_buffer_bytes})"
+            )
         seq = stream.next_seq
         stream.next_seq = seq + 1
         deps = self.causal.stamp(node, stream.peer_inc, channel, seq) if spec.causal else None
         data = (channel, lane, stream.peer_inc, seq, dest, payload, deps)  # a `Data`, plain
         if not stream.unacked:
             stream.progress = stream.last_tx = self._now()
-        stream.unacked[seq] = (data, key, waiter, self._now())
+        stream.unacked[seq] = (data, key, waiter, self._now(), 0)
         self.sent += 1
         self._arm()
         return data
+
+    def account(self, node: str, wire: Wire, size: int) -> None:
+        """`wire` (just prepared) takes `size` bytes on the wire: count it against the budget."""
+        channel = wire[0]  # Data fields by index: this runs once per acked message
+        stream = self.out.get((node, channel, wire[1]))
+        if stream is None:
+            return
+        unacked = stream.unacked
+        seq = wire[3]
+        entry = unacked.get(seq)
+        if entry is None:
+            return  # already acknowledged
+        unacked[seq] = (entry[0], entry[1], entry[2], entry[3], size)
+        bkey = (node, channel)
+        self.bytes[bkey] = self.bytes.get(bkey, 0) + size
 
     def unprepare(self, node: str, wire: Wire) -> None:
         """The newest message could not be sent at all: forget it (its caller gets the error)."""
         data = Data._make(wire)
         stream = self.out.get((node, data.channel, data.lane))
         if stream is not None and stream.next_seq == data.seq + 1:
-            stream.unacked.pop(data.seq, None)
+            entry = stream.unacked.pop(data.seq, None)
+            if entry is not None:
+                self._release(node, data.channel, entry[4])
             stream.next_seq = data.seq
             self.sent -= 1
             if data.deps is not None:
@@ -156,16 +189,42 @@ class Delivery:
         """Wait until the stream `key` maps to has room (else `Overloaded` at `timeout`)."""
         spec = self.channels[channel]
         lane = 0 if spec.causal else lane_for(key, spec.parallelism)
-        stream = self.out.get((node, channel, lane))
-        while stream is not None and len(stream.unacked) >= self.config.ack_window:
-            if stream.room is None:
-                stream.room = asyncio.Event()
-            stream.room.clear()
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while self._full(node, channel, lane):
+            event = self._room.get((node, channel))
+            if event is None:
+                event = self._room[(node, channel)] = asyncio.Event()
+            event.clear()
+            remaining = None if deadline is None else max(0.0, deadline - loop.time())
             try:
-                await asyncio.wait_for(stream.room.wait(), timeout)
+                await asyncio.wait_for(event.wait(), remaining)
             except TimeoutError:
                 raise Overloaded(f"acked channel {channel!r} to {node!r}: no room") from None
-            stream = self.out.get((node, channel, lane))
+
+    def _full(self, node: str, channel: str, lane: int) -> bool:
+        stream = self.out.get((node, channel, lane))
+        if stream is None:
+            return False
+        return (
+            len(stream.unacked) >= self.config.ack_window
+            or self.bytes.get((node, channel), 0) >= self.config.send_buffer_bytes
+        )
+
+    def _release(self, node: str, channel: str, size: int) -> None:
+        """`size` bytes of (node, channel) are no longer held (acknowledged or given up)."""
+        if size:
+            bkey = (node, channel)
+            left = self.bytes.get(bkey, 0) - size
+            if left > 0:
+                self.bytes[bkey] = left
+            else:
+                self.bytes.pop(bkey, None)
+
+    def _wake(self, node: str, channel: str) -> None:
+        event = self._room.get((node, channel))
+        if event is not None:
+            event.set()
 
     # ----------------------------------------------------------- receiving
 
@@ -244,13 +303,16 @@ class Delivery:
         if ack.seq >= stream.sack_seq:  # a late (reordered) ack must not shrink what we know
             stream.sack_seq, stream.sacked = ack.seq, ack.ranges
         unacked = stream.unacked
-        done = 0
+        done = freed = 0
         upto = ack.seq
         while unacked:
             seq = next(iter(unacked))  # the oldest: entries are kept in sequence order
             if seq > upto:
                 break
-            waiter = unacked.pop(seq)[2]
+            entry = unacked.pop(seq)
+            waiter = entry[2]
+            if entry[4]:
+                freed += entry[4]
             done += 1
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
@@ -258,8 +320,8 @@ class Delivery:
             self.acked += done
             stream.progress = self._now()
             stream.rto = self.config.ack_interval
-            if stream.room is not None:
-                stream.room.set()
+            self._release(sender.name, ack.channel, freed)
+            self._wake(sender.name, ack.channel)
 
     def _ack_soon(self, key: tuple[str, int, str, int], sender: NodeSpec) -> None:
         self._dirty[key] = sender
@@ -325,11 +387,11 @@ class Delivery:
                 reason=reason, channel=skey[1], count=lost,
             )  # fmt: skip
         for entry in stream.unacked.values():
+            self._release(skey[0], skey[1], entry[4])
             waiter = entry[2]
             if waiter is not None and not waiter.done():
                 waiter.set_exception(DeliveryError(reason))
-        if stream.room is not None:
-            stream.room.set()
+        self._wake(skey[0], skey[1])
 
     def _arm(self) -> None:
         if self._timer is None:
@@ -368,7 +430,7 @@ class Delivery:
             entry = unacked[seq]
             if not self._transmit(node, channel, entry[0], entry[1]):
                 break
-            unacked[seq] = (*entry[:3], now)
+            unacked[seq] = (entry[0], entry[1], entry[2], now, entry[4])
             count += 1
         if count:
             stream.last_tx = now

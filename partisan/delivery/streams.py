@@ -9,7 +9,6 @@ that report. Both are pure: no clock, no I/O.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -99,16 +98,16 @@ class OutStream:
 
     peer_inc: int
     next_seq: int = 1
-    #: seq -> (Data, partition key, waiter future or None, last sent at); a tuple,
-    #: replaced on resend: thousands live at once and lists would load the GC
-    unacked: dict[int, tuple[Any, Any, Any, float]] = field(default_factory=dict)
+    #: seq -> (Data, partition key, waiter future or None, last sent at, bytes on
+    #: the wire or 0 until known); a tuple, replaced on resend: thousands live at
+    #: once and lists would load the GC
+    unacked: dict[int, tuple[Any, Any, Any, float, int]] = field(default_factory=dict)
     #: the latest ack's selective ranges (flat, inclusive) and its cumulative point
     sacked: tuple[int, ...] = ()
     sack_seq: int = 0
     rto: float = 0.0
     last_tx: float = 0.0
     progress: float = 0.0
-    room: asyncio.Event | None = None
 
 
 @dataclass(slots=True)

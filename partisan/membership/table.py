@@ -128,7 +128,7 @@ def render(rows: list[Row], n: int, broadcasts: int, seed: int) -> str:
         "per row from random live nodes, no membership round in between; the same victims "
         "and the same sources for both models.",
         "",
-        "| failed | paper (Fig. 2) | target (papers.md §6) | on-use mean | on-use min "
+        "| failed | paper (Fig. 2) | target | on-use mean | on-use min "
         "| on-use last 100 | reset mean | reset min | survivors alone | survivors cut off |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]

@@ -14,8 +14,9 @@
   a private bridge — for tests of bind vs advertised addresses, real
   partitions and hostile clients (root, ``ip`` and ``iptables``).
 - `check_history` / `load_history` / `record_send` / `record_receive` /
-  `HistoryReport`: the history checker (exactly once, per-key order, causal
-  order, NodeUp/NodeDown once per incarnation) over the nodes' event logs.
+  `record_down` / `HistoryReport`: the history checker (exactly once, per-key
+  order, causal order, no mail for a later incarnation, NodeUp/NodeDown once
+  per incarnation, Down once per monitor) over the nodes' event logs.
 - `partisan.testing.faults`: fault injection over a running `Cluster`
   (``partition``, ``heal``, ``drop``, ``delay``, ``duplicate``, ...).
 - `partisan.testing.plugin`: pytest fixtures (``no_leaks``, ``node_factory``,
@@ -30,6 +31,7 @@ from partisan.testing.history import (
     HistoryReport,
     check_history,
     load_history,
+    record_down,
     record_receive,
     record_send,
 )
@@ -62,6 +64,7 @@ __all__ = [
     "detection_deadline",
     "handshake_deadline",
     "load_history",
+    "record_down",
     "record_receive",
     "record_send",
     "wait_until",

@@ -9,7 +9,9 @@ decoded) has no margin: anything above it fails.
 
 `render_table` prints the scenario x figure x goal x verdict table and
 `to_json` / `from_json` round-trip a report, so ``make chaos`` can print it,
-write it, and docs can quote it. Pure functions, no I/O.
+write it, and docs can quote it; `render_runs` sets several runs' reports
+side by side (``python -m partisan.testing.chaos run1.json run2.json``).
+Pure functions apart from that command line.
 """
 
 from __future__ import annotations
@@ -19,7 +21,16 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 
-__all__ = ["MARGIN", "Measurement", "Verdict", "from_json", "render_table", "to_json", "verdict"]
+__all__ = [
+    "MARGIN",
+    "Measurement",
+    "Verdict",
+    "from_json",
+    "render_runs",
+    "render_table",
+    "to_json",
+    "verdict",
+]
 
 #: How far over its figure a measurement is still MARGINAL rather than FAIL.
 MARGIN = 3.0
@@ -80,6 +91,36 @@ def render_table(measurements: Iterable[Measurement]) -> str:
     return "\n".join(rows)
 
 
+def render_runs(runs: Sequence[Sequence[Measurement]]) -> str:
+    """One Markdown row per (scenario, quantity), one column per run, and the verdicts.
+
+    A quantity missing from a run shows as "-"; the verdict column lists each
+    run's verdict when they differ (``PASS / MARGINAL``).
+    """
+    keyed: dict[tuple[str, str, str], list[Measurement | None]] = {}
+    for index, run in enumerate(runs):
+        for m in run:
+            slots = keyed.setdefault((m.scenario, m.name, m.quantity), [None] * len(runs))
+            slots[index] = m
+    head = " | ".join(f"run {i + 1}" for i in range(len(runs)))
+    rows = [
+        f"| scenario | quantity | figure | {head} | goal | verdict |",
+        "|---|---|---|" + "---|" * len(runs) + "---|---|",
+    ]
+    for (scenario, name, quantity), slots in sorted(
+        keyed.items(), key=lambda kv: (_order(kv[0][0]), kv[0][1], kv[0][2])
+    ):
+        first = next(m for m in slots if m is not None)
+        cells = " | ".join("-" if m is None else _number(m.measured, m.unit) for m in slots)
+        verdicts = [m.verdict.value for m in slots if m is not None]
+        shown = verdicts[0] if len(set(verdicts)) == 1 else " / ".join(verdicts)
+        rows.append(
+            f"| {scenario} {name} | {quantity} | ≤ {_number(first.figure, first.unit)} "
+            f"| {cells} | {first.goal} | {shown} |"
+        )
+    return "\n".join(rows)
+
+
 def _order(scenario: str) -> tuple[str, int]:
     head, digits = scenario.rstrip("0123456789"), scenario[len(scenario.rstrip("0123456789")) :]
     return head, int(digits or 0)
@@ -99,3 +140,15 @@ def from_json(text: str) -> list[Measurement]:
         Measurement(**{k: v for k, v in item.items() if k != "verdict"})
         for item in data["measurements"]
     ]
+
+
+if __name__ == "__main__":
+    import sys
+
+    reports = []
+    for path in sys.argv[1:]:
+        with open(path, encoding="utf-8") as handle:
+            reports.append(from_json(handle.read()))
+    if not reports:
+        raise SystemExit("usage: python -m partisan.testing.chaos REPORT.json [REPORT.json ...]")
+    print(render_runs(reports))

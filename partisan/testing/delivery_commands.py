@@ -18,8 +18,11 @@ successful send is recorded); with `also`, each message to `target` is
 followed by one to ``("sink", also)`` (the causal scenario: `also` forwards
 it to `target`); `transitive` relays the sends to `target`; `pace` yields
 to the loop after each round (otherwise an actor sends its whole share in one
-go and injected delays all fire after it); answers once every actor is done · ``dstats``
-— the delivery and fault statistics.
+go and injected delays all fire after it); answers once every actor is done · ``fill``
+(target, channel, size, limit, tag, patience) — send ``size``-byte messages to
+``("sink", target)`` until `send` raises `Overloaded` for `patience` seconds in a row
+(or `limit` were sent; a transport budget that the receiver is draining frees within
+it), recording each that went; answers how many and the last error · ``dstats`` — the delivery and fault statistics.
 """
 
 from __future__ import annotations
@@ -60,9 +63,9 @@ class DeliveryCommands:
         async def sink() -> None:
             while True:
                 msg = await partisan.receive()
-                if not (isinstance(msg, tuple) and len(msg) == 3):
+                if not (isinstance(msg, tuple) and len(msg) >= 3):
                     continue
-                msg_id, key, sender = msg
+                msg_id, key, sender = msg[:3]  # a 4th item is `fill`'s ballast
                 record_receive(msg_id, sender, key=key, channel=channel)
                 if forward_to is not None:
                     fwd = msg_id + "/fwd"
@@ -99,6 +102,29 @@ class DeliveryCommands:
         tasks = [asyncio.ensure_future(worker(n)) for n in range(actors)]
         await asyncio.gather(*tasks)
         return {"sent": actors * count, "cuts": cuts}
+
+    async def cmd_fill(
+        self, target: str, channel: str, size: int, limit: int, tag: str = "fill",
+        patience: float = 2.0,
+    ) -> dict[str, Any]:  # fmt: skip
+        me = api.node()
+        key = f"{me}.{tag}"
+        ballast = bytes(size)
+        loop = asyncio.get_running_loop()
+        for i in range(limit):
+            msg_id = f"{key}.{i}"
+            refused_since = None
+            while True:
+                try:
+                    partisan.send(("sink", target), (msg_id, key, me, ballast), channel=channel)
+                    break
+                except Overloaded as exc:
+                    refused_since = refused_since or loop.time()
+                    if loop.time() - refused_since >= patience:
+                        return {"sent": i, "error": str(exc)}
+                    await asyncio.sleep(0.01)  # the app's retry, not a test's wait
+            record_send(msg_id, target, key=key, channel=channel)
+        return {"sent": limit, "error": None}
 
     async def cmd_dstats(self) -> dict[str, Any]:
         delivery = self.node.dist.delivery

@@ -26,9 +26,11 @@ many, and how many distinct · ``bstats`` — the
 neighbours.
 
 Delivery (docs/delivery.md): ``fault``, ``cut``, ``sink``, ``load``,
-``dstats`` — see `partisan.testing.delivery_commands`. Soak workload
-(docs/reliability.md): ``workload``, ``workload_stop``, ``wstats`` — see
-`partisan.testing.workload_commands`.
+``dstats`` — see `partisan.testing.delivery_commands`. Local chaos scenarios
+(docs/reliability.md): ``whereis``, ``send_to``, ``slow_sink``, ``flood``,
+``ticker``, ``lag``, ``crash_loop`` — see `partisan.testing.local_commands`.
+Soak workload (docs/reliability.md): ``wsetup``, ``workload``,
+``workload_stop``, ``wstats`` — see `partisan.testing.workload_commands`.
 """
 
 from __future__ import annotations
@@ -51,11 +53,12 @@ from partisan.commands.node import (
 )
 from partisan.node import Node
 from partisan.testing.delivery_commands import DeliveryCommands
+from partisan.testing.local_commands import LocalCommands
 from partisan.testing.net_commands import NetCommands
 from partisan.testing.workload_commands import WorkloadCommands
 
 
-class MemberNode(DeliveryCommands, NetCommands, WorkloadCommands):
+class MemberNode(DeliveryCommands, LocalCommands, NetCommands, WorkloadCommands):
     """Runs the node and answers the harness's commands."""
 
     def __init__(self, node: Node) -> None:

@@ -27,7 +27,8 @@ it added: it flushes and deletes that chain, deletes the root qdiscs it set,
 clears the fault rules it added (by id) and resumes the nodes it paused. A
 host or node that is gone by then is skipped: `heal` is idempotent and safe
 after a kill. Killed nodes stay dead (restarting is the caller's business: a
-restart is a new incarnation).
+restart is a new incarnation). Not thread-safe: drive one nemesis from one
+thread (a schedule), as each call runs its commands to completion.
 """
 
 from __future__ import annotations

@@ -10,8 +10,11 @@ event log for `history.check_history`.
 Commands: ``stream`` (targets, rate, channel, tag, acked, batch, count) —
 one actor per entry of `targets` (a name may repeat) sends `batch`
 messages ``(id, key, node)`` to ``("sink", target)`` `rate` times a second
-until stopped or `count` are sent, key ``node.tag.target.index``. A plain
-send is recorded (`record_send`) once the transport took it; one refused
+until stopped or `count` are sent, key ``node.incarnation.tag.target.index``
+(a restarted node starts new streams, with new ids). A plain
+send is recorded (`record_send`, with the incarnation of the target this
+node knows, so the checker flags a later life receiving it) once the
+transport took it; one refused
 for want of a link (`NotConnected`, `Overloaded`) is retried at the next
 tick and not recorded. With `acked`, the send is recorded first, then
 waits for the receiving node's acknowledgement and writes an ``app.acked``
@@ -44,8 +47,9 @@ class NetCommands:
     node: Any
 
     def _net_state(self) -> dict[str, Any]:
-        state = self.__dict__.setdefault("_net", {"streams": {}, "downs": {}})
-        return state  # type: ignore[no-any-return]
+        """This mixin's state (streams and recorded Downs by tag), made on first use."""
+        state: dict[str, Any] = self.__dict__.setdefault("_net", {"streams": {}, "downs": {}})
+        return state
 
     async def cmd_stream(
         self, targets: list[str], rate: float, channel: str = "default", tag: str = "s",
@@ -57,6 +61,11 @@ class NetCommands:
         self._net_state()["streams"][tag] = stats
         period = 1.0 / rate
 
+        def known(target: str) -> int | None:
+            """The incarnation of `target` this node knows now: the life the send addresses."""
+            dist = self.node.dist
+            return None if dist is None else dist.incarnations.get(target)
+
         async def send(target: str, key: str, msg_id: str) -> bool:
             """Send one message; False if it never left (a plain send retries the id)."""
             if not acked:
@@ -64,10 +73,12 @@ class NetCommands:
                     partisan.send(("sink", target), (msg_id, key, me), channel=channel)
                 except (NotConnected, Overloaded):
                     return False
-                record_send(msg_id, target, key=key, channel=channel)
+                record_send(
+                    msg_id, target, key=key, channel=channel, peer_incarnation=known(target)
+                )
                 stats["sent"] += 1
                 return True
-            record_send(msg_id, target, key=key, channel=channel)
+            record_send(msg_id, target, key=key, channel=channel, peer_incarnation=known(target))
             try:
                 await partisan.send(
                     ("sink", target), (msg_id, key, me), channel=channel, wait=True, timeout=10.0
@@ -84,7 +95,7 @@ class NetCommands:
             return True
 
         async def sender(target: str, n: int) -> None:
-            key = f"{me}.{tag}.{target}.{n}"
+            key = f"{me}.{self.node.incarnation}.{tag}.{target}.{n}"  # unique per incarnation
             i = 0
             next_at = time.monotonic()
             try:

@@ -348,8 +348,11 @@ class Links:
         partition_key: object = None,
         control: bool = False,
         waiting: bool = False,
-    ) -> None:
-        """Queue `payload` for `dest` on `peer` over `channel`; never blocks.
+    ) -> int:
+        """Queue `payload` for `dest` on `peer` over `channel`; never blocks; its wire size.
+
+        Returns the message's size in bytes on the wire (header and payload
+        frames), the amount it takes from the channel's byte budget.
 
         Raises `NotConnected` without a session, `Overloaded` when the
         channel's byte budget towards the peer is used up or other senders
@@ -366,7 +369,7 @@ class Links:
 
         (Each instance binds `Outbound.send` over this method, for speed.)
         """
-        self._outbound.send(
+        return self._outbound.send(
             peer,
             channel,
             dest,

@@ -86,8 +86,8 @@ class Outbound:
         partition_key: object = None,
         control: bool = False,
         waiting: bool = False,
-    ) -> None:
-        """`Links.send` (documented there): queue `payload` for `dest` on `peer`; never blocks."""
+    ) -> int:
+        """`Links.send` (documented there): queue `payload` for `dest` on `peer`; its size."""
         state = self._peers.get(peer)
         if state is None or state.closing or self._local.closed:
             raise NotConnected(f"{self._local.name} has no link to {peer}")
@@ -126,11 +126,12 @@ class Outbound:
             and (lane.up or lane.prefix)  # lane.routed, inlined
             and self.hand_off(state, lane, budget, channel, template, flags, frames, size)
         ):
-            return
+            return size
         budget.queued += size - queue.push(Pending(channel, dest, flags, frames, size))
         if lane.routed and len(queue) == 1:
             # A ROUTER lane has no FD edge of its own to wake us: retry soon.
             self._local.running().call_later(0.001, self.flush, state, lane)
+        return size
 
     def pick_lane(self, peer: Peer, channel: str, key: object) -> OutLane:
         """The lane a message of `channel` with `key` takes now (opening it if need be)."""

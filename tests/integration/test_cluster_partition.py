@@ -159,3 +159,53 @@ def test_hyparview_sides_stay_connected_and_merge_after_heal(cli: ClusterCli) ->
     wait_until(one_component, 30, message=lambda: str(components(status)))
     merged_s = time.monotonic() - started
     print(f"\nHyParView 8|8: one component {merged_s:.1f} s after heal")
+
+
+@pytest.mark.timeout(150)
+def test_hyparview_merges_through_ghosts_once_no_passive_view_names_the_other_side(
+    cli: ClusterCli,
+) -> None:
+    """The ghost path, in real processes: nothing but the ghosts still knows the other side.
+
+    Promotion every 0.1 s makes the lost timeout 6 s (60 intervals) and a ghost
+    probe every 1.2 s (12 intervals). The partition is held until every
+    passive entry naming the other side was probed and dropped, and past the
+    lost timeout, so at the heal no view and no lost peer lists the other side:
+    only the ghosts (at most `active_size` per node) can merge the overlay.
+    """
+    left, right = names(1, 4), names(5, 8)
+    cli.up(
+        "-n", "8", "--manager", "hyparview", "--set", "hyparview.shuffle_interval=0.5",
+        "--set", "hyparview.random_promotion_interval=0.1", *FAST,
+    )  # fmt: skip
+    cli.ok("partition", ",".join(left), ",".join(right))
+    cut = time.monotonic()
+    side = {n: set(left) if n in left else set(right) for n in left + right}
+    status: dict[str, Any] = {}
+
+    def forgotten() -> bool:
+        nonlocal status
+        status = cli.status()
+        nodes = [n for n in status["nodes"] if n["alive"]]
+        return len(components(status)) == 2 and all(
+            set(n["passive"]) | set(n["active"]) <= side[n["name"]] for n in nodes
+        )
+
+    wait_until(forgotten, 60, message=lambda: json.dumps(status.get("nodes"))[:2000])
+    lost_timeout = 60 * 0.1
+    if time.monotonic() - cut < lost_timeout + 1.0:
+        time.sleep(lost_timeout + 1.0 - (time.monotonic() - cut))  # ok-sleep: hold the partition
+    assert forgotten(), "a view named the other side again during the partition"
+    healed = time.monotonic()
+    cli.ok("heal")
+
+    def one_component() -> bool:
+        nonlocal status
+        status = cli.status()
+        return len(components(status)) == 1 and status["converged"]
+
+    # Bound: 12 intervals per ghost, at most active_size (5) ghosts per node: 6 s.
+    wait_until(one_component, 30, message=lambda: str(components(status)))
+    print(
+        f"\nHyParView 4|4, ghosts only: one component {time.monotonic() - healed:.1f} s after heal"
+    )

@@ -42,3 +42,20 @@ def test_table_and_json_round_trip() -> None:
     text = to_json(rows)
     assert json.loads(text)["summary"] == {"PASS": 2, "MARGINAL": 1, "FAIL": 0}
     assert from_json(text) == rows
+
+
+def test_runs_side_by_side_show_each_value_and_differing_verdicts() -> None:
+    from partisan.testing.chaos import render_runs
+
+    one = [
+        Measurement("R5", "partition", "detection", 2.4, 2.5, "s", "both sides"),
+        Measurement("R1", "crash", "lost", 0, 0, "count", "none lost"),
+    ]
+    two = [Measurement("R5", "partition", "detection", 2.9, 2.5, "s", "both sides")]
+    table = render_runs([one, two]).splitlines()
+    assert table[0] == "| scenario | quantity | figure | run 1 | run 2 | goal | verdict |"
+    assert table[2] == "| R1 crash | lost | ≤ 0 | 0 | - | none lost | PASS |"
+    assert (
+        table[3]
+        == "| R5 partition | detection | ≤ 2.5 s | 2.4 s | 2.9 s | both sides | PASS / MARGINAL |"
+    )
