@@ -50,7 +50,7 @@ import partisan
 from partisan.actors import api
 from partisan.actors.signals import Call, Cast, Down, Exit
 from partisan.errors import CallExit, CallTimeout, DeliveryError, NotConnected, Overloaded
-from partisan.testing.history import record_receive, record_send
+from partisan.testing.history import record_down, record_receive, record_send
 
 __all__ = ["WorkloadCommands"]
 
@@ -156,7 +156,8 @@ class WorkloadCommands:
                 key = keys[channel]
                 msg_id = f"{key}.{rounds * 4 + k}"  # so id % 4 says which of the four
                 msg = (msg_id, key, me, channel)
-                record_send(msg_id, peer, key=key, channel=channel)
+                life = self.node.dist.incarnations.get(peer)  # the life this send addresses
+                record_send(msg_id, peer, key=key, channel=channel, peer_incarnation=life)
                 try:
                     if waited:
                         await partisan.send(
@@ -248,6 +249,8 @@ class WorkloadCommands:
                     continue
                 kind = "down" if isinstance(msg, Down) else "exit"
                 log.write(f"app.{kind}", peer=peer, id=wid, reason=str(msg.reason))
+                if kind == "down":
+                    record_down(msg)  # the checker's own Down-once check, by ref
                 count[kind] += 1
                 seen.add(kind)
                 deadline = loop.time() + _PAIR_WAIT

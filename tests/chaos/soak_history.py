@@ -1,7 +1,9 @@
 """Judging a soak's history: what `check_history` checks, plus what only a soak knows.
 
 `check_history` (partisan.testing.history) finds lost, duplicated and
-reordered messages and NodeDown twice per incarnation. A soak with kills and
+reordered messages, messages received by another incarnation than the one
+they were sent to (stale), NodeDown twice per incarnation and a monitor's
+Down twice. A soak with kills and
 partitions loses messages legitimately, so `judge` sorts each lost message
 by what the logs say happened to it, and adds the checks the workload
 (`partisan.testing.workload_commands`) makes possible:
@@ -82,6 +84,7 @@ def judge(
             else:
                 bad[kind].append(msg_id)
     bad["phantom"] += list(report.phantom)
+    bad["stale_incarnation"] += list(report.stale)
     bad["nodedown_twice"] += list(report.signal_violations)
     out.counts["sent"], out.counts["received"] = report.sent, report.received
     killed: dict[str, list[float]] = defaultdict(list)

@@ -115,6 +115,7 @@ def test_r4_acked_delivery_soak(
         ("acked messages lost", "acked_lost", "acked_no_outcome"),
         ("duplicates (any channel), phantoms", "duplicated", "phantom", "broadcast_twice"),
         ("per-key reorders", "out_of_order"),
+        ("messages received by a later incarnation", "stale_incarnation"),
         ("plain-channel losses without a NodeDown", "plain_lost_without_nodedown"),
         ("monitor/link fired not once per incarnation", "monitor_twice", "monitor_missing",
          "monitor_without_cause"),
