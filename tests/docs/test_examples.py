@@ -19,7 +19,7 @@ NO_RUN = {
         "a fragment; msg_id, key, sender and paths stand for your application's",
     ),
     ("docs/design.md", "an interface sketch, not a program"),
-    ("docs/reliability.md", "needs root, ip and iptables; about a minute"),
+    ("docs/reliability.md", "needs root, ip and iptables; about 11 minutes"),
     ("docs/reliability.md", "needs root, ip and iptables; the soak runs five minutes"),
     (
         "docs/testing.md",
