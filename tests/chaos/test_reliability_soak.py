@@ -25,6 +25,7 @@ import pytest
 from netmesh import Mesh, pairs, signals, start_mesh
 from soak_history import judge
 
+from partisan.membership.metrics import components as graph_components
 from partisan.testing import NodeProcess, wait_until
 from partisan.testing.hosts import SimulatedHosts
 from partisan.testing.nemesis import Nemesis
@@ -164,26 +165,8 @@ PROMOTION_S = 5.0  # hyparview.random_promotion_interval, the default
 
 def components(active: dict[str, list[str]], among: set[str]) -> list[set[str]]:
     """Connected components of the (undirected) active-view graph restricted to `among`."""
-    edges = {n: set() for n in among}
-    for node, view in active.items():
-        for peer in view:
-            if node in among and peer in among:
-                edges[node].add(peer)
-                edges[peer].add(node)
-    seen: set[str] = set()
-    out = []
-    for start in sorted(among):
-        if start in seen:
-            continue
-        part, frontier = set(), [start]
-        while frontier:
-            cur = frontier.pop()
-            if cur not in part:
-                part.add(cur)
-                frontier.extend(edges[cur] - part)
-        seen |= part
-        out.append(part)
-    return out
+    graph = {node: [p for p in active.get(node, ()) if p in among] for node in among}
+    return [set(part) for part in graph_components(graph)]
 
 
 @pytest.mark.timeout(420)

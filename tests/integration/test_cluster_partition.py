@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from partisan.membership.metrics import components as graph_components
 from partisan.testing import wait_until
 from partisan.testing.history import check_history, load_history
 from tests.integration.test_cluster_cli import ClusterCli
@@ -63,21 +64,8 @@ def mono_now(cli: ClusterCli) -> float:
 def components(status: dict[str, Any]) -> list[set[str]]:
     """Connected components of the active (HyParView) or connection graph over live nodes."""
     nodes = {n["name"]: n for n in status["nodes"] if n["alive"]}
-    edges = {name: set(n["active"] or n["connections"]) & set(nodes) for name, n in nodes.items()}
-    seen: set[str] = set()
-    out = []
-    for start in sorted(nodes):
-        if start in seen:
-            continue
-        part, frontier = set(), [start]
-        while frontier:
-            cur = frontier.pop()
-            if cur not in part:
-                part.add(cur)
-                frontier.extend(edges[cur] - part)
-        seen |= part
-        out.append(part)
-    return out
+    graph = {name: list(n["active"] or n["connections"]) for name, n in nodes.items()}
+    return [set(part) for part in graph_components(graph)]
 
 
 @pytest.mark.timeout(120)
