@@ -59,6 +59,7 @@ from partisan.delivery.streams import (
     Ack,
     Data,
     DeliveryStatistics,
+    HeldBytes,
     InStream,
     OutStream,
     Wire,
@@ -98,8 +99,8 @@ class Delivery:
         self._record = record
         self.out: dict[tuple[str, str, int], OutStream] = {}
         #: unacknowledged bytes per (node, channel), against `send_buffer_bytes`
-        self.bytes: dict[tuple[str, str], int] = {}
-        self._room: dict[tuple[str, str], asyncio.Event] = {}
+        self.held = HeldBytes()
+        self.bytes = self.held.bytes  # the same dict, for statistics and tests
         self.inp: dict[tuple[str, int, str, int], InStream] = {}
         self.causal = Causal(name, incarnation, self._hand_up, self._event)
         self._dirty: dict[tuple[str, int, str, int], NodeSpec] = {}
@@ -136,7 +137,7 @@ class Delivery:
                 f"acked channel {channel!r} to {node!r}: {len(stream.unacked)} messages "
                 "unacknowledged (ack_window)"
             )
-        held = self.bytes.get((node, channel), 0)
+        held = self.held.of(node, channel)
         if held >= self.config.send_buffer_bytes:
             raise Overloaded(
                 f"acked channel {channel!r} to {node!r}: {held} bytes unacknowledged "
@@ -165,8 +166,7 @@ class Delivery:
         if entry is None:
             return  # already acknowledged
         unacked[seq] = (entry[0], entry[1], entry[2], entry[3], size)
-        bkey = (node, channel)
-        self.bytes[bkey] = self.bytes.get(bkey, 0) + size
+        self.held.add(node, channel, size)
 
     def unprepare(self, node: str, wire: Wire) -> None:
         """The newest message could not be sent at all: forget it (its caller gets the error)."""
@@ -175,7 +175,7 @@ class Delivery:
         if stream is not None and stream.next_seq == data.seq + 1:
             entry = stream.unacked.pop(data.seq, None)
             if entry is not None:
-                self._release(node, data.channel, entry[4])
+                self.held.release(node, data.channel, entry[4])
             stream.next_seq = data.seq
             self.sent -= 1
             if data.deps is not None:
@@ -192,13 +192,9 @@ class Delivery:
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while self._full(node, channel, lane):
-            event = self._room.get((node, channel))
-            if event is None:
-                event = self._room[(node, channel)] = asyncio.Event()
-            event.clear()
             remaining = None if deadline is None else max(0.0, deadline - loop.time())
             try:
-                await asyncio.wait_for(event.wait(), remaining)
+                await self.held.changed(node, channel, remaining)
             except TimeoutError:
                 raise Overloaded(f"acked channel {channel!r} to {node!r}: no room") from None
 
@@ -208,23 +204,8 @@ class Delivery:
             return False
         return (
             len(stream.unacked) >= self.config.ack_window
-            or self.bytes.get((node, channel), 0) >= self.config.send_buffer_bytes
+            or self.held.of(node, channel) >= self.config.send_buffer_bytes
         )
-
-    def _release(self, node: str, channel: str, size: int) -> None:
-        """`size` bytes of (node, channel) are no longer held (acknowledged or given up)."""
-        if size:
-            bkey = (node, channel)
-            left = self.bytes.get(bkey, 0) - size
-            if left > 0:
-                self.bytes[bkey] = left
-            else:
-                self.bytes.pop(bkey, None)
-
-    def _wake(self, node: str, channel: str) -> None:
-        event = self._room.get((node, channel))
-        if event is not None:
-            event.set()
 
     # ----------------------------------------------------------- receiving
 
@@ -320,8 +301,8 @@ class Delivery:
             self.acked += done
             stream.progress = self._now()
             stream.rto = self.config.ack_interval
-            self._release(sender.name, ack.channel, freed)
-            self._wake(sender.name, ack.channel)
+            self.held.release(sender.name, ack.channel, freed)
+            self.held.wake(sender.name, ack.channel)
 
     def _ack_soon(self, key: tuple[str, int, str, int], sender: NodeSpec) -> None:
         self._dirty[key] = sender
@@ -387,11 +368,11 @@ class Delivery:
                 reason=reason, channel=skey[1], count=lost,
             )  # fmt: skip
         for entry in stream.unacked.values():
-            self._release(skey[0], skey[1], entry[4])
+            self.held.release(skey[0], skey[1], entry[4])
             waiter = entry[2]
             if waiter is not None and not waiter.done():
                 waiter.set_exception(DeliveryError(reason))
-        self._wake(skey[0], skey[1])
+        self.held.wake(skey[0], skey[1])
 
     def _arm(self) -> None:
         if self._timer is None:

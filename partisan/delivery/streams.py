@@ -2,13 +2,14 @@
 
 `Data` and `Ack` are what travels (to the peer's ``$runtime``); `OutStream`
 and `InStream` are one stream's state on the sending and the receiving node
-(`partisan.delivery.acked` owns them). `sack_ranges` is what a receiver
+(`partisan.delivery.acked` owns them), `HeldBytes` the sender's byte bound. `sack_ranges` is what a receiver
 reports beyond its cumulative point; `holes` is what a sender resends given
 that report. Both are pure: no clock, no I/O.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -20,6 +21,7 @@ __all__ = [
     "Ack",
     "Data",
     "DeliveryStatistics",
+    "HeldBytes",
     "InStream",
     "OutStream",
     "Wire",
@@ -117,6 +119,45 @@ class InStream:
     expected: int = 1
     acked: int = 0
     buffer: dict[int, Data] = field(default_factory=dict)
+
+
+class HeldBytes:
+    """Unacknowledged bytes per (node, channel), and the senders waiting for room under them."""
+
+    def __init__(self) -> None:
+        self.bytes: dict[tuple[str, str], int] = {}
+        self._room: dict[tuple[str, str], asyncio.Event] = {}
+
+    def of(self, node: str, channel: str) -> int:
+        return self.bytes.get((node, channel), 0)
+
+    def add(self, node: str, channel: str, size: int) -> None:
+        key = (node, channel)
+        self.bytes[key] = self.bytes.get(key, 0) + size
+
+    def release(self, node: str, channel: str, size: int) -> None:
+        """`size` bytes are no longer held (acknowledged or given up)."""
+        if size:
+            key = (node, channel)
+            left = self.bytes.get(key, 0) - size
+            if left > 0:
+                self.bytes[key] = left
+            else:
+                self.bytes.pop(key, None)
+
+    def wake(self, node: str, channel: str) -> None:
+        """Something of (node, channel) was released: waiting senders look again."""
+        event = self._room.get((node, channel))
+        if event is not None:
+            event.set()
+
+    async def changed(self, node: str, channel: str, timeout: float | None) -> None:
+        """Wait for the next `wake` of (node, channel); TimeoutError at `timeout`."""
+        event = self._room.get((node, channel))
+        if event is None:
+            event = self._room[(node, channel)] = asyncio.Event()
+        event.clear()
+        await asyncio.wait_for(event.wait(), timeout)
 
 
 def holes(stream: OutStream, now: float, age: float, everything: bool, limit: int) -> Iterator[int]:
