@@ -11,6 +11,10 @@ Why each option (reliability.md §1, §4):
   allocation; the node survives.
 * ``HANDSHAKE_IVL`` — a half-open handshake must not hold resources for
   libzmq's default 30 s (ours: a little over ``handshake_timeout``).
+* ``BACKLOG`` (ROUTER) — libzmq's default listen backlog of 100 lets a flood of
+  half-open connections fill the kernel's accept queue: connections queued
+  there are neither handshaken nor timed out by ``HANDSHAKE_IVL`` until
+  libzmq accepts them (a chaos scenario saw junk clients held 14 s).
 * ``RECONNECT_IVL(_MAX)`` — how fast a DEALER re-dials; sessions above decide
   what a reconnect means.
 * High-water marks are message counts; our byte budget bounds memory, so they
@@ -46,6 +50,7 @@ log = logging.getLogger(__name__)
 
 ZAP_DOMAIN = b"partisan"
 _HWM = 1_000_000  # messages; the byte budget is the real bound
+_BACKLOG = 1024  # pending connections the ROUTER's listen socket queues (libzmq: 100)
 MONITOR_EVENTS = (
     zmq.EVENT_HANDSHAKE_SUCCEEDED
     | zmq.EVENT_DISCONNECTED
@@ -116,6 +121,7 @@ def make_router(
         # connection from here too doubled the heartbeat traffic of every link.
         _common(sock, config, heartbeat=False)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        sock.setsockopt(zmq.BACKLOG, _BACKLOG)
         if keystore is not None:
             sock.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAIN)
             # Fail closed: with no ZAP handler bound, libzmq would otherwise admit any key.
