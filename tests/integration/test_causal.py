@@ -10,10 +10,7 @@ checker failing.
 
 from __future__ import annotations
 
-import os
-import sys
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,33 +20,12 @@ from partisan.testing import NodeProcess, wait_until
 from partisan.testing.history import HistoryReport, check_history, load_history
 
 SEED = 7
-SETTINGS = {
-    "heartbeat_interval": 0.1,
-    "heartbeat_timeout": 0.5,
-    "gossip_interval": 0.2,
-    "connection_interval": 0.2,
-    "handshake_timeout": 1.0,
-    "ack_interval": 0.05,
-    "ack_interval_max": 0.5,
-}
 
 
 @pytest.fixture
-def members(tmp_path: Path) -> Iterator[Callable[..., NodeProcess]]:
-    started: list[NodeProcess] = []
-
-    def start(name: str, keys: Path, channels: str, *args: str) -> NodeProcess:
-        argv = [sys.executable, "-m", "partisan.testing.membernode", name, "--keys", str(keys)]
-        argv += ["--channels", channels, "--event-log", str(tmp_path / f"{name}.jsonl")]
-        for field, value in SETTINGS.items():
-            argv += ["--set", f"{field}={value}"]
-        node = NodeProcess([*argv, *args], env=dict(os.environ))
-        started.append(node)
-        return node
-
-    yield start
-    with ThreadPoolExecutor(4) as pool:
-        list(pool.map(lambda n: n.stop(), reversed(started)))
+def members(delivery_members: Callable[..., NodeProcess]) -> Callable[..., NodeProcess]:
+    """Membernodes with the delivery tests' fast timers (tests/integration/conftest.py)."""
+    return delivery_members
 
 
 def run(
