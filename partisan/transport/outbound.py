@@ -29,6 +29,7 @@ import zmq
 from partisan.errors import CallTimeout, NotConnected, Overloaded
 from partisan.transport.backpressure import ByteBudget, Pending
 from partisan.transport.codec import encode_payload
+from partisan.transport.heartbeats import control_heartbeat
 from partisan.transport.lanes import FLAG_INLINE, OutLane, lane_for
 from partisan.transport.peer import OutState, Peer, PeerTable
 from partisan.transport.session import routing_id
@@ -300,7 +301,9 @@ class Outbound:
             routing_id=rid,
             server_key=peer.server_key,
             endpoint=peer.endpoint,
-            heartbeat=(channel, index) == ("membership", 0),  # the control lane
+            heartbeat=control_heartbeat(local.config, local.name, local.hidden, peer.name)
+            if (channel, index) == ("membership", 0)  # the control lane
+            else None,
             bulk=channel not in ("default", "membership"),
         )
         spec = self._channels[channel]

@@ -43,24 +43,65 @@ def test_kill_9_is_reported_within_heartbeat_timeout_plus_1s(
     assert a.request("stats")["stats"]["peers"][0]["connected"] is False
 
 
+def _idle_pair(
+    node_factory: Callable[..., NodeProcess], key_dir: Callable[..., Path], settings: dict
+) -> dict[str, NodeProcess]:
+    """Nodes a and b linked: only a, whose name sorts first, heartbeats the link."""
+    keys = key_dir("a", "b")
+    a = node_factory("a", keys=keys, settings=settings)
+    b = node_factory("b", keys=keys, settings=settings)
+    a.request("connect", target=str(b.spec))
+    wait_until(lambda: _ups(a, "b") and _ups(b, "a"), 5, message="the session")
+    return {"a": a, "b": b}
+
+
 @pytest.mark.timeout(30)
+@pytest.mark.parametrize("killed", ["a", "b"])
 def test_kill_9_of_an_idle_peer_is_connection_closed_not_heartbeat_timeout(
+    killed: str,
     node_factory: Callable[..., NodeProcess],
     key_dir: Callable[..., Path],
     fast_heartbeats: dict[str, float],
 ) -> None:
-    """Idle links carry no PINGs; the peer's own connection tells a crash from a freeze."""
-    keys = key_dir("a", "b")
+    """Idle links carry no PINGs; either end tells a crash from a freeze by its connections."""
     config = Config(**fast_heartbeats)
-    a = node_factory("a", keys=keys, settings=fast_heartbeats)
-    b = node_factory("b", keys=keys, settings=fast_heartbeats)
-    a.request("connect", target=str(b.spec))
-    wait_until(lambda: _ups(a, "b") and _ups(b, "a"), 5, message="the session")
+    nodes = _idle_pair(node_factory, key_dir, fast_heartbeats)
+    watcher = nodes["b" if killed == "a" else "a"]
     idle = config.heartbeat_timeout + config.heartbeat_interval
     time.sleep(idle)  # ok-sleep: idle past the allowance is the setup
-    b.kill()
-    down = wait_until(lambda: _downs(a, "b"), detection_deadline(config), message="b down")[0]
+    nodes[killed].kill()
+    down = wait_until(
+        lambda: _downs(watcher, killed), detection_deadline(config), message="the crash"
+    )[0]
     assert down["reason"] == "connection_closed"
+
+
+@pytest.mark.timeout(40)
+@pytest.mark.parametrize("frozen", ["a", "b"])
+def test_a_frozen_peer_is_found_from_either_end_of_an_idle_link(
+    frozen: str,
+    node_factory: Callable[..., NodeProcess],
+    key_dir: Callable[..., Path],
+    fast_heartbeats: dict[str, float],
+) -> None:
+    """b, which does not heartbeat the link, finds a frozen a by the TTL of a's heartbeats."""
+    config = Config(**fast_heartbeats)
+    deadline = detection_deadline(config)
+    nodes = _idle_pair(node_factory, key_dir, fast_heartbeats)
+    watcher = nodes["b" if frozen == "a" else "a"]
+    # libzmq's first PING goes one interval after the handshake; a freeze
+    # before it is found by the passive end's slower backstop heartbeats.
+    time.sleep(2 * config.heartbeat_interval)  # ok-sleep: past the first PING is the setup
+    stopped_at = time.monotonic()
+    nodes[frozen].signal(signal.SIGSTOP)
+    try:
+        down = wait_until(lambda: _downs(watcher, frozen), deadline, message="the freeze")[0]
+        assert down["t"] - stopped_at <= deadline
+        assert down["reason"] == "heartbeat_timeout"
+    finally:
+        nodes[frozen].signal(signal.SIGCONT)
+    # The frozen node, woken, finds the link gone and reports it once, too.
+    wait_until(lambda: _downs(nodes[frozen], watcher.name), deadline + 5, message="the other end")
 
 
 @pytest.mark.timeout(60)
