@@ -24,6 +24,8 @@ from partisan.actors.signals import Cast, From, NodeDown, Ref
 from partisan.errors import CallTimeout, NotConnected
 from partisan.identity import Pid
 
+_current_get = _current.get
+
 __all__ = [
     "broadcast",
     "call",
@@ -217,14 +219,14 @@ def send(
     if wait:
         require_loop("partisan.send(..., wait=True)", "partisan.blocking.send(..., wait=True)")
         check_timeout(timeout, "send")
-    proc = current()
-    if wait:
+        proc = current()
         return _send_wait(
             proc.runtime, proc, dest, msg, channel, partition_key, timeout, transitive
         )
-    proc.runtime.route(
-        proc, dest, msg, channel=channel, partition_key=partition_key, transitive=transitive
-    )
+    proc = _current_get(None)  # `current()`, inlined for the common case (a live actor)
+    if proc is None or not proc.alive:
+        proc = current()
+    proc.runtime.route(proc, dest, msg, channel, partition_key, transitive)  # positional: cheaper
     return None
 
 

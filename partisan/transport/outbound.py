@@ -140,7 +140,7 @@ class Outbound:
                 lane.flush_due = True
                 self._local.running().call_soon(self._flush_due, state, lane)
         budget.queued += size - queue.push(Pending(channel, dest, flags, frames, size))
-        if lane.routed and len(queue) == 1:
+        if lane.prefix and len(queue) == 1 and not lane.flush_due:  # lane.routed, inlined
             # A ROUTER lane has no FD edge of its own to wake us: retry soon.
             self._local.running().call_later(0.001, self.flush, state, lane)
         return size
