@@ -85,31 +85,32 @@ def pack_run(
     """
     channel = queue.peek().channel
     parts: list[bytes] = [BATCH_PREFIX]
+    append = parts.append
     first = seq
-    total = 4
+    room = BATCH_BYTES - 4
     last_dest = None
     head = incarnation = strings = b""
     pack = RECORD.pack
     for msg in queue:
         frames = msg.frames
-        if (
-            msg.channel != channel
-            or len(frames) != 1
-            or type(frames[0]) is not bytes
-            or total + 4 + msg.size > BATCH_BYTES
-        ):
+        size = msg.size + 4  # with its length prefix
+        if msg.channel != channel or len(frames) != 1 or size > room:
+            break
+        payload = frames[0]
+        if type(payload) is not bytes:
             break
         if msg.dest != last_dest:
             last_dest = msg.dest
             head, incarnation, strings = template(channel, last_dest)
         seq += 1
-        parts += (pack(msg.size, head, msg.flags | FLAG_INLINE, incarnation, seq), strings)
-        parts.append(frames[0])
-        total += 4 + msg.size
+        append(pack(size - 4, head, msg.flags | FLAG_INLINE, incarnation, seq))
+        append(strings)
+        append(payload)
+        room -= size
     count = seq - first
     if count < 2:
         return None
-    return b"".join(parts), count, total - 4 - 4 * count, channel
+    return b"".join(parts), count, BATCH_BYTES - 4 - room - 4 * count, channel
 
 
 def split_batch(blob: bytes) -> list[bytes]:

@@ -59,6 +59,7 @@ _POLLIN = int(zmq.POLLIN)
 #: magic, version, kind, flags, incarnation, seq: the header bytes before template[2].
 _HEADER_PREFIX = 22
 _UP = OutState.UP
+_DEFAULT_LANE = ("default", 0)
 _clock = time.perf_counter
 
 
@@ -72,6 +73,7 @@ class Outbound:
         self._channels = local.channels
         self._max_frame = local.config.max_frame_bytes
         self._fallback = local.config.channel_fallback
+        self._default_lanes = self._channels["default"].parallelism
         self._templates: dict[tuple[str, str], tuple[bytes, bytes, bytes]] = {}
 
     def attach(self, *, detection: Detection) -> None:
@@ -95,7 +97,10 @@ class Outbound:
         state = self._peers.get(peer)
         if state is None or state.closing or self._local.closed:
             raise NotConnected(f"{self._local.name} has no link to {peer}")
-        lane = self.pick_lane(state, channel, partition_key)
+        if channel != "default" or state.router_lane is not None or self._default_lanes != 1:
+            lane = self.pick_lane(state, channel, partition_key)
+        else:  # `pick_lane`, inlined for the common case: the one lane of `default`
+            lane = state.lanes.get(_DEFAULT_LANE) or self.pick_lane(state, channel, partition_key)
         flags, frames = encode_payload(payload)
         template = self._templates.get((channel, dest)) or self._template(channel, dest)
         limit = self._max_frame
@@ -338,9 +343,7 @@ class Outbound:
                 raise
             self._detection.defer_teardown(peer, "connection_closed")  # as in `hand_off`
         lane.seq += count
-        queue = lane.queue
-        for _ in range(count):
-            queue.pop()
+        lane.queue.pop_many(count, size)
         budget = peer.budget(channel)
         budget.queued -= size
         budget.sent += size
