@@ -15,10 +15,12 @@ from typing import Any
 
 import pytest
 
+from partisan.config import Config
 from partisan.testing import async_wait_until
 from partisan.transport import receive
 from partisan.transport.batch import BATCH_PREFIX, split_batch
-from tests.integration.test_links_channels import _pair
+from partisan.transport.links import Links
+from tests.integration.test_links_channels import Recorder, _pair
 
 
 @pytest.mark.timeout(30)
@@ -61,6 +63,47 @@ def test_a_burst_leaves_in_batches_and_arrives_in_order_with_every_byte_accounte
     assert sent.messages_out == got.messages_in == 5000
     assert sent.bytes_out == got.bytes_in
     assert not into.rejected
+
+
+@pytest.mark.timeout(30)
+def test_a_burst_to_a_hidden_peer_rides_the_router_in_batches_and_in_order(
+    key_dir: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = key_dir("v", "h")
+    batches: list[int] = []
+
+    def counting(blob: bytes) -> list[bytes]:
+        records = split_batch(blob)
+        batches.append(len(records))
+        return records
+
+    monkeypatch.setattr(receive, "split_batch", counting)
+
+    async def main() -> list[Any]:
+        received = Recorder()
+        v = Links(
+            Config.load(env={}, name="v", key_dir=str(keys)), incarnation=1, handler=Recorder()
+        )
+        h = Links(
+            Config.load(env={}, name="h", key_dir=str(keys), hidden=True),
+            incarnation=2,
+            handler=received,
+        )
+        await v.start()
+        await h.start()
+        try:
+            await h.connect(str(v.spec))  # v never dials a hidden node: it answers on its ROUTER
+            await async_wait_until(lambda: v.is_connected("h"), 5)
+            for i in range(3000):
+                v.send("h", "default", "sink", i)
+            await async_wait_until(lambda: len(received.messages) == 3000, 10)
+            return [m[2] for m in received.messages]
+        finally:
+            await h.close(flush_timeout=1.0)
+            await v.close(flush_timeout=1.0)
+
+    assert asyncio.run(main()) == list(range(3000))
+    assert batches and sum(batches) > 2000
 
 
 @pytest.mark.timeout(30)
