@@ -122,7 +122,7 @@ def split_batch(blob: bytes) -> list[bytes]:
     """
     if blob[:4] != BATCH_PREFIX:
         raise ProtocolError("not a BATCH frame of this wire version")
-    records = []
+    records: list[bytes] = []
     size = len(blob)
     offset = 4
     unpack = _LENGTH.unpack_from

@@ -9,6 +9,11 @@ one pickle frame under 64 KiB rides in the same ZeroMQ part as the header
 cost several times the send itself. With NOBLOCK the first part decides
 (EAGAIN, EHOSTUNREACH); the rest of a multipart message is then always taken.
 
+Coalescing (`batch.py`): a send that follows the lane's previous hand-off
+within `COALESCE_WINDOW` is queued instead, a flush is scheduled for the end
+of the loop turn, and `flush` sends runs of queued messages as BATCH frames.
+A message alone in its turn still goes at once, as above.
+
 This part owns the header templates; each peer's lanes, queues and budgets
 live on its `Peer`. After a send it owes the receive path a re-check of the
 socket's EVENTS (a send can consume the edge of a pending receive): `hand_off`

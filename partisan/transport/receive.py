@@ -12,7 +12,9 @@ re-checked after every send on it (`recheck_router`).
 
 What a frame means is `dispatch`'s business; this part only reads frames and
 hands them over, with the one-part, in-sequence, plain-pickle DATA message
-inlined here (the hot path: no Header object, no extra call). After each batch
+inlined here (the hot path: no Header object, no extra call). A BATCH frame
+(`batch.py`) is split first and each record takes that same path, as if it
+had arrived alone; a batch counts its records against the per-callback bound. After each batch
 the credits part is asked to return CREDIT for what was read.
 """
 
@@ -81,11 +83,6 @@ def _split_single(blob: bytes) -> tuple[bytes, list[Any]]:
     return blob, []
 
 
-def _units(blob: bytes) -> tuple[bytes, ...] | list[bytes]:
-    """The messages in one received part: itself, or a BATCH's records (ProtocolError)."""
-    return split_batch(blob) if blob[:4] == BATCH_PREFIX else (blob,)
-
-
 def events(sock: zmq.Socket[bytes]) -> int:
     """The socket's ZMQ_EVENTS as a plain int (the cheap way; see the constants above)."""
     return cast(int, _get(sock, _EVENTS))
@@ -150,12 +147,16 @@ class Receiver:
                     raw, parts = _read_message(recv, first)
                     self._dispatch.on_router_message(rid, raw, parts)
                     continue
-                try:
-                    units = _units(first.bytes)
-                except ProtocolError as exc:
-                    self._dispatch.bad_batch(rid_cache.get(rid), exc)
-                    continue
-                count += len(units) - 1
+                blob = first.bytes
+                if blob[:4] != BATCH_PREFIX:
+                    units: tuple[bytes, ...] | list[bytes] = (blob,)
+                else:
+                    try:
+                        units = split_batch(blob)
+                    except ProtocolError as exc:
+                        self._dispatch.bad_batch(rid_cache.get(rid), exc)
+                        continue
+                    count += len(units) - 1
                 for blob in units:
                     # The hot path, inlined: a one-part DATA message (or BATCH
                     # record) of a known session, next in sequence, plain
@@ -255,12 +256,16 @@ class Receiver:
                     raw, parts = _read_message(recv, first)
                     self._dispatch.on_dealer_message(peer, lane, raw, parts)
                     continue
-                try:
-                    units = _units(first.bytes)
-                except ProtocolError as exc:
-                    self._dispatch.bad_batch((peer, None), exc)
-                    continue
-                count += len(units) - 1
+                blob = first.bytes
+                if blob[:4] != BATCH_PREFIX:
+                    units: tuple[bytes, ...] | list[bytes] = (blob,)
+                else:
+                    try:
+                        units = split_batch(blob)
+                    except ProtocolError as exc:
+                        self._dispatch.bad_batch((peer, None), exc)
+                        continue
+                    count += len(units) - 1
                 for blob in units:
                     # The hot path, as on the ROUTER: a reply's path is as
                     # short as its request's.
