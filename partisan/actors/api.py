@@ -18,11 +18,13 @@ from typing import Any
 
 from partisan.actors.loop_guard import needs_loop, require_loop
 from partisan.actors.mailbox import Match
-from partisan.actors.process import ActorExit, _current, current
+from partisan.actors.process import ActorExit, Process, _current, current
 from partisan.actors.runtime import Dest, Runtime
 from partisan.actors.signals import Cast, From, NodeDown, Ref
 from partisan.errors import CallTimeout, NotConnected
 from partisan.identity import Pid
+
+_current_get = _current.get
 
 __all__ = [
     "broadcast",
@@ -217,14 +219,15 @@ def send(
     if wait:
         require_loop("partisan.send(..., wait=True)", "partisan.blocking.send(..., wait=True)")
         check_timeout(timeout, "send")
-    proc = current()
-    if wait:
+        caller = current()
         return _send_wait(
-            proc.runtime, proc, dest, msg, channel, partition_key, timeout, transitive
+            caller.runtime, caller, dest, msg, channel, partition_key, timeout, transitive
         )
-    proc.runtime.route(
-        proc, dest, msg, channel=channel, partition_key=partition_key, transitive=transitive
-    )
+    # `current()`, inlined for the common case (a live actor); routed positionally: cheaper
+    proc: Process | None = _current_get(None)
+    if proc is None or not proc.alive:
+        proc = current()
+    proc.runtime.route(proc, dest, msg, channel, partition_key, transitive)
     return None
 
 

@@ -176,7 +176,7 @@ class Distribution(AckedSends, Inbound):
         return True
 
     def send(
-        self, dest: Dest, msg: Any, *, channel: str, partition_key: Any, transitive: bool = False
+        self, dest: Dest, msg: Any, channel: str, partition_key: Any, transitive: bool = False
     ) -> None:
         """Send a user message to an actor on another node (raises NotConnected/Overloaded)."""
         if self.reliable and channel in self.reliable:

@@ -287,7 +287,6 @@ class Runtime(MonitorsAndCalls):
         sender: Process,
         dest: Dest,
         msg: Any,
-        *,
         channel: str = "default",
         partition_key: Any = None,
         transitive: bool = False,
@@ -324,7 +323,7 @@ class Runtime(MonitorsAndCalls):
                 f"no route to node {self.node_of(dest)!r}: this node is not distributed"
             )
         key = sender.pid if partition_key is None else partition_key
-        self.dist.send(dest, msg, channel=channel, partition_key=key, transitive=transitive)
+        self.dist.send(dest, msg, channel, key, transitive)
 
     # ------------------------------------------------------------ timers
 

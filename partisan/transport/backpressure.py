@@ -170,6 +170,13 @@ class LaneQueue:
         self.bytes -= msg.size
         return msg
 
+    def pop_many(self, count: int, size: int) -> None:
+        """Remove the `count` oldest messages, `size` bytes in all, of a FIFO queue (a batch left)."""
+        popleft = self._fifo.popleft
+        for _ in range(count):
+            popleft()
+        self.bytes -= size
+
     def clear(self) -> tuple[int, int]:
         """Drop everything; return (messages, bytes) dropped."""
         count, size = len(self), self.bytes

@@ -77,6 +77,8 @@ CODEC_FLAGS_MASK = 0x00FF
 # Tags of our persistent ids: (tag, frame index[, format, shape]).
 _BYTES, _BYTEARRAY, _VIEW, _PICKLEBUFFER = 0, 1, 2, 3
 _MAIN = b"__main__"
+_SCAN_FIRST = 1024  # streams shorter than this are scanned for _MAIN before _main_has_globals
+_PickleBuffer = pickle.PickleBuffer
 _main_cache: list[Any] = [None, -1, False]  # module, namespace size, answer
 _dumps = pickle.dumps
 _loads = pickle.loads
@@ -96,7 +98,7 @@ def encode_payload(obj: object) -> tuple[int, list[Frame]]:
     kind = type(obj)
     if (
         kind is memoryview
-        or kind is pickle.PickleBuffer
+        or kind is _PickleBuffer
         or ((kind is bytes or kind is bytearray) and len(obj) >= OOB_MIN_BYTES)  # type: ignore[arg-type]
     ):
         return _encode_slow(obj, None)
@@ -104,7 +106,12 @@ def encode_payload(obj: object) -> tuple[int, list[Frame]]:
         stream = _dumps(obj, PICKLE_PROTOCOL)
     except Exception as exc:  # a memoryview inside, or not picklable: the slower paths decide
         return _encode_slow(obj, exc)
-    if len(stream) < OOB_MIN_BYTES and (not _main_has_globals() or stream.find(_MAIN) < 0):
+    size = len(stream)
+    if size < _SCAN_FIRST:
+        # Scanning a small stream is cheaper than asking whether it is needed.
+        if stream.find(_MAIN) < 0 or not _main_has_globals():
+            return 0, [stream]
+    elif size < OOB_MIN_BYTES and (not _main_has_globals() or stream.find(_MAIN) < 0):
         return 0, [stream]
     return _encode_slow(obj, None)
 

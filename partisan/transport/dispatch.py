@@ -137,6 +137,15 @@ class Dispatch:
             return
         self._handle_control(peer, header, parts)
 
+    def bad_batch(self, entry: tuple[Peer, Any] | None, error: ProtocolError) -> None:
+        """A BATCH frame that does not split (`batch.split_batch`): drop it whole, count it.
+
+        `entry` is the sending peer's (peer, lane) when known. Its records'
+        sequence numbers are then missing, so the lane's next message is a
+        gap, which ends the link: the loss is reported, never silent.
+        """
+        self._reject("protocol_error", None if entry is None else entry[0], f"bad batch: {error}")
+
     def _decode_names(self, raw: bytes) -> tuple[str, str, str] | None:
         """Fully check a DATA header once; cache its (sender, channel, dest) by its tail bytes.
 

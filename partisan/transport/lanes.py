@@ -43,11 +43,13 @@ class OutLane:
 
     __slots__ = (
         "channel",
+        "flush_due",
         "index",
         "monitor",
         "prefix",
         "queue",
         "rid",
+        "sent_at",
         "seq",
         "slot",
         "sock",
@@ -77,6 +79,11 @@ class OutLane:
         self.queue = LaneQueue(monotonic=monotonic)
         self.seq = 0
         self.up = up
+        #: When a message last left this lane (`time.perf_counter`): `Outbound` coalesces
+        #: sends that follow soon after (`batch.COALESCE_WINDOW`).
+        self.sent_at = 0.0
+        #: A flush of coalesced messages is scheduled for the end of this loop turn.
+        self.flush_due = False
 
     def next_seq(self) -> int:
         """Assign the next sequence number (at hand-off to ZeroMQ)."""

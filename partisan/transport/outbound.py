@@ -9,6 +9,11 @@ one pickle frame under 64 KiB rides in the same ZeroMQ part as the header
 cost several times the send itself. With NOBLOCK the first part decides
 (EAGAIN, EHOSTUNREACH); the rest of a multipart message is then always taken.
 
+Coalescing (`batch.py`): a send that follows the lane's previous hand-off
+within `COALESCE_WINDOW` is queued instead, a flush is scheduled for the end
+of the loop turn, and `flush` sends runs of queued messages as BATCH frames.
+A message alone in its turn still goes at once, as above.
+
 This part owns the header templates; each peer's lanes, queues and budgets
 live on its `Peer`. After a send it owes the receive path a re-check of the
 socket's EVENTS (a send can consume the edge of a pending receive): `hand_off`
@@ -22,12 +27,14 @@ import asyncio
 import contextlib
 import logging
 import struct
+import time
 from typing import TYPE_CHECKING, Any, cast
 
 import zmq
 
 from partisan.errors import CallTimeout, NotConnected, Overloaded
 from partisan.transport.backpressure import ByteBudget, Pending
+from partisan.transport.batch import COALESCE_WINDOW, pack_run
 from partisan.transport.codec import encode_payload
 from partisan.transport.heartbeats import control_heartbeat
 from partisan.transport.lanes import FLAG_INLINE, OutLane, lane_for
@@ -47,7 +54,8 @@ log = logging.getLogger(__name__)
 
 _TEMPLATE_CACHE = 4096  # (channel, dest) header templates kept before the cache is reset
 _MORE = int(zmq.SNDMORE)
-_FIRST = int(zmq.NOBLOCK) | _MORE
+_NOBLOCK = int(zmq.NOBLOCK)
+_FIRST = _NOBLOCK | _MORE
 _ZERO_COPY = 64 * 1024  # parts at least this big are sent without copying
 _send = zmq.backend.Socket.send  # the Cython method, without pyzmq's Python wrapper
 _get = zmq.backend.Socket.get
@@ -57,6 +65,8 @@ _POLLIN = int(zmq.POLLIN)
 #: magic, version, kind, flags, incarnation, seq: the header bytes before template[2].
 _HEADER_PREFIX = 22
 _UP = OutState.UP
+_DEFAULT_LANE = ("default", 0)
+_clock = time.perf_counter
 
 
 class Outbound:
@@ -69,6 +79,7 @@ class Outbound:
         self._channels = local.channels
         self._max_frame = local.config.max_frame_bytes
         self._fallback = local.config.channel_fallback
+        self._default_lanes = self._channels["default"].parallelism
         self._templates: dict[tuple[str, str], tuple[bytes, bytes, bytes]] = {}
 
     def attach(self, *, detection: Detection) -> None:
@@ -92,7 +103,10 @@ class Outbound:
         state = self._peers.get(peer)
         if state is None or state.closing or self._local.closed:
             raise NotConnected(f"{self._local.name} has no link to {peer}")
-        lane = self.pick_lane(state, channel, partition_key)
+        if channel != "default" or state.router_lane is not None or self._default_lanes != 1:
+            lane = self.pick_lane(state, channel, partition_key)
+        else:  # `pick_lane`, inlined for the common case: the one lane of `default`
+            lane = state.lanes.get(_DEFAULT_LANE) or self.pick_lane(state, channel, partition_key)
         flags, frames = encode_payload(payload)
         template = self._templates.get((channel, dest)) or self._template(channel, dest)
         limit = self._max_frame
@@ -125,11 +139,19 @@ class Outbound:
             queue.bytes == 0  # nothing queued ahead of it (every message has bytes)
             and state.out_state is _UP
             and (lane.up or lane.prefix)  # lane.routed, inlined
-            and self.hand_off(state, lane, budget, channel, template, flags, frames, size)
         ):
-            return size
+            now = _clock()
+            if now - lane.sent_at >= COALESCE_WINDOW or queue.monotonic:
+                lane.sent_at = now
+                if self.hand_off(state, lane, budget, channel, template, flags, frames, size):
+                    return size
+            elif not lane.flush_due:
+                # Right behind another message: wait for the end of this loop
+                # turn and leave with whatever else this turn sends (batch.py).
+                lane.flush_due = True
+                self._local.running().call_soon(self._flush_due, state, lane)
         budget.queued += size - queue.push(Pending(channel, dest, flags, frames, size))
-        if lane.routed and len(queue) == 1:
+        if lane.prefix and len(queue) == 1 and not lane.flush_due:  # lane.routed, inlined
             # A ROUTER lane has no FD edge of its own to wake us: retry soon.
             self._local.running().call_later(0.001, self.flush, state, lane)
         return size
@@ -263,13 +285,31 @@ class Outbound:
         counts[1] += size
         return True
 
+    def _flush_due(self, peer: Peer, lane: OutLane) -> None:
+        """The end of a loop turn in which `send` coalesced messages on `lane`."""
+        lane.flush_due = False
+        self.flush(peer, lane)
+
     def flush(self, peer: Peer, lane: OutLane) -> None:
-        """Hand queued messages of `lane` to ZeroMQ until it would block."""
+        """Hand queued messages of `lane` to ZeroMQ until it would block.
+
+        Runs of small one-frame messages of one channel leave as BATCH frames
+        (`batch.py`); anything else, and a run of one, as it would alone.
+        """
         if self._peers.get(peer.name) is not peer or not self._sendable(peer, lane):
             return  # (a retry scheduled before the link went down)
         queue = lane.queue
         moved = 0
         while queue:
+            if len(queue) > 1 and not queue.monotonic:
+                batched = self._hand_off_batch(peer, lane)
+                if batched is None:
+                    if lane.routed and self._local.loop is not None:
+                        self._local.loop.call_later(0.001, self.flush, peer, lane)
+                    break
+                if batched:
+                    moved += batched
+                    continue
             msg = queue.peek()
             template = self._template(msg.channel, msg.dest)
             budget = peer.budget(msg.channel)
@@ -283,7 +323,41 @@ class Outbound:
             budget.queued -= msg.size
             moved += 1
         if moved:
+            lane.sent_at = _clock()
             self._receiver.mark_dirty(peer, lane)
+
+    def _hand_off_batch(self, peer: Peer, lane: OutLane) -> int | None:
+        """Give the run of batchable messages at the head of `lane`'s queue to ZeroMQ as one.
+
+        Returns how many left (0: fewer than two could be batched, the caller
+        sends the head alone), None if ZeroMQ would block (nothing left).
+        """
+        run = pack_run(lane.queue, lane.seq, self._template)
+        if run is None:
+            return 0
+        frame, count, size, channel = run
+        try:
+            if lane.prefix:
+                _send(lane.sock, lane.prefix[0], _FIRST)
+                _send(lane.sock, frame, 0)
+            else:
+                _send(lane.sock, frame, _NOBLOCK)
+        except zmq.Again:
+            return None
+        except zmq.ZMQError as exc:
+            if exc.errno != zmq.EHOSTUNREACH:
+                raise
+            self._detection.defer_teardown(peer, "connection_closed")  # as in `hand_off`
+        lane.seq += count
+        lane.queue.pop_many(count, size)
+        budget = peer.budget(channel)
+        budget.queued -= size
+        budget.sent += size
+        peer.sent_recently = True
+        counts = peer.counters.channels.get(channel) or peer.counters.channel(channel)
+        counts[0] += count
+        counts[1] += size
+        return count
 
     # ------------------------------------------------------------ lanes
 

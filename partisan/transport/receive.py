@@ -12,7 +12,9 @@ re-checked after every send on it (`recheck_router`).
 
 What a frame means is `dispatch`'s business; this part only reads frames and
 hands them over, with the one-part, in-sequence, plain-pickle DATA message
-inlined here (the hot path: no Header object, no extra call). After each batch
+inlined here (the hot path: no Header object, no extra call). A BATCH frame
+(`batch.py`) is split first and each record takes that same path, as if it
+had arrived alone; a batch counts its records against the per-callback bound. After each batch
 the credits part is asked to return CREDIT for what was read.
 """
 
@@ -24,6 +26,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 import zmq
 
+from partisan.errors import ProtocolError
+from partisan.transport.batch import BATCH_PREFIX, split_batch
 from partisan.transport.codec import CODEC_FLAGS_MASK
 from partisan.transport.lanes import FLAG_INLINE, OutLane
 from partisan.transport.peer import Peer, PeerTable
@@ -62,17 +66,21 @@ def _read_message(recv: Any, first: zmq.Frame) -> tuple[bytes, list[Any]]:
     small case costs one part.
     """
     if not first.more:
-        blob = first.bytes
-        if blob[:4] == _DATA_PREFIX and len(blob) >= 26 and blob[4] & _INLINE_BYTE:
-            end = 26 + blob[22] + blob[23] + (blob[24] << 8 | blob[25])
-            return blob[:end], [blob[end:]]
-        return blob, []
+        return _split_single(first.bytes)
     parts = []
     frame = first
     while frame.more:
         frame = recv(zmq.NOBLOCK, copy=False)
         parts.append(frame)
     return first.bytes, parts
+
+
+def _split_single(blob: bytes) -> tuple[bytes, list[Any]]:
+    """(header bytes, payload parts) of a one-part message (an inline DATA's payload follows)."""
+    if blob[:4] == _DATA_PREFIX and len(blob) >= 26 and blob[4] & _INLINE_BYTE:
+        end = 26 + blob[22] + blob[23] + (blob[24] << 8 | blob[25])
+        return blob[:end], [blob[end:]]
+    return blob, []
 
 
 def events(sock: zmq.Socket[bytes]) -> int:
@@ -135,12 +143,26 @@ class Receiver:
                 count += 1
                 # A ROUTER message always has a part after the routing id.
                 first = recv(zmq.NOBLOCK, copy=False)
-                if not first.more:
-                    # The hot path, inlined: a one-part DATA message of a known
-                    # session, next in sequence, plain pickle. Anything else
-                    # (first frame of a lane, a gap, a control frame, dill,
-                    # out-of-band buffers) takes the general path below.
-                    blob = first.bytes
+                if first.more:
+                    raw, parts = _read_message(recv, first)
+                    self._dispatch.on_router_message(rid, raw, parts)
+                    continue
+                blob = first.bytes
+                if blob[:4] != BATCH_PREFIX:
+                    units: tuple[bytes, ...] | list[bytes] = (blob,)
+                else:
+                    try:
+                        units = split_batch(blob)
+                    except ProtocolError as exc:
+                        self._dispatch.bad_batch(rid_cache.get(rid), exc)
+                        continue
+                    count += len(units) - 1
+                for blob in units:
+                    # The hot path, inlined: a one-part DATA message (or BATCH
+                    # record) of a known session, next in sequence, plain
+                    # pickle. Anything else (first frame of a lane, a gap, a
+                    # control frame, dill, out-of-band buffers) takes the
+                    # general path below.
                     if blob[:4] == _DATA_PREFIX and len(blob) >= 26 and blob[4] & _INLINE_BYTE:
                         end = 26 + blob[22] + blob[23] + (blob[24] << 8 | blob[25])
                         sender = names.get(blob[22:end])
@@ -160,8 +182,8 @@ class Receiver:
                                 inbound.expected = seq + 1
                                 self._deliver_plain(peer, rid, sender, blob, end)
                                 continue
-                raw, parts = _read_message(recv, first)
-                self._dispatch.on_router_message(rid, raw, parts)
+                    raw, parts = _split_single(blob)
+                    self._dispatch.on_router_message(rid, raw, parts)
         finally:
             self._send_credits()
         router = local.router
@@ -230,10 +252,23 @@ class Receiver:
                 except zmq.Again:
                     break
                 count += 1
-                if not first.more:
+                if first.more:
+                    raw, parts = _read_message(recv, first)
+                    self._dispatch.on_dealer_message(peer, lane, raw, parts)
+                    continue
+                blob = first.bytes
+                if blob[:4] != BATCH_PREFIX:
+                    units: tuple[bytes, ...] | list[bytes] = (blob,)
+                else:
+                    try:
+                        units = split_batch(blob)
+                    except ProtocolError as exc:
+                        self._dispatch.bad_batch((peer, None), exc)
+                        continue
+                    count += len(units) - 1
+                for blob in units:
                     # The hot path, as on the ROUTER: a reply's path is as
                     # short as its request's.
-                    blob = first.bytes
                     if blob[:4] == _DATA_PREFIX and len(blob) >= 26 and blob[4] & _INLINE_BYTE:
                         end = 26 + blob[22] + blob[23] + (blob[24] << 8 | blob[25])
                         sender = names.get(blob[22:end])
@@ -253,8 +288,10 @@ class Receiver:
                                 peer.credit_lane = lane
                                 self._deliver_plain(peer, None, sender, blob, end)
                                 continue
-                raw, parts = _read_message(recv, first)
-                self._dispatch.on_dealer_message(peer, lane, raw, parts)
+                    raw, parts = _split_single(blob)
+                    self._dispatch.on_dealer_message(peer, lane, raw, parts)
+                    if sock.closed:  # the record ended the link (a gap, a BYE)
+                        break
         finally:
             self._send_credits()
         if sock.closed:

@@ -22,7 +22,8 @@ length-prefixed UTF-8 strings, all big-endian::
     24      2     len(dest)     <= MAX_DEST_BYTES
     26      ...   sender, channel, dest (UTF-8)
 
-The frame must be exactly that long: trailing bytes are an error, so one
+(A BATCH frame keeps only the first four bytes of this layout and carries
+whole DATA messages after them: see `batch.py`.) The frame must be exactly that long: trailing bytes are an error, so one
 header never hides a second. The magic and version bytes keep their place in
 every future version, so a node can always tell "not ours" (bad magic) from
 "ours, but another version" (`WireVersionError`, which carries the peer's
@@ -60,9 +61,10 @@ __all__ = [
 ]
 
 MAGIC = b"PZ"
+#: 3: BATCH frames carry several DATA messages of one lane (`batch.py`).
 #: 2: CREDIT frames are per channel (the header's channel) and carry the bytes
 #: read so far as an 8-byte payload; version 1 credited a whole peer at once.
-WIRE_VERSION = 2
+WIRE_VERSION = 3
 MAX_NAME_BYTES = 255  # sender and channel: one length byte
 MAX_DEST_BYTES = 1024  # dest: pids and registered names, with room to spare
 _MAX_U64 = (1 << 64) - 1
@@ -85,6 +87,9 @@ class Kind(enum.IntEnum):
     PONG = 7  # answer to PING
     CREDIT = 8  # flow control: room on `channel` (seq = credit; payload = bytes read)
     ACK = 9  # acknowledgement of `seq` (at-least-once sends)
+    BATCH = (
+        10  # several DATA messages of one lane in one frame; no header of this layout (batch.py)
+    )
 
 
 _KINDS: dict[int, Kind] = {int(k): k for k in Kind}

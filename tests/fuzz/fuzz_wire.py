@@ -1,8 +1,8 @@
 """S7: coverage-guided fuzzing of what a node parses before any payload is unpickled.
 
 Run by ``make fuzz`` (``FUZZ_SECONDS``, default 600): atheris (libFuzzer)
-mutates inputs for the header decoder, the HELLO/WELCOME greeting parser and
-the routing-id parser; each must return or raise `ProtocolError` — anything
+mutates inputs for the header decoder, the HELLO/WELCOME greeting parser,
+the routing-id parser and the BATCH splitter; each must return or raise `ProtocolError` — anything
 else is a crash libFuzzer reports with the input that caused it (saved as
 ``crash-*`` under ``FUZZ_ARTIFACTS``). The process runs under an address-space
 limit (RLIMIT_AS, 2 GiB) and libFuzzer's per-input timeout (``-timeout=1``),
@@ -36,10 +36,14 @@ _TARGETS: list[Any] = []
 
 
 def _load() -> None:
+    from partisan.transport.batch import BATCH_PREFIX, split_batch
     from partisan.transport.session import Greeting, parse_routing_id
     from partisan.transport.wire import decode_header
 
-    _TARGETS[:] = [decode_header, Greeting.from_bytes, parse_routing_id]
+    def batch(data: bytes) -> None:  # past the prefix, or every input would stop there
+        split_batch(BATCH_PREFIX + data)
+
+    _TARGETS[:] = [decode_header, Greeting.from_bytes, parse_routing_id, batch]
 
 
 def one_input(data: bytes) -> None:

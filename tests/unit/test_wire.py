@@ -212,4 +212,5 @@ def test_kind_values_are_stable() -> None:
         "PONG": 7,
         "CREDIT": 8,
         "ACK": 9,
+        "BATCH": 10,
     }
