@@ -3,8 +3,9 @@
 Theory of operation
 -------------------
 `encode_payload(obj)` returns ``(flags, frames)``: ``frames[0]`` is a pickle
-stream and ``frames[1:]`` are out-of-band buffers, one ZeroMQ frame each, that
-the stream refers to by index. The links put `flags` into the low byte of
+stream and ``frames[1:]`` are out-of-band buffers, one ZeroMQ frame each (a
+`bytes` or `bytearray` over `OOB_CHUNK_BYTES` as several), that the stream
+refers to by frame index. The links put `flags` into the low byte of
 `Header.flags` and send ``[header, *frames]`` with ``copy=False``, so a large
 `bytes`, `bytearray`, `memoryview` or protocol-5 `PickleBuffer` (numpy arrays)
 travels without being copied into the pickle stream.
@@ -54,6 +55,7 @@ __all__ = [
     "CODEC_FLAGS_MASK",
     "FLAG_DILL",
     "FLAG_OOB",
+    "OOB_CHUNK_BYTES",
     "OOB_MIN_BYTES",
     "PICKLE_PROTOCOL",
     "EncodeError",
@@ -74,8 +76,16 @@ FLAG_OOB = 0x02
 #: The bits of Header.flags the codec owns; the links own the rest.
 CODEC_FLAGS_MASK = 0x00FF
 
-# Tags of our persistent ids: (tag, frame index[, format, shape]).
-_BYTES, _BYTEARRAY, _VIEW, _PICKLEBUFFER = 0, 1, 2, 3
+#: A bytes or bytearray larger than this travels as several frames of at most this
+#: size: libzmq encrypts and decrypts a frame whole in its I/O thread (~1 ms per MB
+#: here), so an 8 MB frame held every other connection of that thread for ~8 ms,
+#: while frames of 1 MiB let them through in between (issue 10's channel isolation).
+#: The receiver joins them with the one copy a `bytes` costs anyway; memoryviews and
+#: PickleBuffers stay one frame, so they still arrive zero-copy.
+OOB_CHUNK_BYTES = 1024 * 1024
+
+# Tags of our persistent ids: (tag, first frame index[, format, shape | frame count]).
+_BYTES, _BYTEARRAY, _VIEW, _PICKLEBUFFER, _BYTES_CHUNKS, _BYTEARRAY_CHUNKS = 0, 1, 2, 3, 4, 5
 _MAIN = b"__main__"
 _SCAN_FIRST = 1024  # streams shorter than this are scanned for _MAIN before _main_has_globals
 _PickleBuffer = pickle.PickleBuffer
@@ -138,11 +148,12 @@ def decode_payload(flags: int, frames: Sequence[Frame]) -> object:
             raise ProtocolError(f"{len(frames)} payload frames but no buffer flag")
         unpickler = unpickler_class(io.BytesIO(frames[0]))
         unpickler.frames = frames
-        unpickler.loaded = []
+        unpickler.loaded = {}
+        unpickler.next_frame = 0
         value = unpickler.load()
-        if len(unpickler.loaded) != len(frames) - 1:
+        if unpickler.next_frame != len(frames) - 1:
             raise pickle.UnpicklingError(
-                f"{len(frames) - 1} buffer frames sent, {len(unpickler.loaded)} referenced"
+                f"{len(frames) - 1} buffer frames sent, {unpickler.next_frame} referenced"
             )
         return value
     except ProtocolError:
@@ -269,6 +280,8 @@ def _persistent_id(pickler: Any, obj: object) -> tuple[Any, ...] | None:
         data = typing.cast(bytes, obj)
         if len(data) < OOB_MIN_BYTES:
             return None
+        if len(data) > OOB_CHUNK_BYTES:
+            return _add_chunks(pickler, obj, memoryview(data), kind is bytes)
         return _add_buffer(
             pickler, obj, memoryview(data), (_BYTES if kind is bytes else _BYTEARRAY,)
         )
@@ -304,6 +317,20 @@ def _add_buffer(
     return typing.cast(tuple[Any, ...], pid)
 
 
+def _add_chunks(pickler: Any, obj: object, view: memoryview, is_bytes: bool) -> tuple[Any, ...]:
+    """Send a large bytes or bytearray as frames of `OOB_CHUNK_BYTES` (views, zero-copy)."""
+    key = id(obj)
+    pid = pickler.seen.get(key)
+    if pid is None:
+        first = len(pickler.buffers)
+        for start in range(0, view.nbytes, OOB_CHUNK_BYTES):
+            pickler.buffers.append(view[start : start + OOB_CHUNK_BYTES])
+        count = len(pickler.buffers) - first
+        pid = (_BYTES_CHUNKS if is_bytes else _BYTEARRAY_CHUNKS, first, count)
+        pickler.seen[key] = pid
+    return typing.cast(tuple[Any, ...], pid)
+
+
 def _restorable(flat: memoryview, view_format: str, shape: tuple[int, ...]) -> bool:
     try:
         _cast(flat, view_format, shape)
@@ -326,14 +353,21 @@ def _persistent_load(unpickler: Any, pid: object) -> object:
     tag, ref = pid[0], pid[1]
     if tag == _VIEW and len(pid) == 4 and type(ref) is bytes:
         return _cast(memoryview(ref).cast("B"), pid[2], pid[3])
-    loaded: list[object] = unpickler.loaded
-    if type(ref) is not int or not 0 <= ref <= len(loaded):
-        raise pickle.UnpicklingError(f"buffer frame {ref!r} referenced out of order")
-    if ref < len(loaded):
+    loaded: dict[int, object] = unpickler.loaded
+    if type(ref) is not int:
+        raise pickle.UnpicklingError(f"bad persistent id {pid!r}")
+    if ref in loaded:
         return loaded[ref]  # the same buffer again: same object, as pickle's memo would give
+    if ref != unpickler.next_frame:
+        raise pickle.UnpicklingError(f"buffer frame {ref!r} referenced out of order")
     frames = unpickler.frames
-    if ref + 1 >= len(frames):
-        raise pickle.UnpicklingError(f"buffer frame {ref} is missing")
+    count = 1
+    if tag in (_BYTES_CHUNKS, _BYTEARRAY_CHUNKS) and len(pid) == 3:
+        count = pid[2]
+        if type(count) is not int or count < 2:
+            raise pickle.UnpicklingError(f"bad persistent id {pid!r}")
+    if ref + count >= len(frames):
+        raise pickle.UnpicklingError(f"buffer frame {ref + count - 1} is missing")
     frame = frames[ref + 1]
     value: object
     if tag == _BYTES and len(pid) == 2:
@@ -347,9 +381,14 @@ def _persistent_load(unpickler: Any, pid: object) -> object:
         # pickle's rule: a read-only original stays read-only; a writable one is
         # writable only if the received frame is.
         value = view.toreadonly() if pid[2] else view
+    elif tag == _BYTES_CHUNKS and len(pid) == 3:
+        value = b"".join(frames[ref + 1 : ref + 1 + count])
+    elif tag == _BYTEARRAY_CHUNKS and len(pid) == 3:
+        value = bytearray().join(frames[ref + 1 : ref + 1 + count])
     else:
         raise pickle.UnpicklingError(f"bad persistent id {pid!r}")
-    loaded.append(value)
+    loaded[ref] = value
+    unpickler.next_frame = ref + count
     return value
 
 
@@ -364,7 +403,8 @@ class _OobPickler(pickle.Pickler):
 
 class _OobUnpickler(pickle.Unpickler):
     frames: Sequence[Frame]
-    loaded: list[object]
+    loaded: dict[int, object]  # by first frame index
+    next_frame: int  # the index of the first frame not yet referenced
 
     def persistent_load(self, pid: object) -> object:
         return _persistent_load(self, pid)
@@ -386,7 +426,8 @@ def _dill() -> tuple[type, type]:
 
         class DillUnpickler(dill.Unpickler):  # type: ignore[name-defined]
             frames: Sequence[Frame]
-            loaded: list[object]
+            loaded: dict[int, object]
+            next_frame: int
 
             def persistent_load(self, pid: object) -> object:
                 return _persistent_load(self, pid)

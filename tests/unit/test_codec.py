@@ -25,6 +25,7 @@ from partisan.transport.codec import (
     CODEC_FLAGS_MASK,
     FLAG_DILL,
     FLAG_OOB,
+    OOB_CHUNK_BYTES,
     OOB_MIN_BYTES,
     EncodeError,
     decode_payload,
@@ -83,7 +84,7 @@ def test_plain_objects_round_trip_in_one_pickle_frame(obj: object) -> None:
 
 
 def test_large_bytes_travel_out_of_band_without_a_copy() -> None:
-    data = bytes(range(256)) * (4 * MB // 256)
+    data = bytes(range(256)) * (MB // 256)
     flags, frames, value = round_trip(("put", "key", data))
     assert flags & FLAG_OOB and not flags & FLAG_DILL
     assert len(frames) == 2
@@ -94,12 +95,33 @@ def test_large_bytes_travel_out_of_band_without_a_copy() -> None:
     assert type(value[2]) is bytes  # type: ignore[index]
 
 
+def test_bytes_over_the_chunk_size_travel_as_several_frames_and_arrive_whole() -> None:
+    """libzmq encrypts a frame whole: 1 MiB frames let other connections through between them."""
+    data = bytes(range(256)) * ((4 * MB + 1000) // 256)
+    buf = bytearray(b"q" * (2 * MB))
+    flags, frames, value = round_trip(("put", data, buf, data, 7))
+    assert flags == FLAG_OOB
+    sizes = [memoryview(f).nbytes for f in frames[1:]]
+    assert sizes == [OOB_CHUNK_BYTES] * 4 + [len(data) - 4 * OOB_CHUNK_BYTES] + [MB, MB]
+    assert all(f.obj is data for f in frames[1:6]), "chunks alias the caller's bytes"  # type: ignore[union-attr]
+    assert value == ("put", data, buf, data, 7)
+    assert type(value[1]) is bytes and type(value[2]) is bytearray  # type: ignore[index]
+    assert value[1] is value[3]  # type: ignore[index]
+
+
+def test_memoryviews_stay_one_frame_whatever_their_size() -> None:
+    data = bytearray(3 * MB)
+    _, frames, value = round_trip(memoryview(data))
+    assert len(frames) == 2
+    assert isinstance(value, memoryview) and value.nbytes == 3 * MB
+
+
 def test_each_large_buffer_is_its_own_frame_and_shared_ones_stay_shared() -> None:
-    a, b = b"a" * MB, bytearray(b"b" * (2 * MB))
+    a, b = b"a" * MB, bytearray(b"b" * (MB // 2))  # neither over OOB_CHUNK_BYTES
     flags, frames, value = round_trip({"a": a, "b": b, "again": a, "b2": b})
     assert flags == FLAG_OOB
     assert len(frames) == 3
-    assert sorted(memoryview(f).nbytes for f in frames[1:]) == [MB, 2 * MB]
+    assert sorted(memoryview(f).nbytes for f in frames[1:]) == [MB // 2, MB]
     assert value == {"a": a, "b": b, "again": a, "b2": b}
     assert value["a"] is value["again"]  # type: ignore[index]
     assert value["b"] is value["b2"]  # type: ignore[index]
@@ -212,6 +234,10 @@ def test_reducer_that_raises_is_an_encode_error() -> None:
         (FLAG_OOB, [b"\x80\x05(K\x00K\x00tQ."], "missing"),  # pid (0, 0), no frame
         (FLAG_OOB, [b"\x80\x05(K\x07K\x00tQ.", b"x"], "bad persistent id"),
         (FLAG_OOB, [b"\x80\x05(K\x00K\x05tQ.", b"x"], "out of order"),
+        # chunked bytes (tag 4): more frames announced than sent, or a count below 2
+        (FLAG_OOB, [b"\x80\x05(K\x04K\x00K\x03tQ.", b"x", b"y"], "frame 2 is missing"),
+        (FLAG_OOB, [b"\x80\x05(K\x04K\x00K\x01tQ.", b"x"], "bad persistent id"),
+        (FLAG_OOB, [b"\x80\x05(K\x04K\x00K\x02tQ.", b"x", b"y", b"z"], "3 buffer frames sent, 2"),
         (FLAG_OOB, [b"\x80\x05X\x01\x00\x00\x00aQ."], "bad persistent id"),
         (0, [b"\x80\x05(K\x00K\x00tQ."], "no persistent_load"),
     ],
