@@ -2,10 +2,8 @@
 
 Theory of operation
 -------------------
-ZMTP heartbeats run on one control connection per link (libzmq's I/O thread
-answers them, so a busy Python loop causes no false alarm; which end, and how
-the other end notices: `partisan.transport.heartbeats`) and a monitor watches
-every DEALER.
+ZMTP heartbeats run on every socket (libzmq's I/O thread answers them, so a
+busy Python loop causes no false alarm) and a monitor watches every DEALER.
 On an established session a DISCONNECTED or failed handshake on *any* lane
 ends the whole link: every DEALER to the peer is closed with linger 0 (libzmq
 would otherwise reconnect silently and lose or delay frames), queued messages
@@ -14,8 +12,8 @@ reading what already arrived and, if no BYE explained the failure, one grace
 heartbeat interval later (a leaving peer's BYE can trail the close of its
 other connections; `link_lost`). The
 reason is ``heartbeat_timeout`` when the peer has been silent past the
-heartbeat allowance and has not closed its connections (a frozen peer's
-kernel keeps them; a crashed or closing peer's closes them: `_crashed`), else
+heartbeat allowance and its own connection to our ROUTER is still there (a
+frozen peer's kernel keeps it; a crashed or closing peer's closes it), else
 ``connection_closed``. Idle links are not PINGed: only ZMTP heartbeats run
 on them, in libzmq. A hidden peer has no
 DEALER of ours: we PING it through the ROUTER, whose ROUTER_MANDATORY answers
@@ -26,7 +24,7 @@ ROUTER is the only one that can tell us it died (`_ping_inbound`).
 
 A failed CURVE handshake while dialling becomes `JoinRefused` with a diagnosis,
 and the (name, address) is backed off for 1, 2, 4 ... 60 s: libzmq would retry
-a wrong server key every 100 ms forever.
+a wrong server key every 100 ms forever (reliability.md §1).
 
 This part owns the grace timers of failed links (`_lost`), the backoff per
 (name, address) and the housekeeping timer; every other part that must end
@@ -43,7 +41,6 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from partisan.errors import CallTimeout, JoinRefused
-from partisan.transport.heartbeats import RouterWatch, heartbeats
 from partisan.transport.lanes import OutLane
 from partisan.transport.peer import OutState, Peer, PeerTable
 from partisan.transport.statistics import Rejections
@@ -94,7 +91,6 @@ class Detection:
         #: (name, host, port) -> (refused until, last interval, reason), after an auth failure.
         self._backoff: dict[tuple[str, str, int], tuple[float, float, str]] = {}
         self._timer: asyncio.TimerHandle | None = None
-        self._router_watch = RouterWatch(local, table, self)
 
     def attach(self, *, handshake: Handshake) -> None:
         """Meet the handshake (built after this one): a connected control lane sends its HELLO."""
@@ -104,11 +100,9 @@ class Detection:
         """Run housekeeping every heartbeat interval from now on."""
         loop = self._local.running()
         self._timer = loop.call_later(self._local.config.heartbeat_interval, self._housekeeping)
-        self._router_watch.start()
 
     def stop(self) -> None:
         """Cancel housekeeping and the grace timers of failed links (closing)."""
-        self._router_watch.stop()
         for handle in self._lost.values():
             handle.cancel()
         self._lost.clear()
@@ -150,7 +144,7 @@ class Detection:
                 if peer.out_state is OutState.UP or peer.up_reported:
                     # Reported up (also through the peer's own dial while our
                     # half still handshakes): this connection was its to lose.
-                    self.link_lost(peer, self.down_reason(peer))
+                    self.link_lost(peer, self._down_reason(peer))
                     return
                 # Still dialling: libzmq re-dials and HELLO is sent again.
             elif kind in _FAILED_EVENTS:
@@ -185,7 +179,7 @@ class Detection:
         self._drain_before_down(peer)
         if not self._table.current(peer):
             return
-        if reason == "heartbeat_timeout" and self._crashed(peer):
+        if reason == "heartbeat_timeout" and self._inbound_gone(peer):
             reason = "connection_closed"
         self.teardown(peer, reason, error=error)
 
@@ -291,27 +285,9 @@ class Detection:
         except zmq.ZMQError as exc:
             if exc.errno == zmq.EHOSTUNREACH:
                 log.info("%s: %s's connection to us is gone", local.name, peer.name)
-                self.link_lost(peer, self.down_reason(peer))
+                self.link_lost(peer, self._down_reason(peer))
             return  # EAGAIN: its pipe is full, so it is not gone
         self._receiver.recheck_router()
-
-    def _crashed(self, peer: Peer) -> bool:
-        """Whether a silent peer closed its connections (crashed, stopped) rather than froze.
-
-        A crashed peer's kernel closes all of its connections; a frozen or
-        cut-off peer's keeps them, except the one libzmq drops for missed
-        heartbeats. The link's heartbeating end (`heartbeats`) asks the
-        peer's connection to our ROUTER (`_inbound_gone`), which no heartbeat
-        TTL drops. The passive end lost either that connection (by its TTL:
-        `RouterWatch`) or its own control DEALER (by its slow heartbeats'
-        timeout), so it calls the peer crashed only when both are gone.
-        """
-        local = self._local
-        if heartbeats(local.name, local.hidden, peer.name):
-            return self._inbound_gone(peer)
-        lane = peer.lanes.get(("membership", 0))
-        dealer_closed = lane is None or not lane.up
-        return dealer_closed and self.router_gone(peer.control_rid)
 
     def _inbound_gone(self, peer: Peer) -> bool:
         """Whether a silent peer's own connection to our ROUTER is gone (it closed, not froze).
@@ -320,33 +296,28 @@ class Detection:
         PINGs were half of an idle cluster's CPU), so silence alone cannot
         tell a crash on an idle link from a frozen peer. Its control lane's
         connection to our ROUTER can: a crashed or closing peer's kernel
-        closed it with the rest, while a frozen peer's stays: we are the end
-        that heartbeats, so no TTL of the peer's drops it. Only for
+        closed it with the rest, while a frozen peer's stays until the TTL
+        of its heartbeats runs out, which `sockets.heartbeat_ttl` sets past
+        this check (our DEALER's timeout plus the grace interval). Only for
         links whose half of ours is up: a half-up link is PINGed, so its
         silence means what it says.
         """
-        if peer.out_state is not OutState.UP or peer.router_lane is not None:
-            return False
-        return self.router_gone(peer.credit_rid)
-
-    def router_gone(self, rid: bytes | None) -> bool:
-        """Whether libzmq dropped the connection with routing id `rid` from our ROUTER.
-
-        A PING sent there with ROUTER_MANDATORY fails with EHOSTUNREACH once
-        it is gone (EAGAIN means its pipe is full: it is not gone).
-        """
         local = self._local
-        if rid is None or local.router is None:
+        if (
+            peer.out_state is not OutState.UP
+            or peer.router_lane is not None
+            or peer.credit_rid is None
+            or local.router is None
+        ):
             return False
         header = encode_header(Header(Kind.PING, local.name, local.incarnation, "", "", 0, 0))
         try:
-            local.router.send_multipart([rid, header], zmq.NOBLOCK)
+            local.router.send_multipart([peer.credit_rid, header], zmq.NOBLOCK)
         except zmq.ZMQError as exc:
             return exc.errno == zmq.EHOSTUNREACH
-        self._receiver.recheck_router()
         return False
 
-    def down_reason(self, peer: Peer) -> str:
+    def _down_reason(self, peer: Peer) -> str:
         """``heartbeat_timeout`` if the peer has been silent past the heartbeat allowance.
 
         For a link we do not PING (see `_inbound_gone`) this is only the
@@ -437,7 +408,7 @@ class Detection:
             lane.sock.send_multipart(frames, zmq.NOBLOCK)
         except zmq.ZMQError as exc:
             if exc.errno == zmq.EHOSTUNREACH and lane.routed:
-                self.defer_teardown(peer, self.down_reason(peer))
+                self.defer_teardown(peer, self._down_reason(peer))
             return False
         peer.sent_recently = True
         self._receiver.mark_dirty(peer, lane)

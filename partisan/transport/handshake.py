@@ -242,7 +242,7 @@ class Handshake:
         peer.spec = hello.spec()
         peer.hidden = hello.hidden
         self._table.accept_inbound(peer, session)
-        peer.credit_rid = peer.control_rid = rid
+        peer.credit_rid = rid
         peer.last_heard = local.running().time()
         self.handshakes += 1
         self._welcome(rid, session)

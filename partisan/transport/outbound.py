@@ -36,7 +36,6 @@ from partisan.errors import CallTimeout, NotConnected, Overloaded
 from partisan.transport.backpressure import ByteBudget, Pending
 from partisan.transport.batch import COALESCE_WINDOW, pack_run
 from partisan.transport.codec import encode_payload
-from partisan.transport.heartbeats import control_heartbeat
 from partisan.transport.lanes import FLAG_INLINE, OutLane, lane_for
 from partisan.transport.peer import OutState, Peer, PeerTable
 from partisan.transport.session import routing_id
@@ -375,9 +374,7 @@ class Outbound:
             routing_id=rid,
             server_key=peer.server_key,
             endpoint=peer.endpoint,
-            heartbeat=control_heartbeat(local.config, local.name, local.hidden, peer.name)
-            if (channel, index) == ("membership", 0)  # the control lane
-            else None,
+            heartbeat=(channel, index) == ("membership", 0),  # the control lane
             bulk=channel not in ("default", "membership"),
         )
         spec = self._channels[channel]

@@ -75,7 +75,6 @@ class Peer:
         self.inflows: dict[str, Inflow] = {}
         self.room = asyncio.Event()
         self.credit_rid: bytes | None = None  # credit via our ROUTER to this routing id
-        self.control_rid: bytes | None = None  # its control DEALER's routing id (HELLO came on it)
         self.credit_lane: OutLane | None = None  # ... or via this DEALER of ours
         # lifecycle
         self.ready: asyncio.Future[NodeSpec] = loop.create_future()

@@ -30,7 +30,7 @@ import contextlib
 import errno
 import logging
 import resource
-from typing import Any, NamedTuple
+from typing import Any
 
 import zmq
 
@@ -41,7 +41,6 @@ from partisan.transport.keys import KeyStore
 __all__ = [
     "MONITOR_EVENTS",
     "ZAP_DOMAIN",
-    "Heartbeat",
     "make_dealer",
     "make_router",
     "raise_nofile_limit",
@@ -79,20 +78,27 @@ def raise_nofile_limit(wanted: int = 65536) -> int:
     return soft
 
 
-class Heartbeat(NamedTuple):
-    """A DEALER's ZMTP heartbeat options, in seconds (`ttl` 0: the peer never drops us for it)."""
+def heartbeat_ttl(config: Config) -> float:
+    """Seconds the peer's ROUTER keeps our silent control connection: timeout + 4 intervals.
 
-    interval: float
-    timeout: float
-    ttl: float
+    Longer than our own DEALER's detection (up to timeout + one interval)
+    plus the grace interval before a loss is confirmed, with an interval to
+    spare: when we confirm a silent peer lost, its connection to our ROUTER
+    still exists if it is frozen and is gone if it closed, which is how we
+    tell ``heartbeat_timeout`` from ``connection_closed`` without PINGing
+    idle links (`Detection._inbound_gone`). The cost: a hidden peer, or a
+    half-up link watched only through our ROUTER, is found frozen this long
+    after it fell silent rather than after ``heartbeat_timeout``.
+    """
+    return config.heartbeat_timeout + 4 * config.heartbeat_interval
 
 
-def _common(sock: zmq.Socket[Any], config: Config, *, heartbeat: Heartbeat | None) -> None:
+def _common(sock: zmq.Socket[Any], config: Config, *, heartbeat: bool) -> None:
     sock.setsockopt(zmq.MAXMSGSIZE, config.max_frame_bytes)
-    if heartbeat is not None:
-        sock.setsockopt(zmq.HEARTBEAT_IVL, max(1, int(heartbeat.interval * 1000)))
-        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, max(1, int(heartbeat.timeout * 1000)))
-        sock.setsockopt(zmq.HEARTBEAT_TTL, int(heartbeat.ttl * 1000))
+    if heartbeat:
+        sock.setsockopt(zmq.HEARTBEAT_IVL, max(1, int(config.heartbeat_interval * 1000)))
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, max(1, int(config.heartbeat_timeout * 1000)))
+        sock.setsockopt(zmq.HEARTBEAT_TTL, int(heartbeat_ttl(config) * 1000))
     # Longer than our own handshake deadline, so a silent peer ends as our
     # CallTimeout, not as libzmq's HANDSHAKE_FAILED_NO_DETAIL (which would
     # read as a key problem).
@@ -109,11 +115,11 @@ def make_router(
     """Bind this node's one ROUTER on ``config.host:config.port``; return (socket, port)."""
     sock: zmq.Socket[bytes] = zmq.Socket(context, zmq.ROUTER)
     try:
-        # No heartbeats of its own: a peer's control lane PINGs this ROUTER
-        # with a TTL (when that peer is the link's heartbeating end), which
-        # drops the connection when the peer falls silent (EHOSTUNREACH for
-        # our sends to it; `heartbeats.RouterWatch` watches for it).
-        _common(sock, config, heartbeat=None)
+        # No heartbeats of its own: each peer's control lane PINGs this
+        # ROUTER with a TTL, which drops that connection when the peer falls
+        # silent (EHOSTUNREACH for our sends to it). Pinging every inbound
+        # connection from here too doubled the heartbeat traffic of every link.
+        _common(sock, config, heartbeat=False)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         sock.setsockopt(zmq.BACKLOG, _BACKLOG)
         if keystore is not None:
@@ -153,16 +159,16 @@ def make_dealer(
     routing_id: bytes,
     server_key: bytes | None,
     endpoint: str,
-    heartbeat: Heartbeat | None = None,
+    heartbeat: bool = True,
     bulk: bool = False,
 ) -> tuple[zmq.Socket[bytes], zmq.Socket[bytes]]:
     """Create a DEALER lane towards `endpoint` and its monitor; return (dealer, monitor).
 
     The DEALER connects at once; ZeroMQ queues what we send until the
     handshake completes (the monitor reports HANDSHAKE_SUCCEEDED). Only a
-    link's control lane has a `heartbeat` (`partisan.transport.heartbeats`
-    says which): a DISCONNECTED on any lane ends the whole link, and every
-    lane still sees a closed TCP connection at once.
+    link's control lane needs `heartbeat`: a DISCONNECTED on any lane ends
+    the whole link, so one heartbeating connection per direction detects a
+    silent peer, and the other lanes still see a closed TCP connection at once.
     """
     sock: zmq.Socket[bytes] = zmq.Socket(context, zmq.DEALER)
     monitor: zmq.Socket[bytes] | None = None

@@ -46,7 +46,7 @@ def test_kill_9_is_reported_within_heartbeat_timeout_plus_1s(
 def _idle_pair(
     node_factory: Callable[..., NodeProcess], key_dir: Callable[..., Path], settings: dict
 ) -> dict[str, NodeProcess]:
-    """Nodes a and b linked: only a, whose name sorts first, heartbeats the link."""
+    """Nodes a and b linked (a dialled b; b dialled back)."""
     keys = key_dir("a", "b")
     a = node_factory("a", keys=keys, settings=settings)
     b = node_factory("b", keys=keys, settings=settings)
@@ -84,13 +84,12 @@ def test_a_frozen_peer_is_found_from_either_end_of_an_idle_link(
     key_dir: Callable[..., Path],
     fast_heartbeats: dict[str, float],
 ) -> None:
-    """b, which does not heartbeat the link, finds a frozen a by the TTL of a's heartbeats."""
+    """Either end finds the other frozen, whichever dialled first, with the same reason."""
     config = Config(**fast_heartbeats)
     deadline = detection_deadline(config)
     nodes = _idle_pair(node_factory, key_dir, fast_heartbeats)
     watcher = nodes["b" if frozen == "a" else "a"]
-    # libzmq's first PING goes one interval after the handshake; a freeze
-    # before it is found by the passive end's slower backstop heartbeats.
+    # libzmq's first PING goes one interval after the handshake.
     time.sleep(2 * config.heartbeat_interval)  # ok-sleep: past the first PING is the setup
     stopped_at = time.monotonic()
     nodes[frozen].signal(signal.SIGSTOP)
