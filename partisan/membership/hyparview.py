@@ -243,9 +243,12 @@ class HyParView(Shuffling):
         if self._left:
             return out
         known = self._active.get(sender.name)
-        if (known is not None and known.incarnation == sender.incarnation) or (
-            sender.name != self._me and self._admit(sender, out)
-        ):
+        if known is sender or (known is not None and known.incarnation == sender.incarnation):
+            if handler(self, sender, msg, out):
+                # A neighbour's walk passed on (most messages): it changed no view,
+                # timer or repair state, and the event before it left those finished.
+                return out
+        elif sender.name != self._me and self._admit(sender, out):
             handler(self, sender, msg, out)
         # `_finish` inlined: this runs once per message (keep the two in step)
         if self._wants_repair:
@@ -447,7 +450,8 @@ class HyParView(Shuffling):
 
 # One table for every instance (a per-instance dict of bound methods cost ~1 KB
 # per node and a cache miss per message at n = 10,000).
-_HANDLERS: dict[type, Callable[[HyParView, NodeSpec, Any, list[Action]], None]] = {
+# A handler returns True only when it merely passed a walk on (see `receive`).
+_HANDLERS: dict[type, Callable[[HyParView, NodeSpec, Any, list[Action]], bool | None]] = {
     Shuffle: HyParView._on_shuffle,
     ShuffleReply: HyParView._on_shuffle_reply,
     ForwardJoin: HyParView._on_forward_join,
