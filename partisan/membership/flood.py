@@ -44,6 +44,10 @@ class FloodMessage:
 class Flood:
     """Flood broadcast state machine for one node."""
 
+    # slotted: at n = 100,000 a flood is memory-bound, and a per-node dict of
+    # attributes is one more cache miss for every copy a node receives
+    __slots__ = ("_neighbors", "_seen", "_sorted", "dropped", "fanout", "rng", "spec", "ttl")
+
     name = "flood"
 
     def __init__(

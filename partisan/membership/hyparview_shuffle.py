@@ -83,11 +83,11 @@ class Shuffling(Repair):
             return
         self._shuffles += 1
         active = list(self._active.values())
-        target = active[int(self._random() * len(active))]
+        target = active[int(self._rng.random() * len(active))]
         chosen = self._sample(active, self._ka) + self._sample(
             list(self._passive.values()), self._kp
         )
-        self._sent_in_shuffle = tuple(p.name for p in chosen)
+        self._sent_in_shuffle = tuple([p.name for p in chosen])
         me = self.self_spec
         out.append(_walk(target, me, (me, *chosen), self._shuffle_ttl))
 
@@ -106,7 +106,7 @@ class Shuffling(Repair):
             if peers is None:
                 peers = self.active()
             nodes = msg.nodes
-            hop = peers[int(self._random() * len(peers))]
+            hop = peers[int(self._rng.random() * len(peers))]
             if hop.name != sender.name and hop.name != origin.name:
                 out.append(_walk(hop, origin, nodes, ttl - 1))
                 return True

@@ -63,19 +63,28 @@ def avg_shortest_path(
     nodes = sorted(graph)
     if sources is not None and sources < len(nodes):
         nodes = (rng or random.Random(0)).sample(nodes, sources)
+    # Level by level over integer ids: a BFS of n = 100,000 nodes touches
+    # ~500,000 edges, and list and bytearray indexing cost a third of dict
+    # lookups on names (the sums are integers: the same result exactly).
+    index = {name: i for i, name in enumerate(graph)}
+    adjacency = [[index[v] for v in peers if v in index] for peers in graph.values()]
     total = pairs = 0
     for source in nodes:
-        dist = {source: 0}
-        queue = deque([source])
-        while queue:
-            u = queue.popleft()
-            d = dist[u] + 1
-            for v in graph.get(u, ()):
-                if v not in dist and v in graph:
-                    dist[v] = d
-                    queue.append(v)
-        total += sum(dist.values())
-        pairs += len(dist) - 1
+        seen = bytearray(len(index))
+        start = index[source]
+        seen[start] = 1
+        frontier, depth = [start], 0
+        while frontier:
+            depth += 1
+            reached = []
+            for u in frontier:
+                for v in adjacency[u]:
+                    if not seen[v]:
+                        seen[v] = 1
+                        reached.append(v)
+            total += depth * len(reached)
+            pairs += len(reached)
+            frontier = reached
     return (total / pairs if pairs else 0.0), len(nodes)
 
 
