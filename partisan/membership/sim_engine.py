@@ -60,9 +60,9 @@ _RECV, _EVENT, _TIMER, _CALL = 0, 1, 2, 3  # heap entry kinds
 _heappush = heapq.heappush
 _Entry = tuple[float, int, int, Any, Any, Any, Any]  # (time, seq, kind, node, a, b, c)
 _TIMER_SLOTS = 64  # timer calendar slots per virtual second (see Engine._buckets)
-# FIFO links: the last arrival per link is kept while it is in the future (see
-# Engine._arrivals); past ones are dropped whenever the table doubles past this
-_ARRIVALS_MIN = 1024
+# last-arrival entries per node before the past ones are dropped (64 kept up to
+# ~4 KB of stale entries per node: ~400 MB at n = 100,000, and a cache miss per send)
+_FIFO_PRUNE = 8
 _MEMBERSHIP = "membership"  # Send's default channel (compared by identity first)
 
 
@@ -71,8 +71,8 @@ class SimNode:
 
     # ordered by use (a message reads the first five), not by name
     __slots__ = (  # noqa: RUF023
-        "alive", "manager", "receive", "spec", "layer", "layer_receive", "timers", "conns",
-        "neighbors", "rng",
+        "alive", "manager", "receive", "spec", "last_arrival", "layer", "layer_receive",
+        "timers", "conns", "neighbors", "rng",
     )  # fmt: skip
 
     def __init__(self, spec: NodeSpec, manager: Manager, layer: BroadcastLayer | None) -> None:
@@ -89,6 +89,7 @@ class SimNode:
         self.timers: dict[tuple[int, str], int] = {}  # (layer, name) -> token
         self.conns: set[str] = set()  # peers connected by Connect (for crash notices)
         self.neighbors: dict[str, NodeSpec] = {}  # what the broadcast layer was told
+        self.last_arrival: dict[str, float] = {}  # peer -> last arrival time (FIFO links)
 
 
 class Engine:
@@ -143,14 +144,6 @@ class Engine:
         # flight is their difference (no counter to update twice per message)
         self._calls = 0
         self._links: dict[tuple[str, str], LinkModel] = {}
-        # FIFO links: (sender's SimNode, receiver name) -> last arrival time, for
-        # the links whose last message may still be in flight (one small table
-        # for the whole run stays in cache; one per node was a miss per send at
-        # n = 100,000). An arrival already past can hold no message back, so
-        # `_prune_arrivals` drops those; the SimNode key makes links per
-        # incarnation of the sender.
-        self._arrivals: dict[tuple[SimNode, str], float] = {}
-        self._arrivals_cap = _ARRIVALS_MIN
         self._group: dict[str, int] = {}  # partition group per name; absent = group 0
         self._held: set[int] = set()
         self._deferred: list[tuple[float, int, SimNode, Any, Any]] = []
@@ -386,13 +379,14 @@ class Engine:
         now = self.now
         at = now + model.delay_min + (model.delay_max - model.delay_min) * self._rand()
         if self.fifo:
-            arrivals, link = self._arrivals, (node, pname)
-            last = arrivals.get(link, 0.0)
+            last_arrival = node.last_arrival
+            last = last_arrival.get(pname, 0.0)
             if at < last:
                 at = last
-            arrivals[link] = at
-            if len(arrivals) > self._arrivals_cap:
-                self._prune_arrivals()
+            last_arrival[pname] = at
+            if len(last_arrival) > _FIFO_PRUNE:
+                # an arrival already past can no longer hold a message back
+                node.last_arrival = {k: v for k, v in last_arrival.items() if v > now}
         seq = self._seq = self._seq + 1
         _heappush(self._heap, (at, seq, _RECV, other, node.spec, msg, channel))
 
@@ -402,21 +396,14 @@ class Engine:
         """Schedule one copy of a message after the link's delay (FIFO per link)."""
         at = self.now + model.delay_min + (model.delay_max - model.delay_min) * self._rand()
         if self.fifo:
-            arrivals, link = self._arrivals, (node, other.spec.name)
-            last = arrivals.get(link, 0.0)
+            last_arrival = node.last_arrival
+            pname = other.spec.name
+            last = last_arrival.get(pname, 0.0)
             if at < last:
                 at = last
-            arrivals[link] = at
-            if len(arrivals) > self._arrivals_cap:
-                self._prune_arrivals()
+            last_arrival[pname] = at
         self._seq += 1
         heapq.heappush(self._heap, (at, self._seq, _RECV, other, node.spec, msg, channel))
-
-    def _prune_arrivals(self) -> None:
-        """Forget the links whose last arrival is past (`_arrivals`)."""
-        now = self.now
-        self._arrivals = kept = {k: v for k, v in self._arrivals.items() if v > now}
-        self._arrivals_cap = max(_ARRIVALS_MIN, 2 * len(kept))
 
     def _connect(self, node: SimNode, peer: NodeSpec) -> None:
         why = self._unreachable(node, peer)
