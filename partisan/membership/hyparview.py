@@ -240,12 +240,16 @@ class HyParView(Shuffling):
             self._rejected += 1
             logger.warning("%s: dropped malformed message from %s: %.200r", self._me, sender, msg)
             return out
-        if self._left:
-            return out
         known = self._active.get(sender.name)
-        if (known is not None and known.incarnation == sender.incarnation) or (
-            sender.name != self._me and self._admit(sender, out)
-        ):
+        if known is sender or (known is not None and known.incarnation == sender.incarnation):
+            # (never after a Leave: a node that left has no active peer)
+            if handler(self, sender, msg, out):
+                # A neighbour's walk passed on (most messages): it changed no view,
+                # timer or repair state, and the event before it left those finished.
+                return out
+        elif self._left:
+            return out
+        elif sender.name != self._me and self._admit(sender, out):
             handler(self, sender, msg, out)
         # `_finish` inlined: this runs once per message (keep the two in step)
         if self._wants_repair:
@@ -292,8 +296,8 @@ class HyParView(Shuffling):
     def _arm_timers(self, now: float) -> list[Action]:
         self._promote_armed = True
         return [
-            SetTimer(SHUFFLE_TIMER, now + self._shuffle_interval * (0.5 + self._random())),
-            SetTimer(PROMOTE_TIMER, now + self._promote_interval * (0.5 + self._random())),
+            SetTimer(SHUFFLE_TIMER, now + self._shuffle_interval * (0.5 + self._rng.random())),
+            SetTimer(PROMOTE_TIMER, now + self._promote_interval * (0.5 + self._rng.random())),
         ]
 
     # ------------------------------------------------------- local requests
@@ -436,7 +440,7 @@ class HyParView(Shuffling):
             # Each period jittered by +-25%: nodes whose timers were released
             # together (a restart wave, the simulator's held timers) drift
             # apart instead of shuffling in lockstep for ever.
-            period = self._shuffle_interval * (0.75 + 0.5 * self._random())
+            period = self._shuffle_interval * (0.75 + 0.5 * self._rng.random())
             out.append(SetTimer(SHUFFLE_TIMER, now + period))
             self._start_shuffle(out)
             self._probe_passive(out)
@@ -447,7 +451,8 @@ class HyParView(Shuffling):
 
 # One table for every instance (a per-instance dict of bound methods cost ~1 KB
 # per node and a cache miss per message at n = 10,000).
-_HANDLERS: dict[type, Callable[[HyParView, NodeSpec, Any, list[Action]], None]] = {
+# A handler returns True only when it merely passed a walk on (see `receive`).
+_HANDLERS: dict[type, Callable[[HyParView, NodeSpec, Any, list[Action]], bool | None]] = {
     Shuffle: HyParView._on_shuffle,
     ShuffleReply: HyParView._on_shuffle_reply,
     ForwardJoin: HyParView._on_forward_join,

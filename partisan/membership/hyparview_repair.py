@@ -140,7 +140,7 @@ class Repair(Views):
         if passive:
             keys = list(passive)
             self._passive_probes += 1
-            out.append(Send(passive[keys[int(self._random() * len(keys))]], _PROBE))
+            out.append(Send(passive[keys[int(self._rng.random() * len(keys))]], _PROBE))
 
     def _on_passive_probe(self, sender: NodeSpec, msg: PassiveProbe, out: list[Action]) -> None:
         """A node lists us as a backup; below the minimum, ask it to take us (HIGH)."""

@@ -11,7 +11,7 @@ passive entry (`Repair._probe_passive`).
 Speed: the shuffle walk is most of HyParView's traffic (one timer, up to six
 hops and a reply per node per round: ~5M of the simulator's ~7M events at
 n = 10,000), so its messages and `Send`s are built with `fast_send` /
-`_shuffle` below, which skip the frozen dataclasses' per-field
+`_walk` below, which skip the frozen dataclasses' per-field
 ``object.__setattr__`` (the same objects, about twice as fast to make).
 """
 
@@ -45,12 +45,17 @@ def fast_send(peer: NodeSpec, msg: Any) -> Send:
     return send
 
 
-def _shuffle(origin: NodeSpec, nodes: tuple[NodeSpec, ...], ttl: int) -> Shuffle:
+def _walk(peer: NodeSpec, origin: NodeSpec, nodes: tuple[NodeSpec, ...], ttl: int) -> Send:
+    """``Send(peer, Shuffle(origin, nodes, ttl))``, both built through their slots."""
     msg = _new(Shuffle)
     _shuffle_origin(msg, origin)
     _shuffle_nodes(msg, nodes)
     _shuffle_ttl(msg, ttl)
-    return msg
+    send = _new(Send)
+    _send_peer(send, peer)
+    _send_msg(send, msg)
+    _send_channel(send, "membership")
+    return send
 
 
 class Shuffling(Repair):
@@ -78,21 +83,22 @@ class Shuffling(Repair):
             return
         self._shuffles += 1
         active = list(self._active.values())
-        target = active[int(self._random() * len(active))]
+        target = active[int(self._rng.random() * len(active))]
         chosen = self._sample(active, self._ka) + self._sample(
             list(self._passive.values()), self._kp
         )
-        self._sent_in_shuffle = tuple(p.name for p in chosen)
+        self._sent_in_shuffle = tuple([p.name for p in chosen])
         me = self.self_spec
-        out.append(fast_send(target, _shuffle(me, (me, *chosen), self._shuffle_ttl)))
+        out.append(_walk(target, me, (me, *chosen), self._shuffle_ttl))
 
-    def _on_shuffle(self, sender: NodeSpec, msg: Shuffle, out: list[Action]) -> None:
+    def _on_shuffle(self, sender: NodeSpec, msg: Shuffle, out: list[Action]) -> bool:
+        """Pass the walk on, or end it; True when it was merely passed on."""
         active = self._active
         if sender.name not in active:
             self._probe_link(sender, out)
         origin = msg.origin
         if origin.name == self._me:
-            return
+            return False
         ttl = msg.ttl
         if ttl > 0 and len(active) > 1:
             # `_hop`'s first draw inlined (the common case: it avoids both names)
@@ -100,17 +106,18 @@ class Shuffling(Repair):
             if peers is None:
                 peers = self.active()
             nodes = msg.nodes
-            hop = peers[int(self._random() * len(peers))]
+            hop = peers[int(self._rng.random() * len(peers))]
             if hop.name != sender.name and hop.name != origin.name:
-                out.append(fast_send(hop, _shuffle(origin, nodes, ttl - 1)))
-                return
+                out.append(_walk(hop, origin, nodes, ttl - 1))
+                return True
             other = self._hop(sender.name, origin.name, tries=2)
             if other is not None:
-                out.append(fast_send(other, _shuffle(origin, nodes, ttl - 1)))
-                return
+                out.append(_walk(other, origin, nodes, ttl - 1))
+                return True
         reply = self._sample(list(self._passive.values()), len(msg.nodes))
         out.append(fast_send(origin, ShuffleReply(tuple(reply))))
         self._merge(msg.nodes, [p.name for p in reply])
+        return False
 
     def _on_shuffle_reply(self, sender: NodeSpec, msg: ShuffleReply, out: list[Action]) -> None:
         self._merge(msg.nodes, list(self._sent_in_shuffle))

@@ -63,19 +63,35 @@ def avg_shortest_path(
     nodes = sorted(graph)
     if sources is not None and sources < len(nodes):
         nodes = (rng or random.Random(0)).sample(nodes, sources)
-    total = pairs = 0
-    for source in nodes:
-        dist = {source: 0}
-        queue = deque([source])
-        while queue:
-            u = queue.popleft()
-            d = dist[u] + 1
-            for v in graph.get(u, ()):
-                if v not in dist and v in graph:
-                    dist[v] = d
-                    queue.append(v)
-        total += sum(dist.values())
-        pairs += len(dist) - 1
+    # Every BFS at once, level by level: bit i of a node's mask stands for
+    # source i, so one OR per edge and level carries all the searches that
+    # reach that edge then. 200 separate BFS of n = 100,000 nodes followed
+    # ~100M edges (30 s); this follows each edge once per distinct level it
+    # is reached at (~10x less). The sums are integers: the same result exactly.
+    index = {name: i for i, name in enumerate(graph)}
+    adjacency = [[index[v] for v in peers if v in index] for peers in graph.values()]
+    seen = [0] * len(index)
+    frontier: dict[int, int] = {}
+    for bit, source in enumerate(nodes):
+        start = index[source]
+        seen[start] |= 1 << bit
+        frontier[start] = frontier.get(start, 0) | 1 << bit
+    total = pairs = depth = 0
+    while frontier:
+        depth += 1
+        reached: dict[int, int] = {}
+        for u, mask in frontier.items():
+            for v in adjacency[u]:
+                reached[v] = reached.get(v, 0) | mask
+        frontier = {}
+        for v, mask in reached.items():
+            new = mask & ~seen[v]
+            if new:
+                seen[v] |= new
+                frontier[v] = new
+                found = new.bit_count()
+                total += depth * found
+                pairs += found
     return (total / pairs if pairs else 0.0), len(nodes)
 
 

@@ -233,7 +233,7 @@ class Simulator(Engine):
     @property
     def in_flight(self) -> int:
         """Messages and connection events not yet delivered."""
-        return self._in_flight
+        return len(self._heap) - self._calls
 
     # ------------------------------------------------------------ broadcasts
 
@@ -283,7 +283,7 @@ class Simulator(Engine):
 
     def run_until_quiet(self, *, max_time: float = 3600.0) -> bool:
         """Run until no message or connection event is in flight; False on timeout."""
-        return self._in_flight == 0 or self._run(self.now + max_time, None, 1)
+        return len(self._heap) == self._calls or self._run(self.now + max_time, None, 1)
 
     def run_until_idle(self, *, max_time: float = 3600.0) -> bool:
         """Run until nothing at all is pending (held timers aside); False on timeout."""
@@ -303,7 +303,7 @@ class Simulator(Engine):
         keep = []
         for at, seq, node, key, token in self._deferred:
             if key[0] == layer:
-                self._push_timer((max(at, self.now), seq, _TIMER, node, key, token))
+                self._push_timer((max(at, self.now), seq, _TIMER, node, key, token, None))
             else:
                 keep.append((at, seq, node, key, token))
         self._deferred = keep

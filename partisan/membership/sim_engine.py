@@ -11,12 +11,13 @@ from __future__ import annotations
 
 # Imports inside functions here are lazy on purpose: a run loads only the manager and broadcast
 # layer it simulates. None closes an import cycle (tests/unit/test_imports.py).
+import contextlib
 import functools
 import gc
 import heapq
 import logging
 import random
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from typing import Any
 
 from partisan.config import Config
@@ -46,6 +47,7 @@ __all__ = [
     "LinkModel",
     "ManagerFactory",
     "SimNode",
+    "gc_paused",
 ]
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,7 @@ LayerFactory = Callable[[NodeSpec, Config, random.Random], BroadcastLayer]
 MANAGER, BROADCAST = 0, 1  # layer ids (timers and routing)
 _RECV, _EVENT, _TIMER, _CALL = 0, 1, 2, 3  # heap entry kinds
 _heappush = heapq.heappush
+_Entry = tuple[float, int, int, Any, Any, Any, Any]  # (time, seq, kind, node, a, b, c)
 _TIMER_SLOTS = 64  # timer calendar slots per virtual second (see Engine._buckets)
 # last-arrival entries per node before the past ones are dropped (64 kept up to
 # ~4 KB of stale entries per node: ~400 MB at n = 100,000, and a cache miss per send)
@@ -66,9 +69,10 @@ _MEMBERSHIP = "membership"  # Send's default channel (compared by identity first
 class SimNode:
     """One simulated node: its spec, manager, broadcast layer and timers."""
 
-    __slots__ = (
-        "alive", "conns", "last_arrival", "layer", "layer_receive", "manager", "neighbors",
-        "receive", "rng", "spec", "timers",
+    # ordered by use (a message reads the first five), not by name
+    __slots__ = (  # noqa: RUF023
+        "alive", "manager", "receive", "spec", "last_arrival", "layer", "layer_receive",
+        "timers", "conns", "neighbors", "rng",
     )  # fmt: skip
 
     def __init__(self, spec: NodeSpec, manager: Manager, layer: BroadcastLayer | None) -> None:
@@ -115,9 +119,11 @@ class Engine:
         self.events = 0
         self.nodes: dict[str, SimNode] = {}
         self.broadcasts: dict[Hashable, BroadcastRecord] = {}
-        # (time, seq, kind, node or None, a, b): entries carry the SimNode of one
-        # incarnation, so a restart's new node never receives the old one's mail
-        self._heap: list[tuple[float, int, int, Any, Any, Any]] = []
+        # (time, seq, kind, node or None, a, b, c): entries carry the SimNode of one
+        # incarnation, so a restart's new node never receives the old one's mail. A
+        # message is (..., _RECV, receiver, sender, msg, channel): no payload tuple
+        # to build and unpack per message.
+        self._heap: list[_Entry] = []
         # Timers wait apart from messages: they are ~1 entry per node (10,000
         # at n = 10,000) but ~1 event in 9, while messages are most events and
         # few are in flight at once. Popping messages from the small heap halved
@@ -130,16 +136,21 @@ class Engine:
         # scattered ones (at n = 100,000 the single timer heap's pops were the
         # largest cost of a round). Slots are ordered as their times, so the
         # order is exactly that of one heap.
-        self._buckets: dict[int, list[tuple[float, int, int, Any, Any, Any]]] = {}
+        self._buckets: dict[int, list[_Entry]] = {}
         self._slots: list[int] = []
-        self._timer_heap: list[tuple[float, int, int, Any, Any, Any]] = []
+        self._timer_heap: list[_Entry] = []
         self._seq = 0
-        self._in_flight = 0
+        # `_heap` holds messages, events and `_calls` scripted calls: what is in
+        # flight is their difference (no counter to update twice per message)
+        self._calls = 0
         self._links: dict[tuple[str, str], LinkModel] = {}
         self._group: dict[str, int] = {}  # partition group per name; absent = group 0
         self._held: set[int] = set()
         self._deferred: list[tuple[float, int, SimNode, Any, Any]] = []
         self._bseq = 0
+        self._fired: dict[str, TimerFired] = {}
+        self._payload_msg: Any = None  # the last payload message counted, and its record
+        self._payload_record: BroadcastRecord | None = None
         self._layer_epoch = 0
 
     # ------------------------------------------------------------ internals
@@ -176,15 +187,15 @@ class Engine:
 
     def _push(self, at: float, kind: int, node: SimNode | None, a: Any, b: Any) -> None:
         self._seq += 1
-        if kind <= _EVENT:
-            self._in_flight += 1
-        heapq.heappush(self._heap, (at, self._seq, kind, node, a, b))
+        if kind == _CALL:
+            self._calls += 1
+        heapq.heappush(self._heap, (at, self._seq, kind, node, a, b, None))
 
     def _delay(self, src: SimNode, dst: str) -> float:
         model = self._links.get((src.spec.name, dst), self.link) if self._links else self.link
         return self.rng.uniform(model.delay_min, model.delay_max)
 
-    def _push_timer(self, entry: tuple[float, int, int, Any, Any, Any]) -> None:
+    def _push_timer(self, entry: _Entry) -> None:
         """Add a timer entry to its calendar slot (see `_buckets`)."""
         slot = int(entry[0] * _TIMER_SLOTS)
         bucket = self._buckets.get(slot)
@@ -195,7 +206,7 @@ class Engine:
                 self._timer_heap = bucket
         heapq.heappush(bucket, entry)
 
-    def _next_slot(self) -> list[tuple[float, int, int, Any, Any, Any]]:
+    def _next_slot(self) -> list[_Entry]:
         """Drop the emptied earliest slot; the next one becomes `_timer_heap`."""
         del self._buckets[heapq.heappop(self._slots)]
         slots = self._slots
@@ -214,81 +225,77 @@ class Engine:
         heap, timers, pop = self._heap, self._timer_heap, heapq.heappop
         held, apply, send = self._held, self._apply, self._send
         count = 0
-        # Nothing the loop allocates is cyclic (refcounting frees it all), and
-        # full collections walk every view of every node: ~7% of the CPU at
-        # n = 6,000. Pause the cyclic collector while events run.
-        collect = gc.isenabled()
-        if collect:
-            gc.disable()
-        try:
-            while True:
-                # the earlier of the two heads; (time, seq) never ties (seq is unique)
-                timers = self._timer_heap  # an action may have opened an earlier slot
-                if heap:
-                    src = timers if timers and timers[0] < heap[0] else heap
-                elif timers:
-                    src = timers
-                else:
-                    break
-                if src[0][0] > until:
-                    break
-                at, seq, kind, node, a, b = pop(src)
-                if src is timers and not timers:
-                    timers = self._next_slot()
-                self.now = at
-                count += 1
-                if kind == 0:  # _RECV
-                    self._in_flight -= 1
-                    if node.alive:
-                        sender, msg, channel = b
-                        layer = node.layer
-                        if channel == BROADCAST_CHANNEL and layer is not None:
-                            receive = node.layer_receive
-                            if receive is not None:
-                                actions = receive(sender, msg, at)
-                                if actions:  # most flood copies are duplicates: none
-                                    apply(node, BROADCAST, actions)
+        with gc_paused():  # nothing the loop allocates is cyclic
+            try:
+                while True:
+                    # the earlier of the two heads; (time, seq) never ties (seq is unique)
+                    timers = self._timer_heap  # an action may have opened an earlier slot
+                    if heap:
+                        src = timers if timers and timers[0] < heap[0] else heap
+                    elif timers:
+                        src = timers
+                    else:
+                        break
+                    if src[0][0] > until:
+                        break
+                    at, seq, kind, node, a, b, c = pop(src)
+                    if src is timers and not timers:
+                        timers = self._next_slot()
+                    self.now = at
+                    count += 1
+                    if kind == 0:  # _RECV: a message (a, b, c) = (sender, msg, channel)
+                        if node.alive:
+                            if c is _MEMBERSHIP or c != BROADCAST_CHANNEL or node.layer is None:
+                                if node.receive is not None:
+                                    # through the manager, not the bound method kept in
+                                    # `node.receive`: one object (and cache miss) less
+                                    actions = node.manager.receive(a, b, at)
+                                    # most messages (a shuffle walk's hops) cause one Send
+                                    if len(actions) == 1 and type(actions[0]) is Send:
+                                        send(node, actions[0])
+                                    elif actions:
+                                        apply(node, MANAGER, actions)
+                                else:
+                                    apply(node, MANAGER, node.manager.handle(Received(a, b), at))
                             else:
-                                apply(node, BROADCAST, layer.handle(Received(sender, msg), at))
-                        elif node.receive is not None:
-                            actions = node.receive(sender, msg, at)
-                            # most messages (a shuffle walk's hops) cause one Send
-                            if len(actions) == 1 and type(actions[0]) is Send:
-                                send(node, actions[0])
-                            elif actions:
-                                apply(node, MANAGER, actions)
-                        else:
-                            apply(node, MANAGER, node.manager.handle(Received(sender, msg), at))
-                elif kind == _TIMER:
-                    if node.alive and node.timers.get(a) == b:
-                        if a[0] in held:
-                            self._deferred.append((at, seq, node, a, b))
-                            continue
-                        del node.timers[a]
-                        if a[0] == MANAGER:
-                            apply(node, MANAGER, node.manager.handle(TimerFired(a[1]), at))
-                        elif node.layer is not None:
-                            apply(node, BROADCAST, node.layer.handle(TimerFired(a[1]), at))
-                elif kind == _EVENT:
-                    self._in_flight -= 1
-                    if node.alive:
-                        apply(node, MANAGER, node.manager.handle(b, at))
-                else:
-                    a()
-                if mode:
-                    if mode == 1:
-                        if not self._in_flight:
+                                if node.layer_receive is not None:
+                                    actions = node.layer.receive(a, b, at)  # as for managers
+                                    if actions:  # most flood copies are duplicates: none
+                                        apply(node, BROADCAST, actions)
+                                else:
+                                    apply(node, BROADCAST, node.layer.handle(Received(a, b), at))
+                    elif kind == _TIMER:
+                        if node.alive and node.timers.get(a) == b:
+                            if a[0] in held:
+                                self._deferred.append((at, seq, node, a, b))
+                                continue
+                            del node.timers[a]
+                            # events are values: one TimerFired per timer name serves every node
+                            fired = self._fired.get(a[1])
+                            if fired is None:
+                                fired = self._fired[a[1]] = TimerFired(a[1])
+                            if a[0] == MANAGER:
+                                apply(node, MANAGER, node.manager.handle(fired, at))
+                            elif node.layer is not None:
+                                apply(node, BROADCAST, node.layer.handle(fired, at))
+                    elif kind == _EVENT:
+                        if node.alive:
+                            apply(node, MANAGER, node.manager.handle(b, at))
+                    else:
+                        self._calls -= 1
+                        a()
+                    if mode:
+                        if mode == 1:
+                            if len(heap) == self._calls:
+                                return True
+                        elif mode == 2 and not heap and not self._timer_heap:
                             return True
-                    elif mode == 2 and not heap and not self._timer_heap:
+                    elif stop is not None and stop():
                         return True
-                elif stop is not None and stop():
-                    return True
-        finally:
-            self.events += count
-            if collect:
-                gc.enable()
+            finally:
+                self.events += count
         if mode == 1:
-            return not self._in_flight
+            return len(heap) == self._calls
         if mode == 2:
             return not heap and not self._timer_heap
         return stop is None or stop()
@@ -304,7 +311,7 @@ class Engine:
                 key = (layer, action.name)
                 node.timers[key] = self._seq
                 at = action.at if action.at > self.now else self.now
-                self._push_timer((at, self._seq, _TIMER, node, key, self._seq))
+                self._push_timer((at, self._seq, _TIMER, node, key, self._seq, None))
             elif kind is CancelTimer:
                 node.timers.pop((layer, action.name), None)
             elif kind is Deliver:
@@ -341,7 +348,11 @@ class Engine:
             and channel == BROADCAST_CHANNEL
             and getattr(msg, "carries_payload", False)
         ):
-            record = self.broadcasts.get(msg.msg_id)
+            if msg is not self._payload_msg:
+                # a flood sends one message object to every neighbour: one lookup
+                self._payload_msg = msg
+                self._payload_record = self.broadcasts.get(msg.msg_id)
+            record = self._payload_record
             if record is not None:
                 record.payload_sends += 1
         pname = peer.name
@@ -356,14 +367,13 @@ class Engine:
             self._push(self.now, _EVENT, node, None, PeerDown(peer, why))
             return
         model = self._links.get((node.spec.name, pname), self.link) if self._links else self.link
-        payload = (node.spec, msg, channel)
         if model.loss or model.duplicate:
             rng = self.rng
             if model.loss and rng.random() < model.loss:
                 return
             if model.duplicate and rng.random() < model.duplicate:
-                self._arrive(node, other, model, payload)
-            self._arrive(node, other, model, payload)
+                self._arrive(node, other, model, msg, channel)
+            self._arrive(node, other, model, msg, channel)
             return
         # `_arrive` inlined: one call per message saved on the hot path
         now = self.now
@@ -378,10 +388,11 @@ class Engine:
                 # an arrival already past can no longer hold a message back
                 node.last_arrival = {k: v for k, v in last_arrival.items() if v > now}
         seq = self._seq = self._seq + 1
-        self._in_flight += 1
-        _heappush(self._heap, (at, seq, _RECV, other, None, payload))
+        _heappush(self._heap, (at, seq, _RECV, other, node.spec, msg, channel))
 
-    def _arrive(self, node: SimNode, other: SimNode, model: LinkModel, payload: Any) -> None:
+    def _arrive(
+        self, node: SimNode, other: SimNode, model: LinkModel, msg: Any, channel: str
+    ) -> None:
         """Schedule one copy of a message after the link's delay (FIFO per link)."""
         at = self.now + model.delay_min + (model.delay_max - model.delay_min) * self._rand()
         if self.fifo:
@@ -392,8 +403,7 @@ class Engine:
                 at = last
             last_arrival[pname] = at
         self._seq += 1
-        self._in_flight += 1
-        heapq.heappush(self._heap, (at, self._seq, _RECV, other, None, payload))
+        heapq.heappush(self._heap, (at, self._seq, _RECV, other, node.spec, msg, channel))
 
     def _connect(self, node: SimNode, peer: NodeSpec) -> None:
         why = self._unreachable(node, peer)
@@ -436,6 +446,25 @@ class Engine:
             log.warning("broadcast %r delivered twice at %s", action.msg_id, name)
         else:
             record.deliveries[name] = action.hops
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector inside the block (restored after).
+
+    Nothing the simulator allocates is cyclic (reference counting frees it
+    all), while each full collection walks every view of every node: ~7% of
+    the CPU of a round at n = 6,000, and 17% of the joins at n = 30,000 (the
+    node count grows, so full collections keep coming).
+    """
+    collect = gc.isenabled()
+    if collect:
+        gc.disable()
+    try:
+        yield
+    finally:
+        if collect:
+            gc.enable()
 
 
 def _receiver(layer: Any) -> Callable[[NodeSpec, Any, float], list[Any]] | None:
