@@ -41,7 +41,7 @@ from typing import Any
 from partisan.config import Config
 from partisan.membership import metrics
 from partisan.membership.sim import MANAGER, BroadcastRecord, LinkModel, Simulator
-from partisan.membership.sim_engine import gc_paused
+from partisan.membership.sim_setup import gc_paused
 
 __all__ = [
     "EXACT_PATH_LIMIT",

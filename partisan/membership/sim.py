@@ -87,13 +87,11 @@ from partisan.membership.sim_engine import (
     MANAGER,
     BroadcastRecord,
     Engine,
-    LayerFactory,
     LinkModel,
-    ManagerFactory,
     SimNode,
     _receiver,
-    _resolve_layer,
 )
+from partisan.membership.sim_setup import LayerFactory, ManagerFactory, resolve_layer
 from partisan.membership.types import Join, Leave, Manager
 
 __all__ = [
@@ -242,7 +240,7 @@ class Simulator(Engine):
 
         Each layer learns its neighbours from the manager's active view at once.
         """
-        self._layer_factory = _resolve_layer(broadcast)
+        self._layer_factory = resolve_layer(broadcast)
         self._layer_epoch += 1
         for name, node in self.nodes.items():
             node.neighbors = {}

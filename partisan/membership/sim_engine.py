@@ -9,21 +9,23 @@ with the tests, the hot loop changes only for speed.
 
 from __future__ import annotations
 
-# Imports inside functions here are lazy on purpose: a run loads only the manager and broadcast
-# layer it simulates. None closes an import cycle (tests/unit/test_imports.py).
-import contextlib
-import functools
-import gc
 import heapq
 import logging
 import random
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from partisan.config import Config
 from partisan.identity import NodeSpec
 from partisan.membership.broadcast import BROADCAST_CHANNEL, BroadcastLayer, Deliver
 from partisan.membership.sim_model import BroadcastRecord, LinkModel
+from partisan.membership.sim_setup import (
+    LayerFactory,
+    ManagerFactory,
+    gc_paused,
+    resolve_layer,
+    resolve_manager,
+)
 from partisan.membership.types import (
     CancelTimer,
     Connect,
@@ -43,17 +45,12 @@ __all__ = [
     "MANAGER",
     "BroadcastRecord",
     "Engine",
-    "LayerFactory",
     "LinkModel",
-    "ManagerFactory",
     "SimNode",
-    "gc_paused",
 ]
 
 log = logging.getLogger(__name__)
 
-ManagerFactory = Callable[[NodeSpec, Config, random.Random], Manager]
-LayerFactory = Callable[[NodeSpec, Config, random.Random], BroadcastLayer]
 
 MANAGER, BROADCAST = 0, 1  # layer ids (timers and routing)
 _RECV, _EVENT, _TIMER, _CALL = 0, 1, 2, 3  # heap entry kinds
@@ -111,8 +108,8 @@ class Engine:
         self.link = link if link is not None else LinkModel()
         self.fifo = fifo
         self.crash_detect_delay = crash_detect_delay
-        self._manager_factory = _resolve_manager(manager)
-        self._layer_factory = _resolve_layer(broadcast)
+        self._manager_factory = resolve_manager(manager)
+        self._layer_factory = resolve_layer(broadcast)
         self.rng = random.Random(f"partisan-sim/{seed}/net")
         self._rand = self.rng.random
         self.now = 0.0
@@ -448,50 +445,6 @@ class Engine:
             record.deliveries[name] = action.hops
 
 
-@contextlib.contextmanager
-def gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector inside the block (restored after).
-
-    Nothing the simulator allocates is cyclic (reference counting frees it
-    all), while each full collection walks every view of every node: ~7% of
-    the CPU of a round at n = 6,000, and 17% of the joins at n = 30,000 (the
-    node count grows, so full collections keep coming).
-    """
-    collect = gc.isenabled()
-    if collect:
-        gc.disable()
-    try:
-        yield
-    finally:
-        if collect:
-            gc.enable()
-
-
 def _receiver(layer: Any) -> Callable[[NodeSpec, Any, float], list[Any]] | None:
     """`layer.receive` (``handle(Received(...))`` without the event), if it has one."""
     return getattr(layer, "receive", None) if layer is not None else None
-
-
-def _resolve_manager(manager: str | ManagerFactory) -> ManagerFactory:
-    if not isinstance(manager, str):
-        return manager
-    from partisan.membership.registry import MANAGER_CLASSES, create_manager
-
-    if manager not in MANAGER_CLASSES:
-        create_manager(manager, NodeSpec("x", "sim", 1), Config(), random.Random(0))  # raises
-    # a partial of a module-level function pickles, so a built Simulator can be snapshotted
-    return functools.partial(create_manager, manager)
-
-
-def _resolve_layer(broadcast: str | LayerFactory | None) -> LayerFactory | None:
-    if broadcast is None or not isinstance(broadcast, str):
-        return broadcast
-    if broadcast == "flood":
-        from partisan.membership.flood import Flood
-
-        return Flood
-    if broadcast == "plumtree":
-        from partisan.membership.plumtree import Plumtree
-
-        return Plumtree
-    raise ValueError(f"unknown broadcast {broadcast!r}: expected 'flood' or 'plumtree'")
