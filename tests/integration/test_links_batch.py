@@ -23,19 +23,25 @@ from partisan.transport.links import Links
 from tests.integration.test_links_channels import Recorder, _pair
 
 
-@pytest.mark.timeout(30)
-def test_a_burst_leaves_in_batches_and_arrives_in_order_with_every_byte_accounted(
-    key_dir: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    keys = key_dir("a", "b")
-    batches: list[int] = []
+@pytest.fixture
+def batches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The record count of every BATCH frame the receive path splits, in order."""
+    sizes: list[int] = []
 
     def counting(blob: bytes) -> list[bytes]:
         records = split_batch(blob)
-        batches.append(len(records))
+        sizes.append(len(records))
         return records
 
     monkeypatch.setattr(receive, "split_batch", counting)
+    return sizes
+
+
+@pytest.mark.timeout(30)
+def test_a_burst_leaves_in_batches_and_arrives_in_order_with_every_byte_accounted(
+    key_dir: Callable[..., Path], batches: list[int]
+) -> None:
+    keys = key_dir("a", "b")
 
     async def main() -> tuple[list[Any], Any, Any]:
         a, b, received = await _pair(keys)
@@ -67,17 +73,9 @@ def test_a_burst_leaves_in_batches_and_arrives_in_order_with_every_byte_accounte
 
 @pytest.mark.timeout(30)
 def test_a_burst_to_a_hidden_peer_rides_the_router_in_batches_and_in_order(
-    key_dir: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+    key_dir: Callable[..., Path], batches: list[int]
 ) -> None:
     keys = key_dir("v", "h")
-    batches: list[int] = []
-
-    def counting(blob: bytes) -> list[bytes]:
-        records = split_batch(blob)
-        batches.append(len(records))
-        return records
-
-    monkeypatch.setattr(receive, "split_batch", counting)
 
     async def main() -> list[Any]:
         received = Recorder()
