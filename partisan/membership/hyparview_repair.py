@@ -189,12 +189,28 @@ class Repair(Views):
 
         No `Disconnect` is emitted: the link is already down. A peer that left
         or restarted is forgotten; any other failure is remembered as lost.
+
+        ``"disconnected"`` is not a failure: the two ends agreed to close a
+        healthy link (a temporary one, or one a view change let go). The peer
+        stays a backup; were it still active here, it moves to the passive view
+        as after a `DisconnectNotice`. Treating it as lost once cost a
+        self-feeding cycle on real nodes: each closed temporary link made its
+        peer "lost", the lost peer was asked again every promotion interval
+        over a new temporary link, whose close made it lost again.
         """
         name = peer.name
         if self._settle(peer):
             self._wants_repair = True
         if self._probe == name:
             self._probe = None
+        if reason == "disconnected":
+            known = self._active.get(name)
+            if known is not None and known.incarnation <= peer.incarnation:
+                self._remove_active(name)
+                self._add_passive(peer, ())
+                self._trigger_repair(1 if self._active else 1 << 30)
+                self._tried.add(name)  # it just let the link go: ask someone else
+            return
         gone = reason == "left" or reason == "restarted"
         if gone:
             self._lost.pop(name, None)  # a newer life exists, or it said goodbye

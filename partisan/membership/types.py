@@ -74,10 +74,12 @@ class PeerUp:
 
 @dataclass(frozen=True, slots=True)
 class PeerDown:
-    """The connection to `peer` failed: `reason` is the transport's diagnosis.
+    """The connection to `peer` is gone: `reason` is the transport's diagnosis.
 
-    Reasons: ``"connection_closed"``, ``"heartbeat_timeout"``, ``"restarted"``,
-    ``"unreachable"`` (a send or dial failed), ``"left"``.
+    Failures: ``"connection_closed"``, ``"heartbeat_timeout"``, ``"restarted"``,
+    ``"unreachable"`` (a send or dial failed). Not failures: ``"left"`` (the
+    peer said goodbye) and ``"disconnected"`` (both ends agreed to close a
+    healthy link, e.g. a temporary one; the peer is still a fine backup).
     """
 
     peer: NodeSpec

@@ -525,6 +525,34 @@ def test_stale_peer_down_of_an_older_incarnation_is_ignored() -> None:
     assert hv.active() == (a2,)
 
 
+def test_closed_temporary_link_to_a_passive_peer_keeps_it_and_asks_it_nothing() -> None:
+    """An agreed close ("disconnected") is not a failure: no lost peer, no new request.
+
+    Regression: real nodes reported each closed temporary link (a probe, a
+    shuffle reply) as a failure, so the peer was asked again over a new
+    temporary link every promotion interval, whose close started it over.
+    """
+    hv = make(active_size=1, active_min_size=1, random_promotion_interval=5.0)
+    with_active(hv, A)
+    with_passive(hv, P)
+    assert hv.handle(PeerDown(P, "disconnected"), 2.0) == []
+    assert hv.passive() == (P,)
+    assert hv.statistics().lost == 0
+    assert hv.handle(TimerFired(PROMOTE_TIMER), 5.0) == []  # full, nothing to retry
+
+
+def test_agreed_close_of_an_active_link_moves_the_peer_to_passive_and_asks_once() -> None:
+    hv = make(active_size=2, active_min_size=1)
+    with_active(hv, A, B)
+    with_passive(hv, P)
+    assert hv.handle(PeerDown(A, "disconnected"), 2.0) == [
+        Send(P, LOW),  # one request, not to the peer that let the link go
+        members(B),
+    ]
+    assert set(hv.passive()) == {A, P}
+    assert hv.statistics().lost == 0
+
+
 def test_isolated_node_retries_its_join() -> None:
     hv = make()
     hv.handle(Join(C), 0.0)
