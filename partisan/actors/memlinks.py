@@ -58,6 +58,7 @@ class MemoryLinks:
         self.sessions: dict[str, MemoryLinks] = {}
         self.spec = NodeSpec(config.name, "memory", 0, incarnation=incarnation)
         self.sent = 0
+        self.data_peers: set[str] = set()  # peers sent more than membership this session
         self.closed = False
         self.loop: asyncio.AbstractEventLoop | None = None
 
@@ -122,6 +123,8 @@ class MemoryLinks:
         flags, frames = codec.encode_payload(payload)
         data = (flags, [bytes(f) for f in frames])
         self.sent += 1
+        if channel != "membership":
+            self.data_peers.add(peer)
         other._on_loop(other._deliver, self, channel, dest, data)
         return sum(len(f) for f in data[1])
 
@@ -147,22 +150,30 @@ class MemoryLinks:
     def disconnect(self, peer: str, *, reason: str = "left") -> None:
         """Close the session with `peer` (it sees `reason`); no callback for us."""
         other = self.sessions.pop(peer, None)
+        self.data_peers.discard(peer)
         if other is not None and other.sessions.get(self.spec.name) is self:
             del other.sessions[self.spec.name]
+            other.data_peers.discard(self.spec.name)
             other._on_loop(other.handler.on_peer_down, self.spec, reason)
 
     def crash(self, reason: str = "connection_closed") -> None:
         """Simulate kill -9: every peer sees the session drop with `reason`."""
         self.closed = True
+        self.data_peers.clear()
         for name, other in list(self.sessions.items()):
             if other.sessions.get(self.spec.name) is self:
                 del other.sessions[self.spec.name]
+                other.data_peers.discard(self.spec.name)
                 other._on_loop(other.handler.on_peer_down, self.spec, reason)
             del self.sessions[name]
             self.handler.on_peer_down(other.spec, reason)  # the dead side loses them too
 
     def is_connected(self, peer: str) -> bool:
         return peer in self.sessions
+
+    def carries_data(self, peer: str) -> bool:
+        """As `Links.carries_data`: something other than membership was sent to `peer`."""
+        return peer in self.data_peers
 
     def peers(self) -> list[NodeSpec]:
         return [other.spec for other in self.sessions.values()]

@@ -241,16 +241,17 @@ class OnDemand:
             logger.debug("keeping pinned link to %s across a view change", name)
             return
         self.asked[name] = peer
-        dist.post(name, env.CloseReq(), None)
+        dist.post(name, env.CloseReq(), None, self._close_channel(name))
 
     def on_close_req(self, sender: NodeSpec) -> None:
         name = sender.name
         dist = self.dist
+        channel = self._close_channel(name)
         if dist.pinned(name) or self.in_view(name) or self.queues.get(name):
-            dist.post(name, env.CloseAck(False), None)
+            dist.post(name, env.CloseAck(False), None, channel)
             return
         # (If we asked too, both ends want it closed: each agrees and each closes.)
-        dist.post(name, env.CloseAck(True), None)
+        dist.post(name, env.CloseAck(True), None, channel)
         # Agreed: our later traffic for it waits until the link is gone or the close is off.
         self.queues.setdefault(name, deque())
         loop = asyncio.get_running_loop()
@@ -263,10 +264,21 @@ class OnDemand:
         if peer is None or not ok:
             return
         if dist.pinned(name) or self.in_view(name) or self.queues.get(name):
-            dist.post(name, env.CloseCancel(), None)
+            dist.post(name, env.CloseCancel(), None, self._close_channel(name))
             return
         dist.links.disconnect(name, reason="disconnected")
         dist.park(peer)
+
+    def _close_channel(self, node: str) -> str:
+        """Where the close handshake travels: behind our actor traffic to `node`, if any.
+
+        Each end's messages must not overtake what that end already sent on
+        the link (an answer must not arrive before the replies it vouches
+        for), so with a data lane open they go on `default`; a link that
+        never carried any (a temporary membership link) uses the membership
+        lane, which is always open, instead of opening `default` just for this.
+        """
+        return "default" if self.dist.links.carries_data(node) else "membership"
 
     def closing_agreed(self, node: str) -> bool:
         """True between our yes to `node`'s `CloseReq` and the end of the link."""

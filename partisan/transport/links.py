@@ -5,7 +5,7 @@ Theory of operation
 One ROUTER per node (ROUTER_MANDATORY, CURVE server behind the ZAP handler)
 receives everything peers send us. Towards each peer we keep our own DEALERs,
 one per (channel, lane): ``membership`` lane 0 carries the handshake and is
-always open, as are the ``default`` lanes; other lanes open on first use
+always open; every other lane, ``default``'s included, opens on first use
 (`open_all_lanes` opens them all). Data flows over the sender's DEALERs; when
 we accept a non-hidden peer's HELLO we dial it back, so replies have a path of
 their own. A hidden peer is not dialled back: our messages to it ride the
@@ -327,6 +327,21 @@ class Links:
         """True when a session with `peer` is up (PeerUp was reported)."""
         state = self._table.get(peer)
         return state is not None and state.up_reported and not state.closing
+
+    def carries_data(self, peer: str) -> bool:
+        """True when we opened a lane to `peer` other than `membership` (or ride its ROUTER).
+
+        An agreed close asks and answers over `default` then, so that its
+        messages queue behind the actor traffic on that lane; a link that only
+        ever carried membership messages (HyParView's temporary links) asks
+        over the membership lane instead, which is always open: opening a
+        lane, and paying its CURVE handshake, only to say goodbye doubled the
+        handshakes of a temporary link.
+        """
+        state = self._table.get(peer)
+        if state is None:
+            return False
+        return state.router_lane is not None or any(key[0] != "membership" for key in state.lanes)
 
     def peers(self) -> list[NodeSpec]:
         """Peers with a live session (hidden ones too), sorted by name."""
