@@ -168,7 +168,12 @@ class Outbound:
         lane = peer.lanes.get((channel, index))
         if lane is None:
             lane = self.open_lane(peer, channel, index)
-        if channel == "default" or not self._fallback:
+        if channel == "default" or channel == "membership" or not self._fallback:
+            # `membership` lane 0 opens with the session: its messages wait for
+            # it. (Falling back made the side that dials back open a `default`
+            # lane, a whole CURVE handshake, for a membership message sent
+            # before its own DEALER had connected: 15% more connections in a
+            # 32-node full mesh.)
             return lane
         if lane.up and channel not in peer.fallback:
             return lane

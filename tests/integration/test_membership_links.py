@@ -1,4 +1,11 @@
-"""HyParView's temporary links on real nodes: one membership message, then an agreed close.
+"""What the membership's own links cost on real nodes: one connection per direction.
+
+Full mesh: every link carries only membership traffic while the cluster is
+idle, so each direction is its one `membership` lane; the side that dials
+back must not open a `default` lane (a CURVE handshake) for a membership
+message it sends before its own lane has connected.
+
+HyParView's temporary links: one membership message, then an agreed close.
 
 A node that sends a membership message to a peer outside its views (a
 shuffle reply, a passive probe) dials a link for it; the membership sweep
@@ -17,6 +24,7 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 import partisan
@@ -35,15 +43,64 @@ def keys(key_dir: Callable[..., Path]) -> Path:
     return key_dir("t", "b")
 
 
-@pytest.fixture
-def member(keys: Path) -> Iterator[NodeProcess]:
-    argv = [sys.executable, "-m", "partisan.testing.membernode", "b", "--keys", str(keys)]
-    argv += ["--manager", "hyparview"]
+def start_member(name: str, keys: Path, manager: str) -> NodeProcess:
+    argv = [sys.executable, "-m", "partisan.testing.membernode", name, "--keys", str(keys)]
+    argv += ["--manager", manager]
     for field, value in SETTINGS.items():
         argv += ["--set", f"{field}={value}"]
-    node = NodeProcess(argv)
+    return NodeProcess(argv)
+
+
+@pytest.fixture
+def member(keys: Path) -> Iterator[NodeProcess]:
+    node = start_member("b", keys, "hyparview")
     yield node
     node.stop()
+
+
+@pytest.fixture
+def mesh(key_dir: Callable[..., Path]) -> Iterator[tuple[Path, list[NodeProcess]]]:
+    keys = key_dir("t", "b", "c", "d")
+    started: list[NodeProcess] = []
+    try:
+        for name in ("b", "c", "d"):
+            started.append(start_member(name, keys, "full-mesh"))
+        yield keys, started
+    finally:
+        for node in reversed(started):
+            node.stop()
+
+
+@pytest.mark.timeout(60)
+def test_an_idle_full_mesh_has_one_membership_lane_per_direction_and_nothing_else(
+    mesh: tuple[Path, list[NodeProcess]],
+) -> None:
+    keys, (b, c, d) = mesh
+
+    async def main() -> None:
+        async with partisan.Node("t", port=0, key_dir=str(keys), **SETTINGS) as node:
+            # c and d join through b; t joins last, so b, c and d all dial t and t
+            # dials each of them back, sending its gossip at once (the race).
+            for other in (c, d):
+                other.request("join", target=f"b@{b.address}")
+            await node.join(f"b@{b.address}")
+            await until(lambda: partisan.nodes() == ["b", "c", "d"], "t linked to all")
+            await until(lambda: partisan.members() == ["b", "c", "d", "t"], "t's members")
+            for other in (b, c, d):
+                await until(lambda o=other: len(o.request("view")["nodes"]) == 3, "a full mesh")
+            # One TCP connection each way per peer: our membership DEALER, and
+            # the peer's at our ROUTER. A `default` lane would be a third.
+            port = node.spec.port if node.spec is not None else -1
+            conns = [
+                c
+                for c in psutil.Process().net_connections("tcp")
+                if c.status == psutil.CONN_ESTABLISHED and c.raddr
+            ]
+            ours = [c for c in conns if c.laddr.port != port]
+            theirs = [c for c in conns if c.laddr.port == port]
+            assert (len(ours), len(theirs)) == (3, 3), conns
+
+    asyncio.run(main())
 
 
 async def until(probe: Callable[[], object], what: str) -> object:
