@@ -40,6 +40,7 @@ from typing import Any
 
 import psutil
 
+from benchmarks.node_probes import auth_admitted
 from partisan.cluster.layout import CliIdentity, ClusterDir
 from partisan.cluster.observer import Observer
 from partisan.transport.keys import create_keys
@@ -49,16 +50,6 @@ _NODE_IMPORTS = (
 )
 #: Seconds of quiet measured for idle CPU.
 IDLE_SECONDS = 10.0
-
-
-def auth_admitted() -> int:
-    """CURVE handshakes this node's ZAP handler admitted (run on the node by rpc)."""
-    from partisan.actors.process import current
-    from partisan.node import node_of
-
-    node = node_of(current().runtime)
-    auth = getattr(node.links, "_auth", None) if node is not None else None
-    return 0 if auth is None else int(auth.statistics().admitted)
 
 
 def _bare(n: int) -> float:
