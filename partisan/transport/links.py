@@ -329,19 +329,9 @@ class Links:
         return state is not None and state.up_reported and not state.closing
 
     def carries_data(self, peer: str) -> bool:
-        """True when we opened a lane to `peer` other than `membership` (or ride its ROUTER).
-
-        An agreed close asks and answers over `default` then, so that its
-        messages queue behind the actor traffic on that lane; a link that only
-        ever carried membership messages (HyParView's temporary links) asks
-        over the membership lane instead, which is always open: opening a
-        lane, and paying its CURVE handshake, only to say goodbye doubled the
-        handshakes of a temporary link.
-        """
+        """`Peer.carries_data` of `peer` (False without a session): where a close is said."""
         state = self._table.get(peer)
-        if state is None:
-            return False
-        return state.router_lane is not None or any(key[0] != "membership" for key in state.lanes)
+        return state is not None and state.carries_data()
 
     def peers(self) -> list[NodeSpec]:
         """Peers with a live session (hidden ones too), sorted by name."""

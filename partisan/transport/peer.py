@@ -120,6 +120,16 @@ class Peer:
         """The lane that carries HELLO, PING and BYE: membership lane 0 or the ROUTER lane."""
         return self.router_lane or self.lanes.get(("membership", 0))
 
+    def carries_data(self) -> bool:
+        """True when we opened a lane besides `membership` (or ride the peer's ROUTER).
+
+        Such an end sends its part of an agreed close on `default`, behind its
+        actor traffic; a link that only ever carried membership messages says
+        it on the membership lane instead of opening a lane (and paying its
+        CURVE handshake) only to say goodbye (partisan/actors/on_demand.py).
+        """
+        return self.router_lane is not None or any(key[0] != "membership" for key in self.lanes)
+
     def queued(self) -> tuple[int, int]:
         """(messages, bytes) waiting in our lane queues."""
         lanes = list(self.lanes.values())
