@@ -295,16 +295,29 @@ def test_an_on_demand_link_closes_when_idle_and_dials_again_on_use(
                 passive = [s.name for s in service.manager.passive() if s.name not in active]
                 return passive[0] if active and passive else None
 
-            target = await until(outside, SETTLE, "a passive-view entry")
-            by_name[target].request("serve", name="echo")
-            assert await partisan.call(("echo", target), 1) == [target, 1]
+            def neighbours(name: str) -> bool:
+                """Whether the overlay itself now wants the t-`name` link (either view)."""
+                if name in {s.name for s in service.manager.active()}:
+                    return True
+                return "t" in by_name[name].request("view")["active"]
 
-            opened = asyncio.get_running_loop().time()
-            await until(
-                lambda: target not in node.nodes(),
-                1.0 + 10 * INTERVAL + 3.0,
-                "the idle link to close",
-            )
+            # HyParView may make the target a neighbour of t meanwhile (t's one active
+            # slot churns with 0.2 s promotions): then the link is needed and rightly
+            # stays, so the test picks another passive entry and tries again.
+            for _attempt in range(5):
+                target = await until(outside, SETTLE, "a passive-view entry")
+                by_name[target].request("serve", name="echo")
+                assert await partisan.call(("echo", target), 1) == [target, 1]
+                opened = asyncio.get_running_loop().time()
+                await until(
+                    lambda t=target: t not in node.nodes() or neighbours(t),
+                    1.0 + 10 * INTERVAL + 3.0,
+                    "the idle link to close",
+                )
+                if target not in node.nodes():
+                    break
+            else:
+                raise AssertionError("every target became a neighbour: no idle close seen")
             # not before idle_link_timeout (1 s) without traffic
             assert asyncio.get_running_loop().time() - opened >= 1.0
             assert await partisan.call(("echo", target), 2) == [target, 2]  # dialled again
