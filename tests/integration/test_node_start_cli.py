@@ -28,7 +28,10 @@ import partisan
 
 
 async def main():
-    Path(os.environ["APP_MARKER"]).write_text(partisan.node())
+    # Written aside, then renamed: the test sees the marker only once it is complete.
+    marker = Path(os.environ["APP_MARKER"])
+    marker.with_suffix(".tmp").write_text(partisan.node())
+    os.replace(marker.with_suffix(".tmp"), marker)
 
 
 async def crash():
