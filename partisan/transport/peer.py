@@ -123,10 +123,7 @@ class Peer:
     def carries_data(self) -> bool:
         """True when we opened a lane besides `membership` (or ride the peer's ROUTER).
 
-        Such an end sends its part of an agreed close on `default`, behind its
-        actor traffic; a link that only ever carried membership messages says
-        it on the membership lane instead of opening a lane (and paying its
-        CURVE handshake) only to say goodbye (partisan/actors/on_demand.py).
+        It decides which lane an agreed close travels on: `OnDemand._close_channel`.
         """
         return self.router_lane is not None or any(key[0] != "membership" for key in self.lanes)
 
