@@ -371,4 +371,4 @@ _Z85_CHARS = frozenset(
 
 
 def _is_z85_key(text: str) -> bool:
-    return len(text) == 40 and all(c in _Z85_CHARS for c in text)
+    return len(text) == 40 and _Z85_CHARS.issuperset(text)
