@@ -6,19 +6,32 @@ value raises `ConfigError` naming the field, the value and what is allowed.
 Durations are float seconds. Nested sections (``hyparview``, ``plumtree``) are
 TOML tables, ``PARTISAN_HYPARVIEW__ACTIVE_SIZE`` in the environment, and dicts
 (or the section dataclass) as keywords.
+
+This module holds the dataclasses and their validation. Channel specs and
+their text form live in `partisan.config_channels` (re-exported here), and
+reading, coercing and merging the sources in `partisan.config_loading`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import types
-import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from partisan.config_channels import ChannelSpec, parse_channels
+from partisan.config_loading import (
+    ENV_PREFIX,
+    _as_dict,
+    _bad,
+    _build,
+    _coerce_section,
+    _from_env,
+    _merge,
+    _read_toml,
+)
 from partisan.errors import ConfigError
 from partisan.identity import _check_name
 
@@ -33,84 +46,6 @@ __all__ = [
 
 MANAGERS = ("full-mesh", "hyparview", "client-server", "static")
 ROLES = ("server", "client")
-ENV_PREFIX = "PARTISAN_"
-_CHANNEL_FLAGS = ("monotonic", "acked", "causal")
-_CHANNEL_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
-
-
-@dataclass(frozen=True, slots=True)
-class ChannelSpec:
-    """A named channel with `parallelism` lanes and delivery flags.
-
-    `monotonic` keeps only the newest message; `acked` retransmits until the
-    receiving node acknowledges and delivers exactly once, in order per
-    partition key; `causal` delivers a message only after every message that
-    causally precedes it on the channel, and implies `acked`
-    (docs/delivery.md).
-    """
-
-    name: str
-    parallelism: int = 1
-    monotonic: bool = False
-    acked: bool = False
-    causal: bool = False
-
-    def __post_init__(self) -> None:
-        if self.causal and not self.acked:
-            object.__setattr__(self, "acked", True)  # causal implies acked
-        if self.acked and self.monotonic:
-            raise ConfigError(
-                f"channels: {self.name!r} cannot be both monotonic and acked "
-                "(monotonic drops older messages; acked delivers every one)"
-            )
-
-    @property
-    def reliable(self) -> bool:
-        """True when the delivery layer (acked or causal) carries this channel."""
-        return self.acked
-
-    def __str__(self) -> str:
-        flags = [f for f in ("monotonic", "acked", "causal") if getattr(self, f)]
-        if self.causal:
-            flags.remove("acked")
-        return ":".join([self.name, str(self.parallelism), *flags])
-
-
-def parse_channels(text: str, *, field_name: str = "channels") -> tuple[ChannelSpec, ...]:
-    """Parse ``"data:4,gossip:1:monotonic"`` into channel specs."""
-    specs: list[ChannelSpec] = []
-    for item in (part.strip() for part in text.split(",")):
-        if not item:
-            continue
-        bits = item.split(":")
-        name = bits[0]
-        allowed = (
-            "name[:parallelism][:flag...] with flags monotonic, acked, causal,"
-            " e.g. 'data:4,gossip:1:monotonic,log:1:acked:causal'"
-        )
-        if not name or not set(name) <= _CHANNEL_NAME_CHARS:
-            raise ConfigError(f"{field_name}: invalid channel {item!r}; expected {allowed}")
-        parallelism = 1
-        if len(bits) >= 2:
-            try:
-                parallelism = int(bits[1])
-            except ValueError:
-                raise ConfigError(
-                    f"{field_name}: invalid parallelism {bits[1]!r} in {item!r}; expected {allowed}"
-                ) from None
-        flags = set()
-        for flag in bits[2:]:
-            if flag not in _CHANNEL_FLAGS or flag in flags:
-                raise ConfigError(f"{field_name}: invalid flag {flag!r} in {item!r}; {allowed}")
-            flags.add(flag)
-        try:
-            spec = ChannelSpec(
-                name, parallelism, "monotonic" in flags, "acked" in flags, "causal" in flags
-            )
-        except ConfigError as exc:
-            raise ConfigError(f"{field_name}: {item!r}: {exc}") from None
-        specs.append(spec)
-    return tuple(specs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,8 +296,8 @@ class Config:
     def replace(self, **changes: Any) -> Config:
         """A copy with `changes` applied (coerced and validated like keywords)."""
         merged = _as_dict(self)
-        _merge(merged, _coerce_section(Config, changes, "keyword", ""))
-        return _build(Config, merged)
+        _merge(merged, _coerce_section(Config, changes, "keyword", "", _SECTIONS))
+        return _build(Config, merged, _SECTIONS)
 
     # ---------------------------------------------------------------- loading
 
@@ -380,25 +315,21 @@ class Config:
         ``os.environ``; pass ``{}`` to ignore the environment.
         """
         environ = os.environ if env is None else env
+        sections = _SECTIONS if cls is Config else None  # nested tables are Config's
         merged: dict[str, Any] = {}
         path = config_file if config_file is not None else environ.get(ENV_PREFIX + "CONFIG")
         if path:
-            _merge(merged, _coerce_section(cls, _read_toml(Path(path)), f"config file {path}", ""))
-        _merge(merged, _coerce_section(cls, _from_env(environ), "environment", ""))
-        _merge(
-            merged,
-            _coerce_section(cls, {k: v for k, v in kwargs.items() if v is not None}, "keyword", ""),
-        )
-        return _build(cls, merged)
+            raw = _read_toml(Path(path))
+            _merge(merged, _coerce_section(cls, raw, f"config file {path}", "", sections))
+        _merge(merged, _coerce_section(cls, _from_env(environ), "environment", "", sections))
+        keywords = {k: v for k, v in kwargs.items() if v is not None}
+        _merge(merged, _coerce_section(cls, keywords, "keyword", "", sections))
+        return _build(cls, merged, _SECTIONS)
 
 
 # ----------------------------------------------------------------- internals
 
 _SECTIONS: dict[str, type] = {"hyparview": HyParViewConfig, "plumtree": PlumtreeConfig}
-
-
-def _bad(field_name: str, value: object, allowed: str) -> typing.NoReturn:
-    raise ConfigError(f"{field_name}: invalid value {value!r}; expected {allowed}")
 
 
 def _check_positive(obj: object, names: tuple[str, ...], prefix: str = "") -> None:
@@ -410,142 +341,3 @@ def _check_positive(obj: object, names: tuple[str, ...], prefix: str = "") -> No
 
 def _is_loopback(host: str) -> bool:
     return host in ("localhost", "::1") or host.startswith("127.")
-
-
-def _read_toml(path: Path) -> dict[str, Any]:
-    import tomllib  # here, not at the top: most nodes never read a file (~0.5 MB of RSS each)
-
-    try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(f"config file {str(path)!r} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
-
-
-#: PARTISAN_* variables that are not config fields: the config file's path, and the
-#: switch partisan/delivery/faults.py reads at import (benchmarks only).
-_NOT_FIELDS = frozenset({ENV_PREFIX + "CONFIG", ENV_PREFIX + "FAULTS"})
-
-
-def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
-    """Collect ``PARTISAN_FIELD`` and ``PARTISAN_SECTION__FIELD`` variables."""
-    out: dict[str, Any] = {}
-    for key, value in environ.items():
-        if not key.startswith(ENV_PREFIX) or key in _NOT_FIELDS:
-            continue
-        path = key[len(ENV_PREFIX) :].lower().split("__")
-        if len(path) == 1:
-            out[path[0]] = value
-        elif len(path) == 2:
-            out.setdefault(path[0], {})
-            if isinstance(out[path[0]], dict):
-                out[path[0]][path[1]] = value
-        else:
-            raise ConfigError(f"environment variable {key}: too deeply nested (one '__' at most)")
-    return out
-
-
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _coerce_section(cls: type, raw: Mapping[str, Any], source: str, prefix: str) -> dict[str, Any]:
-    """Check names and coerce values of one section against `cls`'s fields."""
-    hints = _hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    out: dict[str, Any] = {}
-    for key, value in raw.items():
-        name = key.replace("-", "_")
-        if name not in names:
-            raise ConfigError(
-                f"{source}: unknown option {prefix + key!r}; known options: {', '.join(sorted(names))}"
-            )
-        if name in _SECTIONS and cls is Config:
-            if isinstance(value, _SECTIONS[name]):
-                value = _as_dict(value)
-            if not isinstance(value, Mapping):
-                _bad(prefix + name, value, f"a table of {name} options")
-            out[name] = _coerce_section(_SECTIONS[name], value, source, f"{name}.")
-        else:
-            out[name] = _coerce(prefix + name, hints[name], value)
-    return out
-
-
-def _coerce(name: str, hint: Any, value: Any) -> Any:
-    """Turn a TOML, environment or keyword value into the field's type."""
-    args = typing.get_args(hint)
-    optional = isinstance(hint, types.UnionType) and type(None) in args
-    if optional:
-        if value is None or (isinstance(value, str) and value.lower() in ("", "none", "null")):
-            return None
-        hint = next(a for a in args if a is not type(None))
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
-            return True
-        if isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
-            return False
-        _bad(name, value, "a boolean (true/false, 1/0, yes/no, on/off)")
-    if hint is int:
-        return _number(name, value, int, "an integer")
-    if hint is float:
-        return float(_number(name, value, float, "a number of seconds"))
-    if hint is str:
-        if not isinstance(value, str):
-            _bad(name, value, "a string")
-        return value
-    if hint == tuple[ChannelSpec, ...]:
-        if isinstance(value, str):
-            return parse_channels(value, field_name=name)
-        if isinstance(value, (list, tuple)):
-            return tuple(
-                v if isinstance(v, ChannelSpec) else parse_channels(str(v), field_name=name)[0]
-                for v in value
-            )
-        _bad(name, value, "channels like 'data:4,gossip:1:monotonic'")
-    if hint == tuple[str, ...]:
-        if isinstance(value, str):
-            return tuple(p.strip() for p in value.split(",") if p.strip())
-        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
-            return tuple(value)
-        _bad(name, value, "a list of strings (or a comma-separated string)")
-    raise AssertionError(f"no coercion for {name}: {hint!r}")  # a new field type needs a rule here
-
-
-def _number(name: str, value: Any, kind: Callable[[Any], Any], what: str) -> Any:
-    if isinstance(value, bool):
-        _bad(name, value, what)
-    if isinstance(value, (int, float)) and not (kind is int and isinstance(value, float)):
-        return value
-    if isinstance(value, str):
-        try:
-            return kind(value.strip())
-        except ValueError:
-            pass
-    _bad(name, value, what)
-
-
-def _as_dict(obj: Any) -> dict[str, Any]:
-    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
-
-
-def _merge(into: dict[str, Any], layer: Mapping[str, Any]) -> None:
-    for key, value in layer.items():
-        if isinstance(value, dict) and isinstance(into.get(key), dict):
-            into[key].update(value)
-        elif isinstance(value, dict):
-            into[key] = dict(value)
-        else:
-            into[key] = value
-
-
-def _build(cls: type[Config], merged: Mapping[str, Any]) -> Config:
-    values = dict(merged)
-    for name, section in _SECTIONS.items():
-        if name in values:
-            sub = values[name]
-            values[name] = section(**sub) if isinstance(sub, Mapping) else sub
-    return cls(**values)

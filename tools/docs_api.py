@@ -169,6 +169,7 @@ def _field_comments(source: list[str], class_name: str) -> dict[str, str]:
 
 def _type_name(hint: typing.Any) -> str:
     text = hint.__name__ if isinstance(hint, type) else str(hint)
+    text = text.replace("partisan.config_channels.", "")  # ChannelSpec's own module
     return text.replace("partisan.config.", "").replace("typing.", "")
 
 

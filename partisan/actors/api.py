@@ -10,18 +10,18 @@ inside ``async with partisan.Node(...)``.
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from partisan.actors.arg_checks import check_rpc_args, check_timeout
 from partisan.actors.loop_guard import needs_loop, require_loop
 from partisan.actors.mailbox import Match
 from partisan.actors.process import ActorExit, Process, _current, current
 from partisan.actors.runtime import Dest, Runtime
 from partisan.actors.signals import Cast, From, NodeDown, Ref
-from partisan.errors import CallTimeout, NotConnected
+from partisan.actors.spawning import check_spawnable, spawn_local
+from partisan.errors import NotConnected
 from partisan.identity import Pid
 
 _current_get = _current.get
@@ -55,85 +55,6 @@ __all__ = [
     "unregister",
     "whereis",
 ]
-
-
-def check_timeout(timeout: object, what: str) -> None:
-    """Misuse fails here, in one line: `timeout` is seconds (int or float >= 0) or None."""
-    if timeout is None:
-        return
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise TypeError(f"{what}: timeout must be a number of seconds or None, got {timeout!r}")
-    if timeout < 0:
-        raise ValueError(f"{what}: timeout must be >= 0, got {timeout!r}")
-
-
-def _is_actor_class(cls: type) -> bool:
-    """True for `Actor` subclasses, known by the runtime protocol they implement.
-
-    Not ``issubclass(cls, Actor)``: `Actor.start` calls `spawn`, so
-    `partisan.actors.actor` imports this module, not the other way round.
-    """
-    return callable(getattr(cls, "_partisan_start", None))
-
-
-async def _run_actor_class(cls: Any, args: tuple[Any, ...]) -> None:
-    """The task entry for a class-based actor (runs inside the new actor's task)."""
-    proc = _current.get()
-    if cls.trap_exit:
-        proc.trap_exit = True
-    instance = cls.__new__(cls)
-    instance._process = proc
-    proc.actor = instance
-    await instance._partisan_start(*args)
-
-
-def check_spawnable(fn: Any) -> None:
-    """Raise TypeError at the call site unless `fn` is an ``async def`` or an Actor class."""
-    if isinstance(fn, type):
-        if _is_actor_class(fn):
-            return
-        raise TypeError(f"spawn: class {fn.__name__} is not an Actor/GenServer subclass")
-    target = fn.func if isinstance(fn, functools.partial) else fn
-    if inspect.iscoroutinefunction(target):
-        return
-    if callable(target) and inspect.iscoroutinefunction(type(target).__call__):
-        return
-    raise TypeError(
-        f"spawn: {fn!r} is not an `async def` function or an Actor subclass "
-        "(a plain `def` cannot be an actor: it would block the node's event loop)"
-    )
-
-
-async def spawn_local(
-    runtime: Runtime,
-    fn: Any,
-    args: tuple[Any, ...],
-    *,
-    parent: Pid | None,
-    link: bool,
-    name: str | None,
-    timeout: float | None,
-) -> Pid:
-    """Start `fn` on this node; for behaviours, wait for their init (raising what it raised)."""
-    if isinstance(fn, type):
-        proc = runtime.spawn(
-            _run_actor_class,
-            (fn, args),
-            parent=parent,
-            link=link,
-            name=name,
-            wants_start=bool(getattr(fn, "waits_for_init", False)),
-        )
-    else:
-        proc = runtime.spawn(fn, args, parent=parent, link=link, name=name)
-    if proc.started is not None:
-        try:
-            async with asyncio.timeout(timeout):
-                await asyncio.shield(proc.started)
-        except TimeoutError:
-            runtime.kill(proc, "init_timeout")
-            raise CallTimeout(f"{fn!r} did not finish init within {timeout} s") from None
-    return proc.pid
 
 
 @needs_loop("partisan.blocking.spawn(...)")
@@ -465,35 +386,6 @@ def cancel_timer(ref: Ref) -> bool:
     return current().runtime.cancel_timer(ref)
 
 
-def _check_rpc_args(node_name: str, fn: Any, args: tuple[Any, ...]) -> None:
-    """Catch ``rpc(node, fn, (a, b))`` — Erlang's habit — here, not as a remote TypeError.
-
-    When `fn`'s signature is known and refuses `args` but would take the one
-    tuple given spread out, the caller meant ``rpc(node, fn, *args)``. Other
-    mismatches are left to the remote call (a signature may be unknowable).
-    """
-    if not callable(fn):
-        raise TypeError(f"rpc: fn must be callable, got {fn!r}")
-    if len(args) != 1 or not isinstance(args[0], tuple):
-        return
-    try:
-        signature = inspect.signature(fn)
-    except (TypeError, ValueError):
-        return
-    try:
-        signature.bind(*args)
-    except TypeError:
-        try:
-            signature.bind(*args[0])
-        except TypeError:
-            return
-        name = getattr(fn, "__name__", repr(fn))
-        raise TypeError(
-            f"rpc({node_name!r}, {name}, {args[0]!r}) passes one tuple; arguments are "
-            f"given one by one: rpc({node_name!r}, {name}, *{args[0]!r})"
-        ) from None
-
-
 @needs_loop("partisan.blocking.rpc(...)")
 async def rpc(
     node_name: str,
@@ -507,7 +399,7 @@ async def rpc(
     `CallExit("noconnection")` if the node is lost meanwhile.
     """
     check_timeout(timeout, "rpc")
-    _check_rpc_args(node_name, fn, args)
+    check_rpc_args(node_name, fn, args)
     runtime = current().runtime
     if node_name == runtime.node:
         result = fn(*args)

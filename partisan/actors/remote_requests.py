@@ -19,10 +19,10 @@ import traceback
 from typing import TYPE_CHECKING, Any
 
 from partisan.actors import envelopes as env
-from partisan.actors.api import check_spawnable, spawn_local
 from partisan.actors.process import Process, _current
 from partisan.actors.runtime import Watch, crashed_from
 from partisan.actors.signals import Crashed, Ref, make_ref
+from partisan.actors.spawning import check_spawnable, spawn_local
 from partisan.errors import AlreadyStarted, CallExit, CallTimeout, NotConnected, SpawnError
 from partisan.identity import NodeSpec, Pid
 

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from partisan.actors.api import check_spawnable
+from partisan.actors.spawning import check_spawnable
 from partisan.identity import Pid
 from partisan.supervision.policy import (
     DEFAULT_INTENSITY,

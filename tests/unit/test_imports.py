@@ -23,7 +23,14 @@ ROOT = Path(partisan.__file__).parent
 #: Lowest first; a module may import its own layer and the ones before it.
 #: A module is placed by the longest matching name (package or module).
 LAYERS: list[tuple[str, ...]] = [
-    ("partisan.identity", "partisan.errors", "partisan.config"),
+    # Config's channel specs and its loading are modules of their own (config imports them).
+    (
+        "partisan.identity",
+        "partisan.errors",
+        "partisan.config",
+        "partisan.config_channels",
+        "partisan.config_loading",
+    ),
     ("partisan.membership",),
     ("partisan.transport",),
     # Fault injection wraps the transport; acked/causal channels sit above it and are
