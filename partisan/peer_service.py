@@ -69,6 +69,7 @@ from partisan.membership.types import (
     TimerFired,
 )
 from partisan.relay import RELAY_DEST, Relay
+from partisan.transport.ticks import call_on_grid
 
 __all__ = ["BROADCAST_DEST", "MEMBERSHIP_DEST", "RELAY_DEST", "PeerService"]
 
@@ -141,7 +142,7 @@ class PeerService:
         self._apply(actions)
         if self._views is not None:
             self._record_views(None, actions)
-        self._sweep_handle = self._loop.call_later(self.config.connection_interval, self._sweep)
+        self._sweep_handle = call_on_grid(self._loop, self.config.connection_interval, self._sweep)
 
     def leave_for_stop(self) -> None:
         """A graceful stop: tell the cluster we leave, keep the links for the flush.
@@ -435,7 +436,7 @@ class PeerService:
         """
         assert self._loop is not None
         now = self._loop.time()
-        self._sweep_handle = self._loop.call_later(self.config.connection_interval, self._sweep)
+        self._sweep_handle = call_on_grid(self._loop, self.config.connection_interval, self._sweep)
         needed = {spec.name for spec in self.manager.active()} | set(self._dials)
         on_demand = self.dist.on_demand
         unneeded = set()

@@ -44,6 +44,7 @@ from partisan.errors import CallTimeout, JoinRefused
 from partisan.transport.lanes import OutLane
 from partisan.transport.peer import OutState, Peer, PeerTable
 from partisan.transport.statistics import Rejections
+from partisan.transport.ticks import call_on_grid
 from partisan.transport.wire import Header, Kind, encode_header
 
 if TYPE_CHECKING:
@@ -99,7 +100,7 @@ class Detection:
     def start(self) -> None:
         """Run housekeeping every heartbeat interval from now on."""
         loop = self._local.running()
-        self._timer = loop.call_later(self._local.config.heartbeat_interval, self._housekeeping)
+        self._timer = call_on_grid(loop, self._local.config.heartbeat_interval, self._housekeeping)
 
     def stop(self) -> None:
         """Cancel housekeeping and the grace timers of failed links (closing)."""
@@ -263,7 +264,7 @@ class Detection:
             if until < now - 600:
                 del self._backoff[address]
         if not local.closed:
-            self._timer = loop.call_later(local.config.heartbeat_interval, self._housekeeping)
+            self._timer = call_on_grid(loop, local.config.heartbeat_interval, self._housekeeping)
 
     def _ping_inbound(self, peer: Peer) -> None:
         """PING a reported-up peer whose outbound half is not up, through its own connection.

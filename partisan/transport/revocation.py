@@ -32,6 +32,7 @@ from collections.abc import Callable
 
 from partisan.transport.keys import KeyStore
 from partisan.transport.peer import Peer, PeerTable
+from partisan.transport.ticks import call_on_grid
 
 __all__ = ["REVOKED", "KeyWatch"]
 
@@ -64,7 +65,7 @@ class KeyWatch:
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._timer = loop.call_later(self.interval, self._tick)
+        self._timer = call_on_grid(loop, self.interval, self._tick)
 
     def stop(self) -> None:
         if self._timer is not None:
@@ -78,7 +79,7 @@ class KeyWatch:
         except Exception:  # a watcher must never stop the node; try again next tick
             log.exception("key directory check failed")
         if self._loop is not None:
-            self._timer = self._loop.call_later(self.interval, self._tick)
+            self._timer = call_on_grid(self._loop, self.interval, self._tick)
 
     def check(self) -> list[str]:
         """Re-read the directory; tear down revoked peers' links; return their names."""
