@@ -35,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from partisan.actors import envelopes as env
 from partisan.actors.on_demand import QUEUED, RELAYED, OnDemand
@@ -48,9 +48,6 @@ from partisan.actors.runtime import Dest, Runtime, Watch
 from partisan.actors.signals import From, Ref
 from partisan.errors import CallExit, NotConnected, Overloaded
 from partisan.identity import NodeSpec, Pid
-
-if TYPE_CHECKING:
-    from partisan.actors.remote_requests import Requests
 
 __all__ = ["RUNTIME_DEST", "Distribution"]
 
