@@ -137,8 +137,7 @@ class Engine:
         self._slots: list[int] = []
         self._timer_heap: list[_Entry] = []
         self._seq = 0
-        # `_heap` holds messages, events and `_calls` scripted calls: what is in
-        # flight is their difference (no counter to update twice per message)
+        # `_heap` holds messages, events and `_calls` scripted calls: in flight is the difference
         self._calls = 0
         self._links: dict[tuple[str, str], LinkModel] = {}
         self._group: dict[str, int] = {}  # partition group per name; absent = group 0
@@ -149,6 +148,7 @@ class Engine:
         self._payload_msg: Any = None  # the last payload message counted, and its record
         self._payload_record: BroadcastRecord | None = None
         self._layer_epoch = 0
+        self._spec_pool: dict[int, NodeSpec] = {}  # default specs made ahead (Simulator.add_node)
 
     # ------------------------------------------------------------ internals
 
