@@ -10,6 +10,12 @@ delay another channel's requests. Two processes (this one, ``bench``, and a
    measured capacity;
 4. shared: the same stream, but on ``default`` — the calls now queue behind it.
 
+Then the same again between two simulated hosts (network namespaces, as in
+the chaos suite; root only) whose link is shaped to 400 Mbit/s: on loopback
+an 8 MB message is on the wire for ~6 ms, too short for a call queued behind
+it to wait long; on a slower link the shared channel's head-of-line wait
+shows. Rows of that run say "(400mbit link)".
+
 Goal (issue): isolated p99 <= idle p99 + 5 ms, and >= 10x better than shared.
 """
 
@@ -18,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -103,9 +110,12 @@ async def _under_stream(echo: Any, target: Any, channel: str, rate: float, n: in
         await streamer
 
 
-async def _run(keys: str, peer: str, quick: bool) -> list[dict[str, Any]]:
+async def _run(
+    keys: str, peer: str, quick: bool, label: str = "", **options: Any
+) -> list[dict[str, Any]]:
     n = 100 if quick else 300
-    async with partisan.Node("bench", key_dir=keys, hidden=True, channels=("data:1",)) as node:
+    node_options = {"key_dir": keys, "hidden": True, "channels": ("data:1",), **options}
+    async with partisan.Node("bench", **node_options) as node:
         await node.sync_join(peer)
         echo = await Echo.start(node="peer")
         target = await partisan.spawn(sink, partisan.self(), node="peer")
@@ -123,15 +133,19 @@ async def _run(keys: str, peer: str, quick: bool) -> list[dict[str, Any]]:
         for k, v in (("idle", idle), ("isolated", isolated), ("shared", shared))
     }
     return [
-        {"name": "link capacity, 8 MB messages on data", "value": capacity / 1e6, "unit": "MB/s"},
         {
-            "name": "default call p99, idle",
+            "name": f"link capacity{label}, 8 MB messages on data",
+            "value": capacity / 1e6,
+            "unit": "MB/s",
+        },
+        {
+            "name": f"default call p99{label}, idle",
             "value": p99["idle"],
             "unit": "ms",
             "note": f"p50 {p50['idle']:.2f} ms",
         },
         {
-            "name": "default call p99, 8 MB stream on data at half capacity",
+            "name": f"default call p99{label}, 8 MB stream on data at half capacity",
             "value": p99["isolated"],
             "unit": "ms",
             "baseline": p99["idle"],
@@ -139,7 +153,7 @@ async def _run(keys: str, peer: str, quick: bool) -> list[dict[str, Any]]:
             "note": f"p50 {p50['isolated']:.2f} ms",
         },
         {
-            "name": "default call p99, the same stream on default",
+            "name": f"default call p99{label}, the same stream on default",
             "value": p99["shared"],
             "unit": "ms",
             "baseline": p99["isolated"],
@@ -150,8 +164,59 @@ async def _run(keys: str, peer: str, quick: bool) -> list[dict[str, Any]]:
     ]
 
 
+#: The shaped link: the bench host's egress (the bulk stream's direction) through a
+#: token bucket. 400 Mbit/s puts an 8 MB message on the wire for ~170 ms; a 2 ms
+#: queue bound keeps the bulk connection's packets from queueing ahead of a call's
+#: for longer than that in the qdisc (TCP backs off instead).
+SHAPED_RATE = "400mbit"
+SHAPED_QUEUE = "2ms"
+
+_PEER_ARGS = ["--channels", "data:1", "--import", "benchmarks.channels"]
+
+
+def _peer_argv(keys: str) -> list[str]:
+    return [sys.executable, "-m", "partisan", "node", "start", "peer", "--keys", keys, *_PEER_ARGS]
+
+
+def _with_cwd_on_path() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (os.getcwd(), env.get("PYTHONPATH")) if p)
+    return env
+
+
+def _shaped(keys: str, quick: bool) -> list[dict[str, Any]]:
+    """The same three figures between two simulated hosts over a rate-limited link.
+
+    On loopback an 8 MB message is on the wire for a few ms, so a call that
+    queues behind one waits little longer than one that does not; a slower
+    link is where a shared channel's head-of-line wait shows. Needs root and
+    iproute2 (the chaos suite's simulated hosts); without them, no rows.
+    """
+    import json
+
+    from partisan.testing.hosts import SimulatedHosts, capability_problem
+
+    if capability_problem() is not None:
+        return []
+    os.environ.update(_with_cwd_on_path())  # the hosts' processes inherit it
+    with SimulatedHosts(2) as hosts:
+        here, there = hosts["h1"], hosts["h2"]
+        peer = there.start_node("peer", "--keys", keys, *_PEER_ARGS, module="partisan")
+        here.run(
+            "tc", "qdisc", "replace", "dev", "eth0", "root", "tbf",
+            "rate", SHAPED_RATE, "burst", "256kb", "latency", SHAPED_QUEUE,
+        )  # fmt: skip
+        argv = [sys.executable, "-m", "benchmarks.channels", "--inside", keys]
+        argv += ["--peer", f"peer@{peer.address}", "--host", here.address]
+        argv += ["--quick"] if quick else []
+        done = subprocess.run(
+            here.exec_argv(argv), capture_output=True, text=True, timeout=600, check=True
+        )
+        return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+
+
 def run(args: Any) -> list[dict[str, Any]]:
-    """Run the isolation benchmark against a peer node process."""
+    """Run the isolation benchmark against a peer node process: on loopback, then shaped."""
     import logging
 
     from partisan.testing import NodeProcess
@@ -162,30 +227,28 @@ def run(args: Any) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory() as tmp:
         keys = os.path.join(tmp, "keys")
         create_keys(keys, ["bench", "peer"])
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (os.getcwd(), env.get("PYTHONPATH")) if p)
-        argv = [
-            sys.executable,
-            "-m",
-            "partisan",
-            "node",
-            "start",
-            "peer",
-            "--keys",
-            keys,
-            "--channels",
-            "data:1",
-            "--import",
-            "benchmarks.channels",
-        ]
-        with NodeProcess(argv, env=env) as peer:
-            return asyncio.run(_run(keys, f"peer@{peer.address}", quick))
+        with NodeProcess(_peer_argv(keys), env=_with_cwd_on_path()) as peer:
+            rows = asyncio.run(_run(keys, f"peer@{peer.address}", quick))
+        return rows + _shaped(keys, quick)
 
 
 if __name__ == "__main__":
     import argparse
+    import json
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
-    for row in run(parser.parse_args()):
-        print(row)
+    parser.add_argument("--inside", metavar="KEYS", help="(internal) the shaped run's bench side")
+    parser.add_argument("--peer")
+    parser.add_argument("--host")
+    options = parser.parse_args()
+    if options.inside:
+        label = f" ({SHAPED_RATE} link)"
+        rows = asyncio.run(
+            _run(options.inside, options.peer, options.quick, label, host=options.host)
+        )
+        for row in rows:
+            print(json.dumps(row), flush=True)
+    else:
+        for row in run(options):
+            print(row)
